@@ -1,0 +1,707 @@
+"""The one module that knows the array libraries.
+
+Everything device-specific lives here: which library backs a device, how arrays move between
+host and device, per-device random numbers, and the few fast primitives (scatter-add, erf)
+that some libraries have natively. Layers, losses and optimizers never import NumPy or CuPy;
+they ask this module (or the array itself, through the array API) for what they need.
+
+Devices
+-------
+``"cpu"``          NumPy.
+``"cuda"``         CuPy on the current GPU (``"cuda:N"`` for GPU N).
+``"auto"``         ``"cuda"`` when CuPy sees a GPU, else ``"cpu"``.
+``"strict"``       test only: array-api-strict on its simulated ``device1`` (API 2024.12). It
+                   refuses to mix devices and rejects NumPy-only idioms, so code that passes
+                   on it almost always runs on CuPy too.
+``"torch"``        test only: PyTorch CPU tensors through array-api-compat.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import array_api_compat
+
+Array = Any  # an array of any array-API library
+Namespace = Any
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+DEFAULT_DTYPE = "float32"
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine cannot give, or arrays sit on the wrong one."""
+
+
+# --------------------------------------------------------------------------------------------
+# Library adapters: the only place where NumPy, CuPy, array-api-strict and torch differ.
+# --------------------------------------------------------------------------------------------
+
+
+class _Library:
+    """How one array library creates, moves and seeds arrays. Subclassed once per library."""
+
+    kind = ""
+
+    def __init__(self, index: int = 0):
+        self.index = index
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def namespace(self) -> Namespace:
+        raise NotImplementedError
+
+    def native_device(self) -> Any:
+        raise NotImplementedError
+
+    def from_host(self, host: np.ndarray) -> Array:
+        raise NotImplementedError
+
+    def to_host(self, x: Array) -> np.ndarray:
+        raise NotImplementedError
+
+    def owns(self, x: Array) -> bool:
+        """True when ``x`` is an array of this library on this device."""
+        raise NotImplementedError
+
+    def context(self) -> Any:
+        return _NullContext()
+
+    def synchronize(self) -> None:
+        pass
+
+    def rng(self, seed: int) -> "DeviceRNG":
+        return HostRNG(self, seed)
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _NumPy(_Library):
+    kind = "cpu"
+
+    def namespace(self) -> Namespace:
+        import array_api_compat.numpy as xp
+
+        return xp
+
+    def native_device(self) -> Any:
+        return "cpu"
+
+    def from_host(self, host: np.ndarray) -> Array:
+        return np.array(host, copy=True)
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return np.asarray(x)
+
+    def owns(self, x: Array) -> bool:
+        return isinstance(x, (np.ndarray, np.generic))
+
+
+class _Strict(_Library):
+    kind = "strict"
+
+    def __init__(self, index: int = 0):
+        super().__init__(index)
+        import array_api_strict
+
+        array_api_strict.set_array_api_strict_flags(api_version="2024.12")
+        self._xp = array_api_strict
+        self._device = array_api_strict.Device("device1")
+
+    @property
+    def name(self) -> str:
+        return "strict:device1"
+
+    def namespace(self) -> Namespace:
+        return self._xp
+
+    def native_device(self) -> Any:
+        return self._device
+
+    def from_host(self, host: np.ndarray) -> Array:
+        return self._xp.asarray(np.array(host, copy=True), device=self._device)
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return np.array(np.from_dlpack(x), copy=True)
+
+    def owns(self, x: Array) -> bool:
+        return isinstance(x, self._xp._array_object.Array) and x.device == self._device
+
+
+class _Torch(_Library):
+    kind = "torch"
+
+    def __init__(self, index: int = 0):
+        super().__init__(index)
+        import torch
+
+        self._torch = torch
+
+    @property
+    def name(self) -> str:
+        return "torch:cpu"
+
+    def namespace(self) -> Namespace:
+        import array_api_compat.torch as xp
+
+        return xp
+
+    def native_device(self) -> Any:
+        return self._torch.device("cpu")
+
+    def from_host(self, host: np.ndarray) -> Array:
+        return self._torch.from_numpy(np.array(host, copy=True))
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return x.detach().cpu().numpy().copy()
+
+    def owns(self, x: Array) -> bool:
+        return isinstance(x, self._torch.Tensor) and x.device.type == "cpu"
+
+
+class _CuPy(_Library):
+    kind = "cuda"
+
+    def __init__(self, index: int = 0):
+        super().__init__(index)
+        import cupy
+
+        self._cupy = cupy
+
+    @property
+    def name(self) -> str:
+        return f"cuda:{self.index}"
+
+    def namespace(self) -> Namespace:
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    def native_device(self) -> Any:
+        return self._cupy.cuda.Device(self.index)
+
+    def context(self) -> Any:
+        # array-api-compat's CuPy wrapper ignores device=, so allocation must happen inside
+        # the device's context to land on the GPU that was asked for.
+        return self._cupy.cuda.Device(self.index)
+
+    def from_host(self, host: np.ndarray) -> Array:
+        with self._cupy.cuda.Device(self.index):
+            return self._cupy.asarray(host)
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return self._cupy.asnumpy(x)
+
+    def owns(self, x: Array) -> bool:
+        return isinstance(x, self._cupy.ndarray) and x.device.id == self.index
+
+    def synchronize(self) -> None:
+        self._cupy.cuda.Device(self.index).synchronize()
+
+    def rng(self, seed: int) -> "DeviceRNG":
+        return CuPyRNG(self, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Random numbers
+# --------------------------------------------------------------------------------------------
+
+
+class DeviceRNG:
+    """Random numbers drawn for one device, with a JSON-serialisable state.
+
+    ``random(shape, dtype)`` gives uniform [0, 1) samples, ``normal(shape, dtype)`` standard
+    normal ones, both created on the device. Used for dropout masks and data shuffling.
+    """
+
+    def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        raise NotImplementedError
+
+    def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        raise NotImplementedError
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A host permutation of ``range(n)`` (used to shuffle data)."""
+        raise NotImplementedError
+
+    def get_state(self) -> dict:
+        raise NotImplementedError
+
+    def set_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class HostRNG(DeviceRNG):
+    """Draws on the host with NumPy's PCG64 and sends the result (NumPy, strict, torch)."""
+
+    def __init__(self, library: _Library, seed: int):
+        self._library = library
+        self._generator = np.random.Generator(np.random.PCG64(seed))
+
+    def _send(self, host: np.ndarray, dtype: Any) -> Array:
+        array = self._library.from_host(host)
+        xp = self._library.namespace()
+        return xp.astype(array, dtype) if array.dtype != dtype else array
+
+    def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        host = self._generator.random(tuple(shape), dtype=np.float64)
+        if self._library.kind == "cpu":
+            return host.astype(dtype, copy=False)
+        return self._send(host, dtype)
+
+    def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        host = self._generator.standard_normal(tuple(shape), dtype=np.float64)
+        if self._library.kind == "cpu":
+            return host.astype(dtype, copy=False)
+        return self._send(host, dtype)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return self._generator.permutation(n)
+
+    def get_state(self) -> dict:
+        return {"kind": "pcg64", "state": self._generator.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("kind") != "pcg64":
+            raise ValueError(f"RNG state of kind {state.get('kind')!r} does not fit a host RNG")
+        self._generator.bit_generator.state = state["state"]
+
+
+class CuPyRNG(DeviceRNG):
+    """Counter-based draws on the GPU: each call seeds a fresh generator with (seed, counter),
+    so the state is two integers and resuming is exact."""
+
+    def __init__(self, library: _CuPy, seed: int):
+        self._library = library
+        self._seed = int(seed)
+        self._counter = 0
+        self._host = np.random.Generator(np.random.PCG64(seed))
+
+    def _next(self) -> Any:
+        cupy = self._library._cupy
+        self._counter += 1
+        key = (self._seed * 1_000_003 + self._counter) % (2**63)
+        return cupy.random.default_rng(key)
+
+    def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        with self._library.context():
+            return self._next().random(tuple(shape), dtype=dtype)
+
+    def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        with self._library.context():
+            return self._next().standard_normal(tuple(shape), dtype=dtype)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return self._host.permutation(n)
+
+    def get_state(self) -> dict:
+        return {"kind": "counter", "seed": self._seed, "counter": self._counter,
+                "host": self._host.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("kind") != "counter":
+            raise ValueError(f"RNG state of kind {state.get('kind')!r} does not fit a CUDA RNG")
+        self._seed, self._counter = int(state["seed"]), int(state["counter"])
+        self._host.bit_generator.state = state["host"]
+
+
+# --------------------------------------------------------------------------------------------
+# Device
+# --------------------------------------------------------------------------------------------
+
+
+class Device:
+    """Where arrays live and which namespace computes on them.
+
+    Create with :func:`device`. ``xp`` is the array namespace; ``send`` and ``to_numpy`` are
+    the only transfers. Devices compare equal by name (``"cpu"``, ``"cuda:1"``, ...).
+    """
+
+    __slots__ = ("_library", "name", "xp", "native", "kind", "_contexts")
+
+    def __init__(self, library: _Library):
+        self._library = library
+        self.name: str = library.name
+        self.kind: str = library.kind
+        self.xp: Namespace = library.namespace()
+        self.native: Any = library.native_device()
+        self._contexts: list[Any] = []  # a stack, so nested `with device:` blocks work
+
+    def __repr__(self) -> str:
+        return f"Device({self.name!r})"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except (ValueError, DeviceError):
+                return False
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __enter__(self) -> "Device":
+        context = self._library.context()
+        context.__enter__()
+        self._contexts.append(context)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._contexts.pop().__exit__(*exc)
+
+    # -- dtypes and creation ---------------------------------------------------------------
+    def dtype(self, name: str | Any = DEFAULT_DTYPE) -> Any:
+        """The namespace's dtype object for ``name`` (``"float32"``...) or a dtype itself."""
+        if not isinstance(name, str):
+            return name
+        if name not in DTYPES and name not in ("int64", "int32", "bool", "uint8"):
+            raise ValueError(f"unknown dtype {name!r}; expected one of {DTYPES}")
+        if not hasattr(self.xp, name):
+            raise DeviceError(f"device {self.name} has no dtype {name}")
+        return getattr(self.xp, name)
+
+    def owns(self, x: Array) -> bool:
+        """True when ``x`` is an array of this device's library on this device."""
+        return self._library.owns(x)
+
+    def send(self, x: Array, dtype: str | Any | None = None) -> Array:
+        """Copy ``x`` (NumPy, a list, or any supported array) onto this device.
+
+        An array already here is returned as is (cast when ``dtype`` differs).
+        """
+        if not self._library.owns(x):
+            host = to_numpy(x) if is_array(x) else np.asarray(x)
+            with self._library.context():
+                x = self._library.from_host(host)
+        if dtype is not None:
+            target = self.dtype(dtype) if isinstance(dtype, str) else dtype
+            if x.dtype != target:
+                x = self.xp.astype(x, target)
+        return x
+
+    def zeros(self, shape: Sequence[int], dtype: str | Any = DEFAULT_DTYPE) -> Array:
+        target = self.dtype(dtype) if isinstance(dtype, str) else dtype
+        with self._library.context():
+            return self.xp.zeros(tuple(shape), dtype=target, device=self.native)
+
+    def rng(self, seed: int) -> DeviceRNG:
+        """A generator drawing on this device, seeded with ``seed``."""
+        return self._library.rng(seed)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU)."""
+        self._library.synchronize()
+
+
+_LIBRARIES: dict[str, Callable[[int], _Library]] = {
+    "cpu": _NumPy,
+    "cuda": _CuPy,
+    "strict": _Strict,
+    "torch": _Torch,
+}
+_CACHE: dict[str, Device] = {}
+_SPEC = re.compile(r"^(cpu|cuda|auto|strict|torch)(?::(\w+))?$")
+
+
+def cuda_device_count() -> int:
+    """How many GPUs CuPy sees here (0 when CuPy is missing or sees none)."""
+    try:
+        import cupy
+    except Exception:
+        return 0
+    try:
+        if not cupy.is_available():
+            return 0
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def device(spec: "str | Device" = "auto") -> Device:
+    """The :class:`Device` for ``spec``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+
+    Raises ``ValueError`` for an unknown string and :class:`DeviceError` when CuPy is missing,
+    sees no GPU, or the GPU index is out of range.
+    """
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(spec).__name__}")
+    key = spec.strip().lower()
+    match = _SPEC.match(key)
+    if match is None:
+        raise ValueError(
+            f"unknown device {spec!r}; expected 'cpu', 'cuda', 'cuda:N', 'auto' "
+            "(or the test devices 'strict' and 'torch')"
+        )
+    kind, suffix = match.group(1), match.group(2)
+    if kind == "auto":
+        kind, suffix = ("cuda", None) if cuda_device_count() > 0 else ("cpu", None)
+    index = 0
+    if kind == "cuda":
+        index = _cuda_index(spec, suffix)
+    elif suffix is not None and not (kind == "strict" and suffix == "device1") and not (
+        kind == "torch" and suffix == "cpu"
+    ) and not (kind == "cpu" and suffix == "0"):
+        raise ValueError(f"unknown device {spec!r}: {kind!r} takes no index")
+    name = f"{kind}:{index}"
+    if name not in _CACHE:
+        try:
+            _CACHE[name] = Device(_LIBRARIES[kind](index))
+        except ImportError as error:
+            extra = {"strict": "pip install array-api-strict", "torch": "pip install torch"}[kind]
+            raise DeviceError(f"device {spec!r} needs a library that is not installed ({error}); {extra}") from error
+    return _CACHE[name]
+
+
+def _cuda_index(spec: str, suffix: str | None) -> int:
+    try:
+        import cupy  # noqa: F401
+    except ImportError as error:
+        raise DeviceError(
+            f"device {spec!r} needs CuPy, which is not installed: pip install 'gradflow[cuda12]' "
+            "(CUDA 12) or 'gradflow[cuda13]' (CUDA 13)"
+        ) from error
+    count = cuda_device_count()
+    if count == 0:
+        raise DeviceError(
+            f"device {spec!r}: CuPy is installed but sees no GPU (no driver, no visible device, "
+            "or a CUDA version that does not match the cupy-cuda wheel); use device='cpu' or 'auto'"
+        )
+    if suffix is None:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDevice())
+    if not suffix.isdigit():
+        raise ValueError(f"unknown device {spec!r}: the GPU index must be a number")
+    index = int(suffix)
+    if index >= count:
+        raise DeviceError(f"device {spec!r}: GPU index {index} is out of range; this machine has {count} GPU(s)")
+    return index
+
+
+def devices() -> list[Device]:
+    """The devices usable for training here: ``cpu`` and each GPU CuPy sees."""
+    found = [device("cpu")]
+    found += [device(f"cuda:{i}") for i in range(cuda_device_count())]
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays
+# --------------------------------------------------------------------------------------------
+
+_NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
+
+
+def namespace(*arrays: Array) -> Namespace:
+    """The array namespace of ``arrays`` (cached per array type: a dict look-up)."""
+    kind = type(arrays[0])
+    xp = _NAMESPACE_BY_TYPE.get(kind)
+    if xp is None:
+        xp = array_api_compat.array_namespace(arrays[0])
+        _NAMESPACE_BY_TYPE[kind] = xp
+    return xp
+
+
+def is_array(x: object) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def device_of(x: Array) -> Device:
+    """The gradflow :class:`Device` an array lives on."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return device("cpu")
+    if array_api_compat.is_cupy_array(x):
+        return device(f"cuda:{x.device.id}")
+    if array_api_compat.is_torch_array(x):
+        if x.device.type != "cpu":
+            raise DeviceError(f"torch tensors on {x.device} are not a gradflow device")
+        return device("torch")
+    if type(x).__module__.startswith("array_api_strict"):
+        if str(x.device) != str(device("strict").native):
+            raise DeviceError(f"array-api-strict arrays on {x.device} are not a gradflow device; use 'strict' (device1)")
+        return device("strict")
+    raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """Copy any supported array to a NumPy array on the host (an explicit transfer)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, np.generic):
+        return np.asarray(x)
+    if not is_array(x):
+        return np.asarray(x)
+    return device_of(x)._library.to_host(x)
+
+
+def to_float(x: Array) -> float:
+    """A Python float from a 0-d array: a host transfer, so a sync on GPUs. Use outside hot loops."""
+    return float(to_numpy(x))
+
+
+def same_device(a: Array, b: Array) -> bool:
+    """True when two arrays are of the same library and on the same device."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return True
+    return a.device == b.device
+
+
+def is_floating(dtype: Any) -> bool:
+    """True for real floating dtypes of any namespace."""
+    text = str(dtype)
+    return "float" in text and "complex" not in text
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` for np.float32, torch.float32, array_api_strict.float32..."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Fast primitives with portable fallbacks
+# --------------------------------------------------------------------------------------------
+
+
+def scatter_add_rows(target: Array, indices: Array, values: Array, *, portable: bool = False) -> Array:
+    """``target[indices[i]] += values[i]`` for every i, duplicates summed. Returns ``target``.
+
+    target: (V, D); indices: (N,) integers; values: (N, D). Uses ``np.add.at`` on NumPy,
+    ``cupyx.scatter_add`` on CuPy, ``index_add_`` on torch; elsewhere (or with
+    ``portable=True``) a one-hot matrix product, which the tests run on every device.
+    """
+    if not portable:
+        if isinstance(target, np.ndarray):
+            np.add.at(target, np.asarray(indices), values)
+            return target
+        if array_api_compat.is_cupy_array(target):
+            import cupyx
+
+            cupyx.scatter_add(target, indices, values)
+            return target
+        if array_api_compat.is_torch_array(target):
+            target.index_add_(0, indices, values)
+            return target
+    xp = namespace(target)
+    one_hot = xp.astype(
+        indices[None, :] == xp.arange(target.shape[0], device=target.device, dtype=indices.dtype)[:, None],
+        target.dtype,
+    )
+    target += one_hot @ values
+    return target
+
+
+def erf(x: Array, *, portable: bool = False) -> Array:
+    """The error function elementwise, to float64 accuracy.
+
+    Uses the library's own ``erf`` where it has one (SciPy for NumPy, cupyx for CuPy, torch);
+    the portable fallback (Cody's rational approximations via :func:`_erf_portable`) runs on
+    any namespace and is what the tests use on the strict device.
+    """
+    if not portable:
+        if isinstance(x, np.ndarray):
+            try:
+                from scipy.special import erf as scipy_erf
+
+                return scipy_erf(x).astype(x.dtype, copy=False)
+            except ImportError:
+                pass
+        elif array_api_compat.is_cupy_array(x):
+            import cupyx.scipy.special
+
+            return cupyx.scipy.special.erf(x)
+        elif array_api_compat.is_torch_array(x):
+            import torch
+
+            return torch.special.erf(x)
+    return _erf_portable(x)
+
+
+# W. J. Cody, "Rational Chebyshev approximations for the error function" (1969): three ranges.
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
+          3.20937758913846947e03, 1.85777706184603153e-1)
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+          2.84423683343917062e03)
+_ERF_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01,
+          2.98635138197400131e02, 8.81952221241769090e02, 1.71204761263407058e03,
+          2.05107837782607147e03, 1.23033935479799725e03, 2.15311535474403846e-8)
+_ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+          1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+          3.43936767414372164e03, 1.23033935480374942e03)
+_ERF_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+          1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)
+_ERF_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1,
+          6.05183413124413191e-2, 2.33520497626869185e-3)
+
+
+def _erf_portable(x: Array) -> Array:
+    xp = namespace(x)
+    ax = xp.abs(x)
+    # |x| <= 0.5: erf(x) = x * P(x^2) / Q(x^2)
+    z = ax * ax
+    num = _ERF_A[4] * z
+    den = z
+    for i in range(3):
+        num = (num + _ERF_A[i]) * z
+        den = (den + _ERF_B[i]) * z
+    small = ax * (num + _ERF_A[3]) / (den + _ERF_B[3])
+    # 0.5 < |x| <= 4: erfc(x) = exp(-x^2) * P(x) / Q(x)
+    num = _ERF_C[8] * ax
+    den = ax
+    for i in range(7):
+        num = (num + _ERF_C[i]) * ax
+        den = (den + _ERF_D[i]) * ax
+    medium = 1.0 - xp.exp(-z) * (num + _ERF_C[7]) / (den + _ERF_D[7])
+    # |x| > 4: erfc(x) = exp(-x^2)/x * (1/sqrt(pi) + 1/x^2 * P(1/x^2) / Q(1/x^2))
+    safe = xp.where(ax > 4.0, ax, xp.full_like(ax, 4.0))
+    inv2 = 1.0 / (safe * safe)
+    num = _ERF_P[5] * inv2
+    den = inv2
+    for i in range(4):
+        num = (num + _ERF_P[i]) * inv2
+        den = (den + _ERF_Q[i]) * inv2
+    tail = inv2 * (num + _ERF_P[4]) / (den + _ERF_Q[4])
+    large = 1.0 - xp.exp(-safe * safe) / safe * (1.0 / math.sqrt(math.pi) - tail)
+    result = xp.where(ax <= 0.5, small, xp.where(ax <= 4.0, medium, large))
+    return xp.where(x < 0, -result, result)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the array libraries importable here (for ``gradflow info``)."""
+    found = {}
+    for module in ("numpy", "array_api_compat", "cupy", "array_api_strict", "torch", "scipy"):
+        try:
+            found[module] = importlib.import_module(module).__version__
+        except Exception:
+            continue
+    return found
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries NumPy loaded (via threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{k: v for k, v in entry.items() if k in ("internal_api", "version", "num_threads", "architecture")}
+            for entry in threadpool_info()]

@@ -1,0 +1,306 @@
+"""Parameters, the layer protocol and the checks every layer runs at its boundary.
+
+The protocol, in one line::
+
+    y, backprop = layer(x, train=True)      # forward; backprop keeps what it needs
+    dx = backprop(dy)                         # adds dL/dθ into each parameter's .grad
+
+``backprop`` is a closure, so a layer called twice (weight tying, an unrolled RNN) gets two
+independent closures and its gradients add up. ``layer.predict(x)`` is inference: eval mode and
+nothing kept for a backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import backend
+from .backend import Array, Device, DeviceError
+
+Backprop = Callable[[Array], Array]
+
+
+class Parameter:
+    """A trainable array, its gradient and the optimizer's per-parameter state.
+
+    ``grad`` is ``None`` until a backward pass adds to it (and again after ``zero_grad``).
+    ``state`` holds optimizer slots (momentum, Adam moments...), so that moving the model moves
+    them too.
+    """
+
+    __slots__ = ("value", "grad", "state")
+
+    def __init__(self, value: Array):
+        self.value = value
+        self.grad: Array | None = None
+        self.state: dict[str, Array] = {}
+
+    def accumulate(self, gradient: Array) -> None:
+        """Add ``gradient`` into ``.grad``; a fresh array is taken over, not copied."""
+        if self.grad is None:
+            self.grad = gradient
+        else:
+            self.grad += gradient
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.value.dtype
+
+    @property
+    def device(self) -> Device:
+        return backend.device_of(self.value)
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for n in self.value.shape:
+            size *= n
+        return size
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={backend.dtype_name(self.dtype)}, device={self.device})"
+
+
+class Buffer:
+    """A non-trainable array a layer keeps between calls (e.g. batch-norm running statistics)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Array):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={tuple(self.value.shape)})"
+
+
+class Layer:
+    """Base class of every layer and container.
+
+    Subclasses implement ``forward(x, train) -> (y, backprop)``. Parameters, buffers and
+    sub-layers are found by looking at the instance's attributes (also inside lists), in the
+    order they were assigned, so ``state_dict`` keys are stable: ``"0.weight"``,
+    ``"encoder.layers.1.bias"``.
+    """
+
+    training: bool = True
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def __call__(self, x: Array, train: bool | None = None, **kwargs: Any) -> tuple[Array, Backprop]:
+        return self.forward(x, self.training if train is None else train, **kwargs)
+
+    def predict(self, x: Array, **kwargs: Any) -> Array:
+        """Inference: eval-mode output, nothing kept for backward."""
+        return self.forward(x, False, **kwargs)[0]
+
+    # -- structure ---------------------------------------------------------------------------
+    def named_children(self) -> Iterator[tuple[str, "Layer"]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Layer):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Layer):
+                        yield f"{name}.{i}", item
+
+    def _named_own(self, kind: type) -> Iterator[tuple[str, Any]]:
+        for name, value in vars(self).items():
+            if isinstance(value, kind):
+                yield name, value
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for name, item in self._walk(Parameter, prefix):
+            if id(item) not in seen:  # a tied parameter is listed once
+                seen.add(id(item))
+                yield name, item
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        yield from self._walk(Buffer, prefix)
+
+    def _walk(self, kind: type, prefix: str) -> Iterator[tuple[str, Any]]:
+        for name, item in self._named_own(kind):
+            yield prefix + name, item
+        for name, child in self.named_children():
+            yield from child._walk(kind, f"{prefix}{name}.")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def sublayers(self) -> Iterator[tuple[str, "Layer"]]:
+        """This layer and every layer inside it, depth first, with dotted names."""
+        yield "", self
+        for name, child in self.named_children():
+            for sub, layer in child.sublayers():
+                yield (f"{name}.{sub}" if sub else name), layer
+
+    # -- device, dtype and mode --------------------------------------------------------------
+    @property
+    def device(self) -> Device | None:
+        """The device of the layer's parameters (``None`` for a layer with no arrays)."""
+        for _, p in self.named_parameters():
+            return p.device
+        for _, b in self.named_buffers():
+            return backend.device_of(b.value)
+        return None
+
+    @property
+    def dtype(self) -> Any:
+        for _, p in self.named_parameters():
+            return p.dtype
+        return None
+
+    def to(self, device: "str | Device | None" = None, dtype: str | None = None) -> "Layer":
+        """Move (and/or cast) every parameter, gradient, optimizer slot and buffer. Returns self."""
+        target = backend.device(device) if device is not None else None
+        for _, p in self.named_parameters():
+            dev = target or p.device
+            p.value = dev.send(p.value, dtype)
+            if p.grad is not None:
+                p.grad = dev.send(p.grad, dtype)
+            for slot, array in list(p.state.items()):
+                p.state[slot] = dev.send(array, dtype if backend.is_floating(array.dtype) else None)
+        for _, b in self.named_buffers():
+            dev = target or backend.device_of(b.value)
+            b.value = dev.send(b.value, dtype if backend.is_floating(b.value.dtype) else None)
+        for _, layer in self.sublayers():
+            layer._moved(target, dtype)
+        return self
+
+    def _moved(self, device: Device | None, dtype: str | None) -> None:
+        """Hook for layers holding other device resources (e.g. a dropout RNG)."""
+
+    def train(self, mode: bool = True) -> "Layer":
+        for _, layer in self.sublayers():
+            layer.training = mode
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Array]:
+        """Parameter values and buffers by dotted name (the arrays themselves, not copies)."""
+        state = {name: p.value for name, p in self.named_parameters()}
+        state.update({name: b.value for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the model, onto its device and dtype.
+
+        Every key and shape is checked before anything is assigned, so a mismatch leaves the
+        model as it was and the error lists every missing, unexpected and mis-shaped key.
+        """
+        targets: dict[str, Parameter | Buffer] = dict(self.named_parameters())
+        targets.update(dict(self.named_buffers()))
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        wrong = [
+            f"{k}: model {tuple(targets[k].value.shape)} vs given {tuple(state[k].shape)}"
+            for k in targets
+            if k in state and tuple(targets[k].value.shape) != tuple(state[k].shape)
+        ]
+        if wrong or (strict and (missing or unexpected)):
+            lines = [f"{type(self).__name__}.load_state_dict: the state does not fit the model"]
+            if missing:
+                lines.append(f"missing keys: {missing}")
+            if unexpected:
+                lines.append(f"unexpected keys: {unexpected}")
+            if wrong:
+                lines.append("shape mismatches: " + "; ".join(wrong))
+            raise ValueError("\n  ".join(lines))
+        for key, target in targets.items():
+            if key in state:
+                current = target.value
+                target.value = backend.device_of(current).send(state[key], current.dtype)
+                if target.value is state[key]:
+                    target.value = backend.namespace(current).asarray(target.value, copy=True)
+
+    # -- display -----------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not children:
+            return head + ")"
+        body = "\n".join(f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children)
+        return f"{head}\n{body}\n)"
+
+    def describe(self) -> str:
+        """A short name for error messages: ``Linear(in_features=4, out_features=3)``."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary checks: cheap, explicit, and before any state changes.
+# --------------------------------------------------------------------------------------------
+
+
+def check_input(
+    layer: Layer,
+    x: Any,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    min_ndim: int | None = None,
+    features: int | None = None,
+    axis: int = -1,
+    like: Array | None = None,
+    what: str = "input",
+) -> None:
+    """Raise a clear error when ``x`` cannot go into ``layer``.
+
+    ndim/min_ndim: allowed number of axes. features: required size of ``axis``.
+    like: a parameter array; ``x`` must share its device and dtype.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype") or not backend.is_array(x):
+        raise TypeError(
+            f"{layer.describe()}: expected an array as {what}, got {type(x).__name__}; "
+            "convert with device.send(...) first"
+        )
+    if like is not None and not backend.same_device(x, like):
+        raise DeviceError(
+            f"{layer.describe()}: expected {what} on device {backend.device_of(like)} (the layer's), "
+            f"got an array on {_device_name(x)}; move it with device.send(x) or the model with model.to(...)"
+        )
+    if not backend.is_floating(x.dtype):
+        raise TypeError(
+            f"{layer.describe()}: expected a floating-point {what}, got dtype {backend.dtype_name(x.dtype)}"
+        )
+    if like is not None and x.dtype != like.dtype:
+        raise TypeError(
+            f"{layer.describe()}: expected {what} of dtype {backend.dtype_name(like.dtype)} (the layer's), "
+            f"got {backend.dtype_name(x.dtype)}; cast the input or call model.to(dtype=...)"
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            expected = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{layer.describe()}: expected a {expected}-D {what}, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(
+            f"{layer.describe()}: expected {what} with at least {min_ndim} axes, got shape {tuple(x.shape)}"
+        )
+    if features is not None and x.shape[axis] != features:
+        raise ValueError(
+            f"{layer.describe()}: expected {what} with {features} features on axis {axis}, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+def _device_name(x: Array) -> str:
+    try:
+        return str(backend.device_of(x))
+    except (TypeError, DeviceError):
+        return f"{type(x).__module__}.{type(x).__name__} on {getattr(x, 'device', '?')}"

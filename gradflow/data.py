@@ -1,0 +1,82 @@
+"""Batches: a seeded, resumable iterator that sends each batch to the model's device.
+
+Data stays on the host (NumPy) and each batch is sent as it is needed, so datasets larger than
+GPU memory work; shuffling uses a host generator whose state can be saved and restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .backend import Array, Device
+
+
+class BatchIterator:
+    """Iterate over ``(x_batch, y_batch)`` pairs (or ``x_batch`` alone when ``y`` is None).
+
+    x: host array (N, ...); y: host array (N, ...) or None. Float inputs are cast to ``dtype``;
+    integer labels keep their dtype. ``seed`` fixes the shuffling order of every epoch.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any = None,
+        batch_size: int = 32,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: "str | Device" = "cpu",
+        dtype: str = "float32",
+    ):
+        x = backend.to_numpy(x) if backend.is_array(x) else np.asarray(x)
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"BatchIterator: the dataset is empty (x has shape {x.shape})")
+        if y is not None:
+            y = backend.to_numpy(y) if backend.is_array(y) else np.asarray(y)
+            if len(y) != len(x):
+                raise ValueError(f"BatchIterator: x has {len(x)} samples but y has {len(y)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"BatchIterator: batch_size must be a positive int, got {batch_size!r}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.device = backend.device(device)
+        self.dtype = dtype
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
+    def _send(self, part: np.ndarray) -> Array:
+        floating = np.issubdtype(part.dtype, np.floating)
+        return self.device.send(part, self.dtype if floating else None)
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self.x)
+        order = self._rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            xb = self._send(self.x[index])
+            yield xb if self.y is None else (xb, self._send(self.y[index]))
+
+    def to(self, device: "str | Device") -> "BatchIterator":
+        self.device = backend.device(device)
+        return self
+
+    def get_state(self) -> dict:
+        """The shuffling generator's state (JSON-serialisable), for exact resumption."""
+        return self._rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state

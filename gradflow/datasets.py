@@ -1,0 +1,48 @@
+"""Datasets that need no download: they ship with a package or are generated locally."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Split(NamedTuple):
+    """Host arrays: inputs float32, labels int64."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0) -> Split:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).
+
+    A fixed stratified split (``seed``) and standardisation with the training set's per-pixel
+    mean and standard deviation. Shapes: (N, 64), or (N, 1, 8, 8) with ``images=True``.
+    Needs scikit-learn (``pip install 'gradflow[data]'``).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError("gradflow.datasets.digits needs scikit-learn: pip install 'gradflow[data]'") from error
+    bunch = load_digits()
+    x = bunch.data.astype(np.float64)
+    y = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test_index = []
+    for label in range(10):
+        members = np.flatnonzero(y == label)
+        test_index.append(rng.choice(members, size=int(round(len(members) * test_fraction)), replace=False))
+    test_mask = np.zeros(len(y), dtype=bool)
+    test_mask[np.concatenate(test_index)] = True
+    x_train, x_test = x[~test_mask], x[test_mask]
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std < 1e-6] = 1.0  # constant border pixels
+    x_train = ((x_train - mean) / std).astype(np.float32)
+    x_test = ((x_test - mean) / std).astype(np.float32)
+    if images:
+        x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    return Split(x_train, y[~test_mask], x_test, y[test_mask])

@@ -1,0 +1,168 @@
+"""Elementwise activations and the softmax family.
+
+Each layer maps x of any shape to y of the same shape. The δ rule is ``dx = dy ⊙ f'(x)``
+(softmax and log-softmax couple the entries along ``axis``; see their docstrings).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..backend import Array
+from ..core import Backprop, Layer, check_input
+
+
+class _Elementwise(Layer):
+    """Shared boundary check; subclasses implement ``_forward(x, xp) -> (y, backprop)``."""
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x)
+        return self._forward(x, backend.namespace(x))
+
+    def predict(self, x: Array) -> Array:
+        return self.forward(x, False)[0]
+
+    def _forward(self, x: Array, xp) -> tuple[Array, Backprop]:
+        raise NotImplementedError
+
+
+class ReLU(_Elementwise):
+    """``y = max(x, 0)``; δ: ``dx = dy ⊙ [x > 0]``."""
+
+    def _forward(self, x, xp):
+        y = xp.maximum(x, 0.0)
+        return y, lambda dy: xp.where(y > 0, dy, 0.0)
+
+
+class LeakyReLU(_Elementwise):
+    """``y = x`` for x > 0, else ``slope·x``; δ: ``dx = dy`` or ``slope·dy``."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        if not negative_slope >= 0:
+            raise ValueError(f"LeakyReLU: negative_slope must be >= 0, got {negative_slope}")
+        self.negative_slope = float(negative_slope)
+
+    def _forward(self, x, xp):
+        positive = x > 0
+        y = xp.where(positive, x, self.negative_slope * x)
+        return y, lambda dy: xp.where(positive, dy, self.negative_slope * dy)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(_Elementwise):
+    """``y = x`` for x > 0, else ``α(eˣ − 1)``; δ: ``dy`` or ``dy ⊙ (y + α)``."""
+
+    def __init__(self, alpha: float = 1.0):
+        if not alpha > 0:
+            raise ValueError(f"ELU: alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+
+    def _forward(self, x, xp):
+        positive = x > 0
+        # expm1 of min(x, 0) never overflows for large positive x
+        y = xp.where(positive, x, self.alpha * xp.expm1(xp.minimum(x, 0.0)))
+        return y, lambda dy: xp.where(positive, dy, dy * (y + self.alpha))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+def _sigmoid(x: Array, xp) -> Array:
+    """σ(x) computed from e^{-|x|}, finite for any x."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Sigmoid(_Elementwise):
+    """``y = 1 / (1 + e⁻ˣ)``; δ: ``dx = dy ⊙ y(1 − y)``."""
+
+    def _forward(self, x, xp):
+        y = _sigmoid(x, xp)
+        return y, lambda dy: dy * y * (1.0 - y)
+
+
+class Tanh(_Elementwise):
+    """``y = tanh(x)``; δ: ``dx = dy ⊙ (1 − y²)``."""
+
+    def _forward(self, x, xp):
+        y = xp.tanh(x)
+        return y, lambda dy: dy * (1.0 - y * y)
+
+
+class SiLU(_Elementwise):
+    """``y = x σ(x)`` (swish); δ: ``dx = dy ⊙ (σ + x σ (1 − σ))``."""
+
+    def _forward(self, x, xp):
+        s = _sigmoid(x, xp)
+        return x * s, lambda dy: dy * (s * (1.0 + x * (1.0 - s)))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GELU(_Elementwise):
+    """Gaussian error linear unit.
+
+    exact (default): ``y = x Φ(x) = ½ x (1 + erf(x/√2))``; δ: ``dy ⊙ (Φ(x) + x φ(x))``.
+    tanh form (``approximate="tanh"``): ``y = ½ x (1 + tanh(u))`` with
+    ``u = √(2/π)(x + 0.044715 x³)``; δ: ``dy ⊙ (½(1 + t) + ½ x (1 − t²) u')``.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _forward(self, x, xp):
+        if self.approximate == "tanh":
+            t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            y = 0.5 * x * (1.0 + t)
+
+            def backprop(dy):
+                du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
+                return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+            return y, backprop
+        cdf = 0.5 * (1.0 + backend.erf(x * _INV_SQRT_2))
+        y = x * cdf
+        return y, lambda dy: dy * (cdf + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x))
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class Softmax(_Elementwise):
+    """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def _forward(self, x, xp):
+        shifted = x - xp.max(x, axis=self.axis, keepdims=True)
+        e = xp.exp(shifted)
+        y = e / xp.sum(e, axis=self.axis, keepdims=True)
+        return y, lambda dy: y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+class LogSoftmax(_Elementwise):
+    """``y = x − logsumexp(x)`` along ``axis``; δ: ``dx = dy − softmax(x) Σ_j dy_j``."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def _forward(self, x, xp):
+        shifted = x - xp.max(x, axis=self.axis, keepdims=True)
+        log_norm = xp.log(xp.sum(xp.exp(shifted), axis=self.axis, keepdims=True))
+        y = shifted - log_norm
+        return y, lambda dy: dy - xp.exp(y) * xp.sum(dy, axis=self.axis, keepdims=True)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"

@@ -1,0 +1,132 @@
+"""Linear, Flatten, Reshape and Identity."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import backend
+from .. import init as _init
+from ..backend import Array
+from ..core import Backprop, Layer, Parameter, check_input
+
+
+def check_delta(layer: Layer, dy: Any, expected_shape: tuple) -> None:
+    """The δ handed to a backprop must have the forward output's shape."""
+    if tuple(dy.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"{layer.describe()}: backprop expected a δ of shape {tuple(expected_shape)} "
+            f"(the forward output's), got {tuple(dy.shape)}"
+        )
+
+
+class Linear(Layer):
+    """Affine map over the last axis.
+
+    Shapes: x (N, *, in_features) -> y (N, *, out_features); weight (in_features, out_features);
+    bias (out_features,).
+
+    Forward: ``y = x W + b``.  δ rule: ``dx = dy Wᵀ``.  Gradients: ``dW = xᵀ dy`` and
+    ``db = Σ_N dy`` (summed over every leading axis).
+
+    Example::
+
+        layer = Linear(4, 3, rng=0)
+        y, backprop = layer(device("cpu").send(np.ones((2, 4)), "float32"), train=True)
+        dx = backprop(y)          # dx.shape == (2, 4); layer.weight.grad.shape == (4, 3)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: "str | _init.Initializer" = "glorot_uniform",
+        rng: Any = None,
+        device: Any = "cpu",
+        dtype: str = "float32",
+    ):
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Linear: {name} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        dev = backend.device(device)
+        generator = _init.generator(rng)
+        weight = _init.get(init)((in_features, out_features), in_features, out_features, generator)
+        self.weight = Parameter(dev.send(weight, dtype))
+        # Zero biases: the usual choice with Glorot/He weights.
+        self.bias = Parameter(dev.send(_init.zeros((out_features,)), dtype)) if bias else None
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        W = self.weight.value
+        check_input(self, x, min_ndim=1, features=self.in_features, like=W)
+        y = x @ W
+        if self.bias is not None:
+            y += self.bias.value
+        out_shape = tuple(y.shape)
+
+        def backprop(dy: Array) -> Array:
+            check_delta(self, dy, out_shape)
+            x2, dy2 = x, dy
+            if x.ndim != 2:
+                xp = backend.namespace(x)
+                x2 = xp.reshape(x, (-1, self.in_features))
+                dy2 = xp.reshape(dy, (-1, self.out_features))
+            self.weight.accumulate(x2.T @ dy2)
+            if self.bias is not None:
+                self.bias.accumulate(backend.namespace(dy).sum(dy2, axis=0))
+            return dy @ W.T
+
+        return y, backprop
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+
+
+class Identity(Layer):
+    """``y = x``; δ rule: ``dx = dy``."""
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x)
+        return x, lambda dy: dy
+
+
+class Flatten(Layer):
+    """Flatten every axis after the first: (N, d1, d2, ...) -> (N, d1*d2*...). δ: reshape back."""
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x, min_ndim=1)
+        xp = backend.namespace(x)
+        shape = tuple(x.shape)
+        y = xp.reshape(x, (shape[0], -1)) if shape[0] else xp.reshape(x, (0, math.prod(shape[1:])))
+
+        def backprop(dy: Array) -> Array:
+            check_delta(self, dy, tuple(y.shape))
+            return xp.reshape(dy, shape)
+
+        return y, backprop
+
+
+class Reshape(Layer):
+    """Reshape the trailing axes: (N, *in) -> (N, *shape); -1 allowed once. δ: reshape back."""
+
+    def __init__(self, *shape: int):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x, min_ndim=1)
+        xp = backend.namespace(x)
+        in_shape = tuple(x.shape)
+        try:
+            y = xp.reshape(x, (in_shape[0], *self.shape))
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{self.describe()}: cannot reshape input of shape {in_shape}: {error}") from None
+        return y, lambda dy: xp.reshape(dy, in_shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
