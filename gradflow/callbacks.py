@@ -20,6 +20,8 @@ Hooks, in order::
       on_epoch_end(logs)                   # logs: host floats, "loss", metrics, "val_*", "lr"
     on_train_end
 
+``close()`` is called on every exit from ``fit``, also when training raises.
+
 Training steps have no device-to-host synchronisation of their own; a callback that fetches a
 device value in ``on_batch_*`` (TerminateOnNaN, the progress bar) says so in its docstring.
 Callbacks with state worth resuming (EarlyStopping) implement ``state_dict``/``load_state_dict``;
@@ -81,7 +83,8 @@ class History(dict):
 @dataclass
 class TrainingState:
     """What callbacks see. ``epoch`` is 0-based; ``step`` counts optimizer steps since the start
-    of training (resumed runs included); ``batch`` is the index within the epoch."""
+    of training (resumed runs included; ``first_step`` is where this ``fit`` call began);
+    ``batch`` is the index within the epoch."""
 
     model: Any
     optimizer: Any
@@ -93,6 +96,7 @@ class TrainingState:
     epoch: int = 0
     batch: int = 0
     step: int = 0
+    first_step: int = 0
     stop_training: bool = False
     stop_reason: str | None = None
     callbacks: list["Callback"] = field(default_factory=list)
@@ -121,6 +125,10 @@ class Callback:
     def on_epoch_end(self, state: TrainingState, logs: dict[str, float]) -> None: ...
 
     def on_train_end(self, state: TrainingState) -> None: ...
+
+    def close(self) -> None:
+        """Release what the callback holds (hooks, open bars); ``fit`` calls it on every exit,
+        also when training raises."""
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state to resume with (saved by ModelCheckpoint)."""

@@ -106,10 +106,13 @@ class Progress(Callback):
         line = f"epoch {state.epoch + 1}/{state.epochs}  {format_logs(logs)}  ({elapsed:.2f}s)"
         print(line, file=self.stream, flush=True)
 
-    def on_train_end(self, state: TrainingState) -> None:
+    def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def on_train_end(self, state: TrainingState) -> None:
+        self.close()
         if state.stop_reason:
             print(f"stopped early: {state.stop_reason}", file=self.stream, flush=True)
 

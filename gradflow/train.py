@@ -130,7 +130,8 @@ def fit(
     callback states are restored and training continues after the saved epoch, giving the same
     weights as an uninterrupted run. initial_epoch: the epoch to start at without a checkpoint.
 
-    Returns the :class:`History` (one value per epoch for "loss", each metric, "val_*" and "lr").
+    Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
+    (the learning rate of the epoch's last step).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -161,74 +162,95 @@ def fit(
         step = int(checkpoint.step or 0)
     state = TrainingState(model=model, optimizer=optimizer, loss=loss, data=batches, history=history,
                           epochs=epochs, steps_per_epoch=len(batches), epoch=initial_epoch, step=step,
-                          callbacks=callbacks, train_metrics=train_metrics)
+                          first_step=step, callbacks=callbacks, train_metrics=train_metrics)
     schedule = getattr(optimizer, "schedule", None)
     observer = schedule if callable(getattr(schedule, "observe", None)) else None
     eval_size = validation_batch_size or max(batch_size, 256)
-    step_loss = loss
-    dispatch("on_train_begin", state)
-    for epoch in range(initial_epoch, epochs):
-        state.epoch, state.batch = epoch, 0
-        model.train()
-        for metric in train_metrics:
-            metric.reset()
-        dispatch("on_epoch_begin", state)
-        lr = float(optimizer.lr)
-        total: Array | None = None
-        seen = 0
-        with device:
-            for batch, (xb, yb) in enumerate(batches):
-                state.batch = batch
-                try:
-                    dispatch("on_batch_begin", state)
-                    output, backprop = model(xb, train=True)
-                    value, delta = step_loss(output, yb)
-                    step_loss = _unchecked(loss)
-                    optimizer.zero_grad()
-                    backprop(delta)
-                    dispatch("on_after_backward", state)
-                    optimizer.step()
-                except Exception as error:
-                    if hasattr(error, "add_note"):
-                        error.add_note(f"(in fit: epoch {epoch + 1}, batch {batch + 1}, step {state.step})")
-                    raise
-                state.step += 1
-                weighted = value * xb.shape[0]
-                total = weighted if total is None else total + weighted
-                seen += xb.shape[0]
-                for metric in train_metrics:
-                    metric.update(output, yb)
-                dispatch("on_batch_end", state, value)
-                if state.stop_training:
-                    break
-        fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
-        logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
-        logs.update(fetched)
-        if validation is not None:
-            results = evaluate(model, loss, validation, batch_size=eval_size,
-                               metrics=[_fresh(m) for m in metrics] if metrics is not None else None)
-            logs.update({f"val_{name}": value for name, value in results.items()})
-        logs["lr"] = lr
-        if not math.isfinite(logs["loss"]) and not state.stop_training:
-            reason = (f"fit: the training loss of epoch {epoch + 1} is {logs['loss']}; training stopped. Add "
-                      "callbacks=[TerminateOnNaN()] to stop at the first bad step, and run a step under "
-                      "gradflow.diagnostics.detect_anomaly(model) to find the layer")
-            warnings.warn(reason, RuntimeWarning, stacklevel=2)
-            state.stop(reason)
-        if observer is not None:
-            monitor = getattr(observer, "monitor", None) or "val_loss"
-            if monitor not in logs:
-                raise KeyError(f"fit: the optimizer's schedule monitors {monitor!r}, which is not among the logs "
-                               f"({', '.join(sorted(logs))}); give validation data or change its monitor")
-            observer.observe(logs[monitor])
-        history.append(epoch + 1, logs)
-        dispatch("on_epoch_end", state, logs)
-        if state.stop_training:
-            break
-    history.stop_reason = state.stop_reason
-    dispatch("on_train_end", state)
+    try:
+        dispatch("on_train_begin", state)
+        for epoch in range(initial_epoch, epochs):
+            state.epoch, state.batch = epoch, 0
+            model.train()
+            for metric in train_metrics:
+                metric.reset()
+            dispatch("on_epoch_begin", state)
+            total, seen = _train_epoch(state, device, dispatch)
+            lr = _last_lr(optimizer)
+            fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
+            logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
+            logs.update(fetched)
+            if validation is not None:
+                results = evaluate(model, loss, validation, batch_size=eval_size,
+                                   metrics=[_fresh(m) for m in metrics] if metrics is not None else None)
+                logs.update({f"val_{name}": value for name, value in results.items()})
+            logs["lr"] = lr
+            if not math.isfinite(logs["loss"]) and not state.stop_training:
+                reason = (f"fit: the training loss of epoch {epoch + 1} is {logs['loss']}; training stopped. Add "
+                          "callbacks=[TerminateOnNaN()] to stop at the first bad step, and run a step under "
+                          "gradflow.diagnostics.detect_anomaly(model) to find the layer")
+                warnings.warn(reason, RuntimeWarning, stacklevel=2)
+                state.stop(reason)
+            if observer is not None:
+                monitor = getattr(observer, "monitor", None) or "val_loss"
+                if monitor not in logs:
+                    raise KeyError(f"fit: the optimizer's schedule monitors {monitor!r}, which is not among the logs "
+                                   f"({', '.join(sorted(logs))}); give validation data or change its monitor")
+                observer.observe(logs[monitor])
+            history.append(epoch + 1, logs)
+            dispatch("on_epoch_end", state, logs)
+            if state.stop_training:
+                break
+        history.stop_reason = state.stop_reason
+        dispatch("on_train_end", state)
+    finally:
+        for callback in callbacks + display:
+            callback.close()
     model.eval()
     return history
+
+
+def _last_lr(optimizer: Any) -> float:
+    """The learning rate of the optimizer's most recent step (its current lr before any step)."""
+    schedule = getattr(optimizer, "schedule", None)
+    if schedule is not None and optimizer.step_count > 0:
+        return float(schedule(optimizer.step_count - 1))
+    return float(optimizer.lr)
+
+
+def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> tuple[Array | None, int]:
+    """One pass over the batches; returns the loss summed over samples (on the device) and the
+    number of samples. Nothing is fetched here."""
+    model, loss, optimizer = state.model, state.loss, state.optimizer
+    fast_loss = _unchecked(loss)
+    step_loss = loss if state.step == state.first_step else fast_loss
+    total: Array | None = None
+    seen = 0
+    with device:
+        for batch, (xb, yb) in enumerate(state.data):
+            state.batch = batch
+            try:
+                dispatch("on_batch_begin", state)
+                output, backprop = model(xb, train=True)
+                value, delta = step_loss(output, yb)
+                step_loss = fast_loss
+                optimizer.zero_grad()
+                backprop(delta)
+                dispatch("on_after_backward", state)
+                optimizer.step()
+            except Exception as error:
+                if hasattr(error, "add_note"):
+                    error.add_note(f"(in fit: epoch {state.epoch + 1}, batch {batch + 1}, step {state.step})")
+                raise
+            state.step += 1
+            weighted = value * xb.shape[0]
+            total = weighted if total is None else total + weighted
+            seen += xb.shape[0]
+            for metric in state.train_metrics:
+                metric.update(output, yb)
+            dispatch("on_batch_end", state, value)
+            if state.stop_training:
+                break
+    return total, seen
 
 
 def evaluate(

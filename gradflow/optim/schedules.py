@@ -213,7 +213,12 @@ class ReduceLROnPlateau(Schedule):
         self._best: float | None = None
         self._wait = 0
         self._cooldown_left = 0
-        self.reductions = 0
+        self._reductions = 0
+
+    @property
+    def reductions(self) -> int:
+        """How many times the lr has been reduced."""
+        return self._reductions
 
     def _lr(self, step):
         return self._current
@@ -240,20 +245,20 @@ class ReduceLROnPlateau(Schedule):
             reduced = max(self._current * self.factor, self.min_lr)
             if reduced < self._current:
                 self._current = reduced
-                self.reductions += 1
+                self._reductions += 1
             self._wait = 0
             self._cooldown_left = self.cooldown
 
     def state_dict(self) -> dict[str, Any]:
         return {"current": self._current, "best": self._best, "wait": self._wait,
-                "cooldown_left": self._cooldown_left, "reductions": self.reductions}
+                "cooldown_left": self._cooldown_left, "reductions": self._reductions}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._current = float(state["current"])
         self._best = None if state["best"] is None else float(state["best"])
         self._wait = int(state["wait"])
         self._cooldown_left = int(state["cooldown_left"])
-        self.reductions = int(state.get("reductions", 0))
+        self._reductions = int(state.get("reductions", 0))
 
 
 __all__ = ["Schedule", "StepLR", "ExponentialLR", "CosineAnnealing", "LinearWarmup", "OneCycle", "ReduceLROnPlateau"]
