@@ -259,11 +259,13 @@ class ModelCheckpoint(Callback):
     (``save_best_only=True``).
 
     ``path`` may hold ``{epoch}`` and any log name: ``"ckpt-{epoch:03d}-{val_loss:.3f}.safetensors"``.
-    Every write is atomic, so an interrupted save leaves the previous file intact.
+    ``every``: save every n-th epoch (without ``save_best_only``). ``extra``: a JSON-serialisable
+    dict stored in each checkpoint (``load(...).extra``). Every write is atomic, so an
+    interrupted save leaves the previous file intact.
     """
 
     def __init__(self, path: "str | os.PathLike", monitor: str = "val_loss", save_best_only: bool = False,
-                 mode: str = "auto", every: int = 1, verbose: bool = False):
+                 mode: str = "auto", every: int = 1, verbose: bool = False, extra: dict[str, Any] | None = None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"ModelCheckpoint: every must be a positive int, got {every!r}")
         self.path = str(path)
@@ -272,6 +274,7 @@ class ModelCheckpoint(Callback):
         self.mode = _resolve_mode("ModelCheckpoint", monitor, mode)
         self.every = every
         self.verbose = verbose
+        self.extra = extra
         self._tracker = _Improvement(self.mode, 0.0)
         self.saved: list[str] = []
 
@@ -292,7 +295,7 @@ class ModelCheckpoint(Callback):
             raise ValueError(f"ModelCheckpoint: cannot fill in the path {self.path!r} ({error}); "
                              f"available names: epoch, {', '.join(sorted(logs))}") from None
         save(target, state.model, state.optimizer, epoch=epoch, step=state.step, data=state.data,
-             history=state.history, callbacks=state.callbacks)
+             history=state.history, callbacks=state.callbacks, extra=self.extra)
         self.saved.append(target)
         if self.verbose:
             print(f"ModelCheckpoint: saved {target}", file=sys.stdout, flush=True)

@@ -58,6 +58,7 @@ def history(history: Any, path: "str | os.PathLike", title: str | None = None) -
                 ax.plot(epochs[-len(values[key]):], values[key], style, markersize=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)
         if name == "lr" or (name == "loss" and _positive(values.get(name, [])) and _spans_decades(values[name])):
             ax.set_yscale("log")
@@ -68,6 +69,12 @@ def history(history: Any, path: "str | os.PathLike", title: str | None = None) -
     if title:
         figure.suptitle(title)
     return _save(figure, path)
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _positive(series: list[float]) -> bool:
