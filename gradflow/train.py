@@ -43,17 +43,25 @@ _HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_after_backwa
           "on_epoch_end", "on_train_end")
 
 
-def _batches(data: Any, batch_size: int, device: Device, shuffle: bool, seed: int) -> BatchIterator:
+def _batches(data: Any, batch_size: int, model: Layer, shuffle: bool, seed: int) -> BatchIterator:
+    """``data`` as batches on the model's device, float inputs in the model's dtype."""
+    device = _model_device(model)
     if isinstance(data, BatchIterator):
         return data.to(device)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return BatchIterator(data[0], data[1], batch_size, shuffle=shuffle, seed=seed, device=device)
+        return BatchIterator(data[0], data[1], batch_size, shuffle=shuffle, seed=seed, device=device,
+                             dtype=_model_dtype(model))
     raise TypeError("data must be a BatchIterator or an (x, y) pair of arrays")
 
 
 def _model_device(model: Layer) -> Device:
     dev = model.device
     return dev if dev is not None else backend.device("cpu")
+
+
+def _model_dtype(model: Layer) -> str:
+    dtype = model.dtype
+    return backend.dtype_name(dtype) if dtype is not None else backend.DEFAULT_DTYPE
 
 
 def _unchecked(loss: Loss) -> Loss:
@@ -142,7 +150,7 @@ def fit(
     if validation_split:
         data, validation = _split(data, validation_split)
     device = _model_device(model)
-    batches = _batches(data, batch_size, device, shuffle=shuffle, seed=seed)
+    batches = _batches(data, batch_size, model, shuffle=shuffle, seed=seed)
     callbacks = list(callbacks or [])
     level = resolve_verbose(verbose)
     display = [Progress(level)] if level else []
@@ -266,7 +274,7 @@ def evaluate(
     Default metrics: accuracy when the labels are integers and the output has a class axis.
     """
     device = _model_device(model)
-    batches = _batches(data, batch_size, device, shuffle=False, seed=0)
+    batches = _batches(data, batch_size, model, shuffle=False, seed=0)
     chosen = [_metrics.get(m) for m in metrics] if metrics is not None else None
     for metric in chosen or []:
         metric.reset()
@@ -299,7 +307,7 @@ def evaluate(
 def predict(model: Layer, x: Any, *, batch_size: int = 256) -> np.ndarray:
     """Model outputs for host inputs ``x``, batched, returned as a host NumPy array."""
     device = _model_device(model)
-    batches = BatchIterator(x, None, batch_size, shuffle=False, device=device)
+    batches = BatchIterator(x, None, batch_size, shuffle=False, device=device, dtype=_model_dtype(model))
     with device:
         outputs = [backend.to_numpy(model.predict(xb)) for xb in batches]
     return np.concatenate(outputs, axis=0)
