@@ -82,9 +82,10 @@ class History(dict):
 
 @dataclass
 class TrainingState:
-    """What callbacks see. ``epoch`` is 0-based; ``step`` counts optimizer steps since the start
-    of training (resumed runs included; ``first_step`` is where this ``fit`` call began);
-    ``batch`` is the index within the epoch."""
+    """What callbacks see. ``epoch`` and ``batch`` (index within the epoch) are 0-based; ``step``
+    is the 0-based index of the current optimizer step counted from the start of training
+    (resumed runs included), and the number of steps done once an epoch ends; ``first_step`` is
+    where this ``fit`` call began."""
 
     model: Any
     optimizer: Any
@@ -343,7 +344,7 @@ class TerminateOnNaN(Callback):
             if not math.isfinite(value):
                 self.bad_step = step
                 message = (f"TerminateOnNaN: the training loss was {value} at step {step} "
-                           f"(epoch {epoch + 1}, batch {batch + 1}); training stopped")
+                           f"(epoch {epoch + 1}, batch {batch + 1} of {state.steps_per_epoch}); training stopped")
                 print(message, file=sys.stderr, flush=True)
                 state.stop(message)
                 return

@@ -249,13 +249,13 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
                 if hasattr(error, "add_note"):
                     error.add_note(f"(in fit: epoch {state.epoch + 1}, batch {batch + 1}, step {state.step})")
                 raise
-            state.step += 1
             weighted = value * xb.shape[0]
             total = weighted if total is None else total + weighted
             seen += xb.shape[0]
             for metric in state.train_metrics:
                 metric.update(output, yb)
             dispatch("on_batch_end", state, value)
+            state.step += 1
             if state.stop_training:
                 break
     return total, seen

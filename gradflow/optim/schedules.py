@@ -190,8 +190,8 @@ class ReduceLROnPlateau(Schedule):
     """Multiply the lr by ``factor`` once ``monitor`` has not improved for ``patience`` epochs in a row.
 
     An improvement is ``value < best − min_delta`` (``mode="min"``) or ``value > best + min_delta``
-    (``"max"``); after a reduction, ``cooldown`` observations are ignored; the lr never goes below
-    ``min_lr``. The step argument is ignored: the lr changes only through :meth:`observe`, which
+    (``"max"``); ``patience=0`` reduces at the first epoch without one (Keras's convention). After a
+    reduction, the next ``cooldown`` observations are ignored; the lr never goes below ``min_lr``. The step argument is ignored: the lr changes only through :meth:`observe`, which
     ``fit`` calls at the end of every epoch with ``logs[monitor]``.
     """
 
@@ -231,14 +231,14 @@ class ReduceLROnPlateau(Schedule):
         improved = self._best is None or (
             value < self._best - self.min_delta if self.mode == "min" else value > self._best + self.min_delta
         )
-        if self._cooldown_left > 0:
-            self._cooldown_left -= 1
-            self._wait = 0
         if improved:
             self._best = value
+        if self._cooldown_left > 0:  # the epochs right after a reduction are ignored
+            self._cooldown_left -= 1
             self._wait = 0
             return
-        if self._cooldown_left > 0:
+        if improved:
+            self._wait = 0
             return
         self._wait += 1
         if self._wait >= self.patience:
