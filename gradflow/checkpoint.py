@@ -209,14 +209,15 @@ def save(
     """
     st = _safetensors()
     path = Path(path)
-    arrays = {f"model/{name}": _host(value, f"model array {name!r}") for name, value in model.state_dict().items()}
+    state = model.state_dict()
+    arrays = {f"model/{name}": _host(value, f"model array {name!r}") for name, value in state.items()}
     metadata: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "gradflow_version": _version(),
         "created": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": str(model.device) if model.device is not None else None,
-        "model": {"class": type(model).__name__, "architecture": repr(model)},
+        "model": {"class": type(model).__name__, "architecture": repr(model), "keys": list(state)},
         "epoch": epoch,
         "step": step,
         "optimizer": None,
@@ -226,8 +227,7 @@ def save(
         "extra": extra or {},
     }
     if optimizer is not None:
-        state = optimizer.state_dict()
-        for key, value in state["slots"].items():
+        for key, value in optimizer.state_dict()["slots"].items():
             arrays[f"optimizer/{key}"] = _host(value, f"optimizer slot {key!r}")
         metadata["optimizer"] = _optimizer_metadata(optimizer)
     if data is not None:
@@ -344,8 +344,14 @@ def read(path: "str | os.PathLike") -> Checkpoint:
         arrays = st.load(payload)
     except Exception as error:  # safetensors raises its own error type
         raise CheckpointError(f"{name}: corrupt checkpoint ({error})") from None
-    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    slots = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    # safetensors does not keep the insertion order: restore the model's own key order
+    order = {key: i for i, key in enumerate((metadata.get("model") or {}).get("keys", []))}
+    model_keys = sorted((k[len("model/"):] for k in arrays if k.startswith("model/")),
+                        key=lambda k: (order.get(k, len(order)), k))
+    model_state = {k: arrays[f"model/{k}"] for k in model_keys}
+    slot_keys = sorted((k[len("optimizer/"):] for k in arrays if k.startswith("optimizer/")),
+                       key=lambda k: (int(k.partition(".")[0]) if k.partition(".")[0].isdigit() else -1, k))
+    slots = {k: arrays[f"optimizer/{k}"] for k in slot_keys}
     history = History.from_dict(metadata["history"]) if metadata.get("history") else History()
     return Checkpoint(name, metadata, model_state, slots, history)
 
