@@ -203,14 +203,18 @@ class EarlyStopping(Callback):
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self._best_weights: dict[str, Array] | None = None
+        self._restored = False
 
     @property
     def best(self) -> float | None:
         return self._tracker.best
 
     def on_train_begin(self, state):
-        if self._tracker.best is None and self.baseline is not None:
-            self._tracker.best = float(self.baseline)
+        if self._restored:  # state loaded from a checkpoint by fit(resume=...): keep it
+            self._restored = False
+            return
+        self._tracker.best = None if self.baseline is None else float(self.baseline)
+        self.wait, self.best_epoch, self.stopped_epoch, self._best_weights = 0, None, None, None
 
     def on_epoch_end(self, state, logs):
         value = _monitored("EarlyStopping", self.monitor, logs)
@@ -245,6 +249,7 @@ class EarlyStopping(Callback):
         self._tracker.best = state.get("best")
         self.wait = int(state.get("wait", 0))
         self.best_epoch = state.get("best_epoch")
+        self._restored = True
 
 
 def _copy_state(model: Any) -> dict[str, Array]:
@@ -277,7 +282,13 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.extra = extra
         self._tracker = _Improvement(self.mode, 0.0)
+        self._restored = False
         self.saved: list[str] = []
+
+    def on_train_begin(self, state):
+        if not self._restored:
+            self._tracker.best = None
+        self._restored = False
 
     def on_epoch_end(self, state, logs):
         epoch = state.epoch + 1
@@ -306,6 +317,7 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state):
         self._tracker.best = state.get("best")
+        self._restored = True
 
 
 class TerminateOnNaN(Callback):
@@ -323,6 +335,9 @@ class TerminateOnNaN(Callback):
         self.check_every = check_every
         self._pending: list[tuple[Array, int, int, int]] = []
         self.bad_step: int | None = None
+
+    def on_train_begin(self, state):
+        self._pending, self.bad_step = [], None
 
     def on_batch_end(self, state, loss):
         self._pending.append((loss, state.step, state.epoch, state.batch))

@@ -364,3 +364,19 @@ def test_float64_models_train_on_float64_batches():
     assert predict(model, x).dtype == np.float64
     assert math.isfinite(history["loss"][0])
     assert backend.dtype_name(model.dtype) == "float64"
+
+
+def test_early_stopping_starts_afresh_in_a_new_fit_but_keeps_a_resumed_state(tmp_path):
+    x, y = blobs(40)
+    model = mlp()
+    stopper = EarlyStopping(monitor="loss", patience=1, verbose=False)
+    stopper._tracker.best, stopper.wait = -1.0, 5  # stale state, as if left by an earlier fit
+    history = fit(model, SoftmaxCrossEntropy(), Adam(model, lr=0.01), (x, y), 3, callbacks=[stopper], verbose=0)
+    assert len(history["loss"]) == 3 and stopper.best == pytest.approx(history["loss"][-1])
+    path = tmp_path / "es.safetensors"
+    fit(model, SoftmaxCrossEntropy(), Adam(model, lr=0.01), (x, y), 1, verbose=0,
+        callbacks=[EarlyStopping(monitor="loss"), ModelCheckpoint(path)])
+    resumed, fresh = EarlyStopping(monitor="loss"), mlp()
+    fit(fresh, SoftmaxCrossEntropy(), Adam(fresh, lr=0.01), (x, y), 1, verbose=0, resume=path,
+        callbacks=[resumed, ModelCheckpoint(path)])
+    assert resumed.best is not None and resumed.best_epoch == 1  # restored, not reset by on_train_begin
