@@ -99,8 +99,10 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     labels = [f"{name}\n{desc.split('(')[0]}" for name, desc in zip(layers, record.descriptions)]
     figure = _figure(max(9.0, 0.7 * len(layers) + 6), 7.5)
     top, middle, bottom = figure.subplots(3, 1)
-    for ax, table, name, color in ((top, record.grad_norm, "parameter gradient norm ‖∇θ‖", "tab:blue"),
-                                   (middle, record.delta_norm, "norm of the δ passed down ‖δ‖", "tab:orange")):
+    panels = ((top, record.grad_norm, "parameter gradient norm ‖∇θ‖ (median over steps; whiskers: min to max)",
+               "tab:blue"),
+              (middle, record.delta_norm, "norm of the δ each layer passes down ‖δ‖ (median; min to max)", "tab:orange"))
+    for ax, table, name, color in panels:
         _range_bars(ax, positions, table, color)
         ax.set_title(name, fontsize=10)
         ax.set_xticks(positions, labels, fontsize=7)
