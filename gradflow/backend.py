@@ -472,6 +472,8 @@ def device(spec: "str | Device" = "auto") -> Device:
 
 
 def _cuda_index(spec: str, suffix: str | None) -> int:
+    if suffix is not None and not suffix.isdigit():
+        raise ValueError(f"unknown device {spec!r}: the GPU index must be a number")
     try:
         import cupy  # noqa: F401
     except ImportError as error:
@@ -489,8 +491,6 @@ def _cuda_index(spec: str, suffix: str | None) -> int:
         import cupy
 
         return int(cupy.cuda.runtime.getDevice())
-    if not suffix.isdigit():
-        raise ValueError(f"unknown device {spec!r}: the GPU index must be a number")
     index = int(suffix)
     if index >= count:
         raise DeviceError(f"device {spec!r}: GPU index {index} is out of range; this machine has {count} GPU(s)")
