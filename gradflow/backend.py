@@ -77,6 +77,12 @@ class _Library:
     def synchronize(self) -> None:
         pass
 
+    def memory(self) -> dict[str, int]:
+        return {}
+
+    def free_cached_memory(self) -> None:
+        pass
+
     def rng(self, seed: int) -> "DeviceRNG":
         return HostRNG(self, seed)
 
@@ -210,6 +216,20 @@ class _CuPy(_Library):
 
     def synchronize(self) -> None:
         self._cupy.cuda.Device(self.index).synchronize()
+
+    def memory(self) -> dict[str, int]:
+        # CuPy keeps freed blocks in a pool for reuse: "held" grows to the peak working set and
+        # stays there, which looks like a leak in nvidia-smi but is not one.
+        with self._cupy.cuda.Device(self.index):
+            pool = self._cupy.get_default_memory_pool()
+            free, total = self._cupy.cuda.runtime.memGetInfo()
+            return {"in_use": int(pool.used_bytes()), "held": int(pool.total_bytes()),
+                    "device_free": int(free), "device_total": int(total)}
+
+    def free_cached_memory(self) -> None:
+        with self._cupy.cuda.Device(self.index):
+            self._cupy.get_default_memory_pool().free_all_blocks()
+            self._cupy.get_default_pinned_memory_pool().free_all_blocks()
 
     def rng(self, seed: int) -> "DeviceRNG":
         return CuPyRNG(self, seed)
@@ -408,6 +428,16 @@ class Device:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
         self._library.synchronize()
+
+    def memory(self) -> dict[str, int]:
+        """Allocator statistics in bytes: ``in_use`` by live arrays and ``held`` by the memory
+        pool (CuPy keeps freed blocks for reuse, so ``held`` stays at the peak: not a leak).
+        Empty on devices without a pool (the CPU)."""
+        return self._library.memory()
+
+    def free_cached_memory(self) -> None:
+        """Give the pool's unused blocks back to the driver (CuPy); a no-op elsewhere."""
+        self._library.free_cached_memory()
 
 
 _LIBRARIES: dict[str, Callable[[int], _Library]] = {

@@ -128,3 +128,103 @@ def test_erf_matches_scipy_to_float64_accuracy(device, portable):
 
 def test_library_versions_lists_numpy():
     assert "numpy" in backend.library_versions()
+
+
+class _Recorder:
+    """A stand-in for CuPy that records which GPU each call ran under."""
+
+    def __init__(self):
+        self.current = 0
+        self.calls = []
+        recorder = self
+
+        class DeviceContext:
+            def __init__(self, index):
+                self.index = index
+                self.previous = None
+                self.id = index
+
+            def __enter__(self):
+                self.previous, recorder.current = recorder.current, self.index
+                return self
+
+            def __exit__(self, *exc):
+                recorder.current = self.previous
+
+            def synchronize(self):
+                recorder.calls.append(("synchronize", self.index))
+
+        class Pool:
+            def used_bytes(self):
+                return 10
+
+            def total_bytes(self):
+                return 30
+
+            def free_all_blocks(self):
+                recorder.calls.append(("free_all_blocks", recorder.current))
+
+        self.ndarray = type("ndarray", (), {})
+        self.cuda = types.SimpleNamespace(
+            Device=DeviceContext,
+            runtime=types.SimpleNamespace(memGetInfo=lambda: (5, 100), getDeviceCount=lambda: 2),
+        )
+        self.get_default_memory_pool = Pool
+        self.get_default_pinned_memory_pool = Pool
+
+    def asarray(self, host):
+        self.calls.append(("asarray", self.current))
+        return host
+
+
+def test_cuda_adapter_allocates_and_frees_on_the_gpu_that_was_asked_for():
+    recorder = _Recorder()
+    library = backend._CuPy.__new__(backend._CuPy)
+    library.index, library._cupy = 1, recorder
+    library.from_host(np.ones(2))
+    with library.context():
+        recorder.calls.append(("inside context", recorder.current))
+    library.free_cached_memory()
+    library.synchronize()
+    assert ("asarray", 1) in recorder.calls and ("inside context", 1) in recorder.calls
+    assert ("free_all_blocks", 1) in recorder.calls and ("synchronize", 1) in recorder.calls
+    assert recorder.current == 0  # the context was left again
+    assert library.memory() == {"in_use": 10, "held": 30, "device_free": 5, "device_total": 100}
+    assert library.name == "cuda:1"
+
+
+def test_cpu_memory_statistics_are_empty_and_freeing_is_a_no_op():
+    dev = gf.device("cpu")
+    assert dev.memory() == {}
+    dev.free_cached_memory()
+    dev.synchronize()
+
+
+def test_cuda_rng_is_counter_based_and_resumes_exactly():
+    recorder = _Recorder()
+
+    class FakeGenerator:
+        def __init__(self, key):
+            self.host = np.random.default_rng(key)
+
+        def random(self, shape, dtype):
+            recorder.calls.append(("random", recorder.current))
+            return self.host.random(shape).astype(dtype)
+
+        def standard_normal(self, shape, dtype):
+            return self.host.standard_normal(shape).astype(dtype)
+
+    recorder.random = types.SimpleNamespace(default_rng=FakeGenerator)
+    library = backend._CuPy.__new__(backend._CuPy)
+    library.index, library._cupy = 1, recorder
+    rng = backend.CuPyRNG(library, seed=5)
+    first = rng.random((3,), np.float32)
+    state = rng.get_state()
+    second = rng.random((3,), np.float32)
+    again = backend.CuPyRNG(library, seed=5)
+    again.set_state(state)
+    np.testing.assert_array_equal(again.random((3,), np.float32), second)
+    assert not np.array_equal(first, second)
+    assert ("random", 1) in recorder.calls  # drawn under the asked-for GPU's context
+    with pytest.raises(ValueError, match="does not fit a CUDA RNG"):
+        again.set_state({"kind": "pcg64"})
