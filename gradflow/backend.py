@@ -668,7 +668,7 @@ def sliding_windows(
     for offset in itertools.product(*(range(k) for k in kernel)):
         index = tuple(slice(i * r, i * r + s * (o - 1) + 1, s)
                       for i, r, s, o in zip(offset, dilation, stride, out))
-        pieces.append(x[(*(slice(None),) * first, *index)])
+        pieces.append(x[(*(slice(None),) * first, *index, ...)])
     return xp.reshape(xp.stack(pieces, axis=first), shape)
 
 

@@ -66,7 +66,7 @@ def col2im(cols: Array, padded_shape: tuple[int, ...], kernel: tuple[int, ...], 
     total = xp.zeros(padded_shape, dtype=cols.dtype, device=cols.device)
     for offset in offsets(kernel):
         index = (slice(None), *window_slices(offset, stride, dilation, out)[1:], slice(None))
-        total[index] += taps[(slice(None), *offset)]
+        total[index] += taps[(slice(None), *offset, ...)]
     return total
 
 
@@ -87,6 +87,9 @@ class _ConvBase(Layer):
 
     dims = 2
     transposed = False
+    #: ``forward(x, train, input_grad=False)`` (x is data, its δ unused) skips the input δ:
+    #: col2im and one GEMM for a convolution, one GEMM for a transposed one.
+    skips_input_grad = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any, dilation: Any,
                  groups: int, bias: bool, init: Any, rng: Any, device: Any, dtype: str):
@@ -188,7 +191,7 @@ class _ConvNd(_ConvBase):
         return tuple(backend.window_count(n + b + a, k, s, r) for n, (b, a), k, s, r
                      in zip(spatial, self.pads, self.kernel_size, self.stride, self.dilation))
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         self._check(x)
         spatial = tuple(x.shape[2:])
         check_fits(self, spatial, self.pads, self.kernel_size, self.dilation)
@@ -207,12 +210,14 @@ class _ConvNd(_ConvBase):
         y = batch_first(xp.reshape(y, (self.out_channels, *out, n)))
         out_shape = tuple(y.shape)
 
-        def backprop(dy: Array) -> Array:
+        def backprop(dy: Array) -> Array | None:
             check_delta(self, dy, out_shape)
             dy_rows = xp.reshape(batch_last(dy), (g, self.out_channels // g, -1))  # (g, C_out/g, P · N)
             self.weight.accumulate(xp.reshape(_grouped_matmul(dy_rows, _swap_last(cols)), W.shape))
             if self.bias is not None:
                 self.bias.accumulate(xp.reshape(xp.sum(dy_rows, axis=2), (-1,)))
+            if not input_grad:
+                return None
             dcols = _grouped_matmul(_swap_last(weight_rows), dy_rows)  # (g, C_in/g · K, P · N)
             dx = col2im(dcols, tuple(padded.shape), self.kernel_size, self.stride, self.dilation, out)
             return batch_first(dx[interior((*spatial, n), pads)])
@@ -306,7 +311,7 @@ class _ConvTransposeNd(_ConvBase):
         return tuple((n - 1) * s - 2 * p + r * (k - 1) + op + 1 for n, s, p, r, k, op
                      in zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding))
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         self._check(x)
         spatial = tuple(x.shape[2:])
         out = self.output_shape(spatial)
@@ -331,7 +336,7 @@ class _ConvTransposeNd(_ConvBase):
         y = batch_first(y)
         out_shape = tuple(y.shape)
 
-        def backprop(dy: Array) -> Array:
+        def backprop(dy: Array) -> Array | None:
             check_delta(self, dy, out_shape)
             dy_t = batch_last(dy)  # (C_out, *O, N)
             padded = pad(dy_t, cut)[(slice(None), *(slice(0, f) for f in reach), slice(None))]
@@ -339,6 +344,8 @@ class _ConvTransposeNd(_ConvBase):
             self.weight.accumulate(xp.reshape(_grouped_matmul(x_rows, _swap_last(dcols)), W.shape))
             if self.bias is not None:
                 self.bias.accumulate(xp.sum(xp.reshape(dy_t, (self.out_channels, -1)), axis=1))
+            if not input_grad:
+                return None
             dx = _grouped_matmul(weight_rows, dcols)  # (g, C_in/g, S · N)
             return batch_first(xp.reshape(dx, (self.in_channels, *spatial, n)))
 
