@@ -77,6 +77,12 @@ class _Library:
     def synchronize(self) -> None:
         pass
 
+    def memory(self) -> dict[str, int]:
+        return {}
+
+    def free_cached_memory(self) -> None:
+        pass
+
     def rng(self, seed: int) -> "DeviceRNG":
         return HostRNG(self, seed)
 
@@ -210,6 +216,20 @@ class _CuPy(_Library):
 
     def synchronize(self) -> None:
         self._cupy.cuda.Device(self.index).synchronize()
+
+    def memory(self) -> dict[str, int]:
+        # CuPy keeps freed blocks in a pool for reuse: "held" grows to the peak working set and
+        # stays there, which looks like a leak in nvidia-smi but is not one.
+        with self._cupy.cuda.Device(self.index):
+            pool = self._cupy.get_default_memory_pool()
+            free, total = self._cupy.cuda.runtime.memGetInfo()
+            return {"in_use": int(pool.used_bytes()), "held": int(pool.total_bytes()),
+                    "device_free": int(free), "device_total": int(total)}
+
+    def free_cached_memory(self) -> None:
+        with self._cupy.cuda.Device(self.index):
+            self._cupy.get_default_memory_pool().free_all_blocks()
+            self._cupy.get_default_pinned_memory_pool().free_all_blocks()
 
     def rng(self, seed: int) -> "DeviceRNG":
         return CuPyRNG(self, seed)
@@ -409,6 +429,16 @@ class Device:
         """Wait for queued device work (a no-op on the CPU)."""
         self._library.synchronize()
 
+    def memory(self) -> dict[str, int]:
+        """Allocator statistics in bytes: ``in_use`` by live arrays and ``held`` by the memory
+        pool (CuPy keeps freed blocks for reuse, so ``held`` stays at the peak: not a leak).
+        Empty on devices without a pool (the CPU)."""
+        return self._library.memory()
+
+    def free_cached_memory(self) -> None:
+        """Give the pool's unused blocks back to the driver (CuPy); a no-op elsewhere."""
+        self._library.free_cached_memory()
+
 
 _LIBRARIES: dict[str, Callable[[int], _Library]] = {
     "cpu": _NumPy,
@@ -472,6 +502,8 @@ def device(spec: "str | Device" = "auto") -> Device:
 
 
 def _cuda_index(spec: str, suffix: str | None) -> int:
+    if suffix is not None and not suffix.isdigit():
+        raise ValueError(f"unknown device {spec!r}: the GPU index must be a number")
     try:
         import cupy  # noqa: F401
     except ImportError as error:
@@ -489,8 +521,6 @@ def _cuda_index(spec: str, suffix: str | None) -> int:
         import cupy
 
         return int(cupy.cuda.runtime.getDevice())
-    if not suffix.isdigit():
-        raise ValueError(f"unknown device {spec!r}: the GPU index must be a number")
     index = int(suffix)
     if index >= count:
         raise DeviceError(f"device {spec!r}: GPU index {index} is out of range; this machine has {count} GPU(s)")
@@ -609,6 +639,67 @@ def scatter_add_rows(target: Array, indices: Array, values: Array, *, portable: 
     )
     target += one_hot @ values
     return target
+
+
+def window_count(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """How many windows of ``kernel`` taps (spaced ``dilation`` apart) fit in ``size`` at ``stride``."""
+    span = dilation * (kernel - 1) + 1
+    return 0 if size < span else (size - span) // stride + 1
+
+
+def sliding_windows(
+    x: Array,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    *,
+    axis: int | None = None,
+    portable: bool = False,
+) -> Array:
+    """Every window over ``d = len(kernel)`` consecutive axes of ``x``, as one array to read from.
+
+    The windowed axes are ``axis, ..., axis + d − 1`` (default: the last d). For x of shape
+    (*A, S_1..S_d, *B) returns (*A, k_1..k_d, O_1..O_d, *B) with
+    ``out[a, i_1..i_d, o_1..o_d, b] = x[a, o_1 s_1 + i_1 δ_1, ..., o_d s_d + i_d δ_d, b]``
+    (s = stride, δ = dilation, O from :func:`window_count`). NumPy, CuPy and torch give a
+    strided view of ``x`` without copying (never write to it); elsewhere (or with
+    ``portable=True``) the windows are gathered with one basic slice per kernel offset, which
+    the tests run on every device.
+    """
+    d = len(kernel)
+    first = x.ndim - d if axis is None else (axis % x.ndim)
+    lead, trail = tuple(x.shape[:first]), tuple(x.shape[first + d:])
+    spatial = tuple(x.shape[first:first + d])
+    out = tuple(window_count(n, k, s, r) for n, k, s, r in zip(spatial, kernel, stride, dilation))
+    shape = lead + tuple(kernel) + out + trail
+    if 0 in out:
+        raise ValueError(f"sliding_windows: axes {spatial} are smaller than the dilated kernel {tuple(kernel)} "
+                         f"(dilation {tuple(dilation)})")
+
+    def window_strides(strides: Sequence[int]) -> tuple[int, ...]:
+        # A kernel step moves δ entries along its axis, an output step s entries.
+        axis_strides = strides[first:first + d]
+        return (tuple(strides[:first]) + tuple(t * r for t, r in zip(axis_strides, dilation))
+                + tuple(t * s for t, s in zip(axis_strides, stride)) + tuple(strides[first + d:]))
+
+    if not portable:
+        if isinstance(x, np.ndarray):
+            return np.lib.stride_tricks.as_strided(x, shape, window_strides(x.strides), writeable=False)
+        if array_api_compat.is_cupy_array(x):
+            import cupy
+
+            return cupy.lib.stride_tricks.as_strided(x, shape, window_strides(x.strides))
+        if array_api_compat.is_torch_array(x):
+            return x.as_strided(shape, window_strides(x.stride()), x.storage_offset())
+    import itertools
+
+    xp = namespace(x)
+    pieces = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(i * r, i * r + s * (o - 1) + 1, s)
+                      for i, r, s, o in zip(offset, dilation, stride, out))
+        pieces.append(x[(*(slice(None),) * first, *index, ...)])
+    return xp.reshape(xp.stack(pieces, axis=first), shape)
 
 
 def erf(x: Array, *, portable: bool = False) -> Array:

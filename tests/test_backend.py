@@ -1,0 +1,230 @@
+"""Device strings, transfers, RNG and the fast primitives with their portable fallbacks."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow import backend
+from gradflow.backend import DeviceError
+
+
+def test_cpu_device_uses_numpy_and_float32_by_default():
+    dev = gf.device("cpu")
+    assert dev.name == "cpu" and dev == "cpu"
+    z = dev.zeros((2, 3))
+    assert isinstance(z, np.ndarray) and z.dtype == np.float32
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "cpu:3", "tpu", "", "cuda:-1"])
+def test_unknown_device_string_is_a_clear_value_error(spec):
+    with pytest.raises(ValueError, match="device"):
+        gf.device(spec)
+
+
+def test_device_rejects_non_string():
+    with pytest.raises(TypeError, match="device must be a string"):
+        gf.device(3)
+
+
+def test_auto_is_cpu_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(backend, "cuda_device_count", lambda: 0)
+    assert gf.device("auto").name == "cpu"
+
+
+def test_cuda_without_cupy_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    with pytest.raises(DeviceError, match=r"gradflow\[cuda12\]"):
+        gf.device("cuda")
+
+
+def _fake_cupy(monkeypatch, count: int):
+    fake = types.ModuleType("cupy")
+    fake.is_available = lambda: count > 0
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: count, getDevice=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+
+def test_cuda_with_cupy_but_no_gpu_says_so(monkeypatch):
+    _fake_cupy(monkeypatch, 0)
+    with pytest.raises(DeviceError, match="sees no GPU"):
+        gf.device("cuda:0")
+
+
+def test_cuda_index_out_of_range_names_the_count(monkeypatch):
+    _fake_cupy(monkeypatch, 2)
+    with pytest.raises(DeviceError, match=r"GPU index 5 is out of range; this machine has 2"):
+        gf.device("cuda:5")
+
+
+def test_devices_lists_cpu_and_each_visible_gpu(monkeypatch):
+    monkeypatch.setattr(backend, "cuda_device_count", lambda: 0)
+    assert [d.name for d in gf.devices()] == ["cpu"]
+
+
+def test_send_and_to_numpy_round_trip_keep_values_and_dtype(device):
+    host = np.arange(6, dtype=np.float64).reshape(2, 3)
+    x = device.send(host, "float32")
+    assert device.owns(x)
+    assert backend.device_of(x) == device
+    back = gf.to_numpy(x)
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, host.astype(np.float32))
+    labels = device.send(np.array([1, 2, 3]))
+    assert backend.dtype_name(labels.dtype) == "int64"
+
+
+def test_send_to_the_same_device_returns_the_array_itself(device):
+    x = device.send(np.ones(3), "float32")
+    assert device.send(x) is x
+
+
+def test_device_rng_is_seeded_and_resumable(device):
+    a = device.rng(3)
+    first = gf.to_numpy(a.random((4,), device.dtype("float32")))
+    state = a.get_state()
+    second = gf.to_numpy(a.random((4,), device.dtype("float32")))
+    b = device.rng(3)
+    np.testing.assert_array_equal(gf.to_numpy(b.random((4,), device.dtype("float32"))), first)
+    b.set_state(state)
+    np.testing.assert_array_equal(gf.to_numpy(b.random((4,), device.dtype("float32"))), second)
+    assert not np.array_equal(first, second)
+    normal = a.normal((1000,), device.dtype("float32"))
+    assert backend.dtype_name(normal.dtype) == "float32"
+    assert abs(float(np.mean(gf.to_numpy(normal)))) < 0.15
+
+
+def test_strict_device_refuses_to_mix_with_cpu_arrays():
+    strict = gf.device("strict")
+    a = strict.send(np.ones(3), "float32")
+    b = gf.device("cpu").send(np.ones(3), "float32")
+    with pytest.raises((TypeError, ValueError)):
+        a + b
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_scatter_add_rows_sums_duplicates_on_every_device(device, portable):
+    target = device.zeros((4, 2), "float64")
+    indices = device.send(np.array([0, 2, 2, 3, 0, 0]))
+    values = device.send(np.arange(12, dtype=np.float64).reshape(6, 2))
+    backend.scatter_add_rows(target, indices, values, portable=portable)
+    expected = np.zeros((4, 2))
+    np.add.at(expected, [0, 2, 2, 3, 0, 0], np.arange(12.0).reshape(6, 2))
+    np.testing.assert_array_equal(gf.to_numpy(target), expected)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_erf_matches_scipy_to_float64_accuracy(device, portable):
+    from scipy.special import erf
+
+    host = np.concatenate([np.linspace(-7, 7, 2001), [0.0, 0.5, -0.5, 4.0, -4.0, 1e-12]])
+    got = gf.to_numpy(backend.erf(device.send(host, "float64"), portable=portable))
+    np.testing.assert_allclose(got, erf(host), rtol=1e-14, atol=1e-15)
+
+
+def test_library_versions_lists_numpy():
+    assert "numpy" in backend.library_versions()
+
+
+class _Recorder:
+    """A stand-in for CuPy that records which GPU each call ran under."""
+
+    def __init__(self):
+        self.current = 0
+        self.calls = []
+        recorder = self
+
+        class DeviceContext:
+            def __init__(self, index):
+                self.index = index
+                self.previous = None
+                self.id = index
+
+            def __enter__(self):
+                self.previous, recorder.current = recorder.current, self.index
+                return self
+
+            def __exit__(self, *exc):
+                recorder.current = self.previous
+
+            def synchronize(self):
+                recorder.calls.append(("synchronize", self.index))
+
+        class Pool:
+            def used_bytes(self):
+                return 10
+
+            def total_bytes(self):
+                return 30
+
+            def free_all_blocks(self):
+                recorder.calls.append(("free_all_blocks", recorder.current))
+
+        self.ndarray = type("ndarray", (), {})
+        self.cuda = types.SimpleNamespace(
+            Device=DeviceContext,
+            runtime=types.SimpleNamespace(memGetInfo=lambda: (5, 100), getDeviceCount=lambda: 2),
+        )
+        self.get_default_memory_pool = Pool
+        self.get_default_pinned_memory_pool = Pool
+
+    def asarray(self, host):
+        self.calls.append(("asarray", self.current))
+        return host
+
+
+def test_cuda_adapter_allocates_and_frees_on_the_gpu_that_was_asked_for():
+    recorder = _Recorder()
+    library = backend._CuPy.__new__(backend._CuPy)
+    library.index, library._cupy = 1, recorder
+    library.from_host(np.ones(2))
+    with library.context():
+        recorder.calls.append(("inside context", recorder.current))
+    library.free_cached_memory()
+    library.synchronize()
+    assert ("asarray", 1) in recorder.calls and ("inside context", 1) in recorder.calls
+    assert ("free_all_blocks", 1) in recorder.calls and ("synchronize", 1) in recorder.calls
+    assert recorder.current == 0  # the context was left again
+    assert library.memory() == {"in_use": 10, "held": 30, "device_free": 5, "device_total": 100}
+    assert library.name == "cuda:1"
+
+
+def test_cpu_memory_statistics_are_empty_and_freeing_is_a_no_op():
+    dev = gf.device("cpu")
+    assert dev.memory() == {}
+    dev.free_cached_memory()
+    dev.synchronize()
+
+
+def test_cuda_rng_is_counter_based_and_resumes_exactly():
+    recorder = _Recorder()
+
+    class FakeGenerator:
+        def __init__(self, key):
+            self.host = np.random.default_rng(key)
+
+        def random(self, shape, dtype):
+            recorder.calls.append(("random", recorder.current))
+            return self.host.random(shape).astype(dtype)
+
+        def standard_normal(self, shape, dtype):
+            return self.host.standard_normal(shape).astype(dtype)
+
+    recorder.random = types.SimpleNamespace(default_rng=FakeGenerator)
+    library = backend._CuPy.__new__(backend._CuPy)
+    library.index, library._cupy = 1, recorder
+    rng = backend.CuPyRNG(library, seed=5)
+    first = rng.random((3,), np.float32)
+    state = rng.get_state()
+    second = rng.random((3,), np.float32)
+    again = backend.CuPyRNG(library, seed=5)
+    again.set_state(state)
+    np.testing.assert_array_equal(again.random((3,), np.float32), second)
+    assert not np.array_equal(first, second)
+    assert ("random", 1) in recorder.calls  # drawn under the asked-for GPU's context
+    with pytest.raises(ValueError, match="does not fit a CUDA RNG"):
+        again.set_state({"kind": "pcg64"})
