@@ -314,15 +314,16 @@ def _cuda_names() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, ...], str]]:
-    """(label, factory or None, sample input shape, why skipped) for every built-in layer.
+def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, ...], str, dict[str, Any]]]:
+    """(label, factory or None, sample input shape, why skipped, check_layer options) for every
+    built-in layer.
 
     Layers whose modules are not part of this installation are left out; a layer of
     gradflow.layers without a known sample input is listed as skipped.
     """
     from . import layers as L
 
-    shapes: dict[str, list[tuple[str, Callable[[], Layer], tuple[int, ...]]]] = {
+    shapes: dict[str, list[tuple[Any, ...]]] = {
         "Linear": [("Linear(5, 3)", lambda: L.Linear(5, 3, rng=0), (4, 5)),
                    ("Linear(5, 3, bias=False)", lambda: L.Linear(5, 3, bias=False, rng=0), (4, 5))],
         "Flatten": [("Flatten()", lambda: L.Flatten(), (3, 2, 4))],
@@ -333,6 +334,17 @@ def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, 
         "Conv1d": [("Conv1d(2, 3, 3)", lambda: L.Conv1d(2, 3, 3, rng=0), (2, 2, 7))],
         "Conv2d": [("Conv2d(2, 3, 3)", lambda: L.Conv2d(2, 3, 3, rng=0), (2, 2, 6, 5))],
         "MaxPool2d": [("MaxPool2d(2)", lambda: L.MaxPool2d(2), (2, 2, 6, 4))],
+        "MaxPool1d": [("MaxPool1d(2)", lambda: L.MaxPool1d(2), (2, 3, 7))],
+        "AvgPool1d": [("AvgPool1d(2)", lambda: L.AvgPool1d(2), (2, 3, 7))],
+        "AvgPool2d": [("AvgPool2d(2)", lambda: L.AvgPool2d(2), (2, 2, 6, 5))],
+        "GlobalAvgPool": [("GlobalAvgPool()", lambda: L.GlobalAvgPool(), (2, 3, 4, 5))],
+        "ConvTranspose1d": [("ConvTranspose1d(2, 3, 3)", lambda: L.ConvTranspose1d(2, 3, 3, rng=0), (2, 2, 5))],
+        "ConvTranspose2d": [("ConvTranspose2d(2, 3, 3)", lambda: L.ConvTranspose2d(2, 3, 3, rng=0), (2, 2, 4, 3))],
+        "BatchNorm1d": [("BatchNorm1d(3), eval mode", lambda: L.BatchNorm1d(3), (4, 3)),
+                        ("BatchNorm1d(3), train mode", lambda: L.BatchNorm1d(3), (4, 3), {"train": True})],
+        "BatchNorm2d": [("BatchNorm2d(3), eval mode", lambda: L.BatchNorm2d(3), (2, 3, 4, 3)),
+                        ("BatchNorm2d(3), train mode", lambda: L.BatchNorm2d(3), (2, 3, 4, 3), {"train": True})],
+        "GroupNorm": [("GroupNorm(2, 4)", lambda: L.GroupNorm(2, 4), (2, 4, 3, 3))],
         "GRU": [("GRU(3, 4)", lambda: L.GRU(3, 4, rng=0), (2, 5, 3))],
         "Dropout": [("Dropout(0.5), eval mode", lambda: L.Dropout(0.5), (3, 4))],
     }
@@ -340,11 +352,11 @@ def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, 
     cases = []
     for name in sorted(getattr(L, "__all__", [])):
         if name in shapes:
-            cases += [(label, factory, shape, "") for label, factory, shape in shapes[name]]
+            cases += [(entry[0], entry[1], entry[2], "", entry[3] if len(entry) > 3 else {}) for entry in shapes[name]]
         elif name in elementwise:
-            cases.append((f"{name}()", getattr(L, name), (3, 4), ""))
+            cases.append((f"{name}()", getattr(L, name), (3, 4), "", {}))
         else:
-            cases.append((name, None, (), "no sample input known to gradflow gradcheck"))
+            cases.append((name, None, (), "no sample input known to gradflow gradcheck", {}))
     return cases
 
 
@@ -361,7 +373,7 @@ def gradcheck_command(args: argparse.Namespace) -> int:
     columns = [name for name, _, _ in devices if wanted is None or name in wanted]
     rows = []
     failures = []
-    for label, factory, shape, why in gradcheck_cases():
+    for label, factory, shape, why, options in gradcheck_cases():
         cells = []
         for name, dev, missing in devices:
             if name not in columns:
@@ -372,7 +384,7 @@ def gradcheck_command(args: argparse.Namespace) -> int:
                 cells.append("skipped")
             else:
                 try:
-                    check_layer(factory, _sample(shape), devices=[dev])
+                    check_layer(factory, _sample(shape), devices=[dev], **options)
                     cells.append("ok")
                 except Exception as error:
                     cells.append("FAIL")

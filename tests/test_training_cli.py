@@ -91,7 +91,7 @@ def test_gradcheck_reports_a_failing_layer(monkeypatch, capsys):
         def forward(self, x, train):
             return 2.0 * x, lambda dy: dy  # should be 2 dy
 
-    monkeypatch.setattr(cli, "gradcheck_cases", lambda: [("WrongBackward()", WrongBackward, (3, 4), "")])
+    monkeypatch.setattr(cli, "gradcheck_cases", lambda: [("WrongBackward()", WrongBackward, (3, 4), "", {})])
     assert cli.main(["gradcheck", "--devices", "cpu"]) == 1
     out = capsys.readouterr().out
     assert "WrongBackward()" in out and "FAIL" in out and "FAIL WrongBackward() on cpu" in out
