@@ -27,8 +27,9 @@ def test_digits_cnn_example_trains_and_reports_accuracy(capsys):
 def test_mnist1d_example_writes_a_table_beside_the_papers_numbers(tmp_path, capsys):
     pytest.importorskip("mnist1d")
     out = tmp_path / "mnist1d.md"
-    rows = _load("mnist1d").main(["--steps", "4", "--limit", "200", "--out", str(out)])
+    rows = _load("mnist1d").main(["--steps", "4", "--limit", "200", "--seeds", "0,1", "--out", str(out)])
     assert [row["model"] for row in rows] == ["logistic", "mlp", "cnn"]
+    assert all(len(row["accuracies"]) == 2 for row in rows)
     table = out.read_text()
     assert "| Logistic regression | 32% |" in table and "| MLP" in table and "| CNN" in table
     assert "94%" in capsys.readouterr().out
