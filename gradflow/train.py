@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,11 +54,14 @@ def fit(
     validation: Any = None,
     seed: int = 0,
     verbose: bool = True,
+    before_step: Callable[[], None] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
 
-    Each step: forward in train mode, loss value and δ, zero the gradients, backprop, optimizer
-    step. Returns the per-epoch history (loss, and val_loss/val_accuracy with ``validation``).
+    Each step: forward in train mode, loss value and δ, zero the gradients, backprop,
+    ``before_step()`` when given (e.g. ``lambda: allreduce_gradients(model, comm)`` for
+    data-parallel training), optimizer step. Returns the per-epoch history (loss, and
+    val_loss/val_accuracy with ``validation``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -75,6 +79,8 @@ def fit(
                 value, delta = loss(output, yb)
                 optimizer.zero_grad()
                 backprop(delta)
+                if before_step is not None:
+                    before_step()
                 optimizer.step()
                 weighted = value * xb.shape[0]
                 total = weighted if total is None else total + weighted
