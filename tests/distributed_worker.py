@@ -2,6 +2,7 @@
 
     python -m mpi4py tests/distributed_worker.py train OUT_DIR   # trains, dumps every rank's state
     python -m mpi4py tests/distributed_worker.py raise OUT_DIR   # rank 1 raises mid-training
+    python -m mpi4py tests/distributed_worker.py train OUT_DIR cuda   # on each rank's GPU (gfd.default_device())
 
 The training functions are also imported by the tests to compute the single-process reference.
 """
@@ -29,19 +30,20 @@ def dataset(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def model(seed: int) -> gf.Sequential:
-    return gf.Sequential(L.Linear(6, 16, rng=seed), L.ReLU(), L.Linear(16, 3, rng=seed + 1)).to(dtype="float64")
+def model(seed: int, device: "str | gf.Device" = "cpu") -> gf.Sequential:
+    return gf.Sequential(L.Linear(6, 16, rng=seed), L.ReLU(), L.Linear(16, 3, rng=seed + 1)).to(device, "float64")
 
 
-def train_loop(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 3, n: int = 205) -> tuple[gf.Sequential, float]:
+def train_loop(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 3, n: int = 205,
+               device: "str | gf.Device" = "cpu") -> tuple[gf.Sequential, float]:
     """Hand-written loop with DataParallel (float64, Adam). The model starts from rank-dependent
     weights, so only the start-up broadcast makes the ranks agree. Returns the model and the
     training loss of the last epoch averaged over all samples of all ranks."""
     x, y = dataset(n)
-    net = gfd.DataParallel(model(100 + comm.rank), comm, bucket_bytes=512)
+    net = gfd.DataParallel(model(100 + comm.rank, device), comm, bucket_bytes=512)
     optimizer = Adam(net, lr=1e-2)
     loss = SoftmaxCrossEntropy()
-    batches = gfd.DistributedBatchIterator(x, y, batch_per_rank, comm=comm, seed=3, dtype="float64")
+    batches = gfd.DistributedBatchIterator(x, y, batch_per_rank, comm=comm, seed=3, dtype="float64", device=device)
     last = 0.0
     for _ in range(epochs):
         total, seen = 0.0, 0
@@ -57,13 +59,14 @@ def train_loop(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 3, n: 
     return net.module, last
 
 
-def train_fit(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 2, n: int = 200) -> gf.Sequential:
+def train_fit(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 2, n: int = 200,
+              device: "str | gf.Device" = "cpu") -> gf.Sequential:
     """gradflow.train.fit with the ``before_step`` hook calling allreduce_gradients (SGD + momentum)."""
     x, y = dataset(n)
-    net = model(200 + comm.rank)
+    net = model(200 + comm.rank, device)
     gfd.broadcast_parameters(net, comm)
     optimizer = SGD(net, lr=0.05, momentum=0.9)
-    batches = gfd.DistributedBatchIterator(x, y, batch_per_rank, comm=comm, seed=4, dtype="float64")
+    batches = gfd.DistributedBatchIterator(x, y, batch_per_rank, comm=comm, seed=4, dtype="float64", device=device)
     fit(net, SoftmaxCrossEntropy(), optimizer, batches, epochs=epochs, verbose=False,
         before_step=lambda: gfd.allreduce_gradients(net, comm))
     return net
@@ -73,12 +76,13 @@ def flat_parameters(net: gf.Layer) -> np.ndarray:
     return np.concatenate([gf.to_numpy(p.value).ravel() for p in net.parameters()])
 
 
-def main(mode: str, out: Path) -> None:
-    comm = gfd.init()
+def main(mode: str, out: Path, device_name: str = "cpu") -> None:
+    device = gfd.default_device() if device_name == "cuda" else gf.device(device_name)
+    comm = gfd.init(device=device)
     if mode == "train":
-        net, last_loss = train_loop(comm, batch_per_rank=10)
+        net, last_loss = train_loop(comm, batch_per_rank=10, device=device)
         np.save(out / f"loop_rank{comm.rank}.npy", flat_parameters(net))
-        np.save(out / f"fit_rank{comm.rank}.npy", flat_parameters(train_fit(comm, batch_per_rank=10)))
+        np.save(out / f"fit_rank{comm.rank}.npy", flat_parameters(train_fit(comm, batch_per_rank=10, device=device)))
 
         def save(path: Path) -> str:
             (out / f"saved_by_rank{comm.rank}").write_text("")
@@ -104,4 +108,4 @@ def main(mode: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:])

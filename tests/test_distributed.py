@@ -559,6 +559,25 @@ def test_mpi_a_failing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
 
 
 @pytest.mark.mpi
+@pytest.mark.gpu
+def test_mpi_training_on_gpus_keeps_ranks_identical_and_matches_the_cpu(tmp_path):
+    # One GPU: both ranks share it through MPI (NCCL refuses two ranks on one GPU); two or
+    # more: NCCL. The float64 trajectory matches the CPU one up to summation order.
+    if gf.backend.cuda_device_count() == 0:
+        pytest.skip("no CUDA GPU visible to CuPy")
+    _require_mpi()
+    job = _mpirun([str(ROOT / "tests" / "distributed_worker.py"), "train", str(tmp_path), "cuda"], timeout=MPI_TIMEOUT_S)
+    assert job.returncode == 0, job.stdout + job.stderr
+    reports = [json.loads((tmp_path / f"report_rank{r}.json").read_text()) for r in (0, 1)]
+    expected = "NCCLCommunicator" if gf.backend.cuda_device_count() >= 2 and gfd.nccl_available() else "MPICommunicator"
+    assert all(r["communicator"].startswith(expected) for r in reports), reports
+    single, _ = worker.train_loop(gfd.SingleProcessCommunicator(), batch_per_rank=20)
+    for run in ("loop", "fit"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{run}_rank0.npy"), np.load(tmp_path / f"{run}_rank1.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "loop_rank0.npy"), worker.flat_parameters(single), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.mpi
 def test_ddp_digits_example_runs_on_two_ranks():
     _require_mpi()
     job = _mpirun([str(ROOT / "examples" / "ddp_digits.py"), "--epochs", "1"], timeout=MPI_TIMEOUT_S)

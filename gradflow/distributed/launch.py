@@ -3,7 +3,7 @@
 ``init()`` picks the communicator from, in order: the ``kind`` argument, the
 ``GRADFLOW_COMM`` environment variable (``single``, ``mpi``, ``nccl`` or ``auto``), and, for
 ``auto``, the job size and the device: one process -> single; several processes on CUDA with
-NCCL available -> nccl; otherwise mpi. The job size is read without importing MPI, from the
+NCCL available and a GPU for each rank of a node -> nccl; otherwise mpi. The job size is read without importing MPI, from the
 launcher's environment (Open MPI's ``OMPI_COMM_WORLD_*``, MPICH/PMI's ``PMI_*``) or from
 mpi4py when ``python -m mpi4py`` has already initialised it.
 """
@@ -78,6 +78,10 @@ def init(kind: str | None = None, device: "str | Device | None" = None) -> Commu
     from .mpi import MPICommunicator
 
     host = MPICommunicator()
+    if chosen == "nccl" and requested.strip().lower() == "auto":
+        # NCCL refuses two ranks on one GPU: share GPUs through MPI instead
+        if host.node_ranks()[1] > backend.cuda_device_count():
+            chosen = "mpi"
     if chosen == "mpi":
         return host
     from .nccl import NCCLCommunicator

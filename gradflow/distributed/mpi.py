@@ -124,10 +124,10 @@ class MPICommunicator(Communicator):
     def barrier(self) -> None:
         self.comm.Barrier()
 
-    def local_rank(self) -> int:
-        """This rank's index among the ranks on the same node (to pick a GPU)."""
+    def node_ranks(self) -> tuple[int, int]:
+        """(this rank's index among the ranks on its node, how many ranks share the node)."""
         node = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
         try:
-            return node.Get_rank()
+            return node.Get_rank(), node.Get_size()
         finally:
             node.Free()

@@ -13,7 +13,7 @@ only works for contiguous arrays; anything else is refused with a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backend import Array, Device
@@ -132,7 +132,7 @@ class NCCLCommunicator(Communicator):
             raise TypeError(f"NCCLCommunicator: NCCL has no datatype for arrays of type {typestr!r}")
         return int(interface["data"][0]), count, int(getattr(self._nccl, name))
 
-    def allreduce_floats(self, values):
+    def allreduce_floats(self, values: Sequence[float]) -> list[float]:
         return self.host.allreduce_floats(values)
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
