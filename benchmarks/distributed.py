@@ -120,7 +120,8 @@ def wait_for_quiet(limit: float = 0.15, patience_s: float = 120.0) -> float:
     return busy
 
 
-def run_job(ranks: int, threads: int, model: str, global_batch: int, bucket_kb: int | None, steps: int) -> dict:
+def run_job(ranks: int, threads: int, model: str, global_batch: int, bucket_kb: int | None, steps: int,
+            patience_s: float) -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
     env.pop("GRADFLOW_COMM", None)
     script = [str(Path(__file__).resolve()), "--worker", "--model", model, "--global-batch", str(global_batch),
@@ -130,7 +131,7 @@ def run_job(ranks: int, threads: int, model: str, global_batch: int, bucket_kb: 
     else:
         command = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks), sys.executable, "-m", "mpi4py",
                    *script]
-    load = wait_for_quiet() if Path("/proc/stat").exists() else float("nan")
+    load = wait_for_quiet(patience_s=patience_s) if Path("/proc/stat").exists() else float("nan")
     job = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if job.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{job.stdout}\n{job.stderr}")
@@ -153,7 +154,7 @@ def driver(args: argparse.Namespace) -> None:
         runs: dict[str, list[dict]] = {label: [] for label, *_ in configs}
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every configuration
             for label, ranks, threads, bucket_kb in configs:
-                runs[label].append(run_job(ranks, threads, model, global_batch, bucket_kb, args.steps))
+                runs[label].append(run_job(ranks, threads, model, global_batch, bucket_kb, args.steps, args.quiet_wait))
         for label, ranks, threads, bucket_kb in configs:
             merged = dict(runs[label][0])
             for key in [k for k in merged if k.endswith("_ms")]:
@@ -176,7 +177,8 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     mpi_version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    meta = {"command": f"python benchmarks/distributed.py --repeats {args.repeats} --steps {args.steps}",
+    meta = {"command": f"python benchmarks/distributed.py --repeats {args.repeats} --steps {args.steps} "
+                       f"--quiet-wait {args.quiet_wait:g}",
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, {platform.platform()}",
             "mpi": mpi_version, "python": platform.python_version(), "timing": "median per step over the steps of a "
             "job, median over interleaved repeated jobs; per-rank values are the slowest rank's",
@@ -185,7 +187,7 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     lines = ["# Data-parallel step: all-reduce cost and 1 -> 2 rank scaling", "",
              f"Command: `{meta['command']}` (from the repository root; needs mpirun and mpi4py).", "",
              f"Machine: {meta['machine']}; {meta['mpi']}; Python {meta['python']}. {meta['timing']}. "
-             "The machine is shared: before each job the driver waits (up to 2 min) until other processes "
+             f"The machine is shared: before each job the driver waits (up to {args.quiet_wait:g} s) until other processes "
              f"use < 15% of the CPUs; the highest reading was {100 * meta['max_busy_before_a_job']:.0f}%. "
              "Best = the fastest repeat's median step.", "",
              "| model | global batch | configuration | step ms | compute ms | all-reduce ms | all-reduce alone ms "
@@ -213,6 +215,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="seconds to wait before each job for other processes to use < 15%% of the CPUs")
     args = parser.parse_args()
     worker(args) if args.worker else driver(args)
 
