@@ -349,6 +349,13 @@ def test_reduce_metrics_is_the_weighted_mean_on_every_rank():
         gfd.reduce_metrics({"loss": 1.0}, gfd.SingleProcessCommunicator(), weight=0)
 
 
+def test_save_on_main_without_comm_saves_on_the_launched_rank0_only(no_launcher):
+    assert gfd.save_on_main(lambda: "saved") == "saved"
+    no_launcher.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    no_launcher.setenv("OMPI_COMM_WORLD_RANK", "1")
+    assert gfd.save_on_main(lambda: pytest.fail("rank 1 must not save")) is None
+
+
 def test_save_on_main_saves_once_and_a_failure_reaches_every_rank(tmp_path):
     def rank_fn(comm):
         return gfd.save_on_main(lambda path: path.write_text(str(comm.rank)) and "ok", tmp_path / "ckpt", comm=comm)

@@ -99,11 +99,13 @@ def is_main_process(comm: Communicator | None = None) -> bool:
 def save_on_main(save: Callable[..., Any], *args: Any, comm: Communicator | None = None, **kwargs: Any) -> Any:
     """Call ``save(*args, **kwargs)`` on rank 0 only, then let every rank continue.
 
-    Any callable works (``gradflow.save``, ``np.savez``...). Rank 0 broadcasts whether the save
-    succeeded, so the other ranks neither read a half-written checkpoint nor carry on after a
-    failed one: they raise too. Returns ``save``'s result on rank 0 and None elsewhere.
+    Any callable works (``gradflow.save``, ``np.savez``...). With ``comm``, rank 0 broadcasts
+    whether the save succeeded, so the other ranks neither read a half-written checkpoint nor
+    carry on after a failed one: they raise too. Without it, rank 0 of the launched job saves
+    and nobody waits. Returns ``save``'s result on rank 0 and None elsewhere.
     """
-    comm = comm if comm is not None else SingleProcessCommunicator()
+    if comm is None:
+        return save(*args, **kwargs) if is_main_process() else None
     result, failure = None, None
     if comm.rank == 0:
         try:
