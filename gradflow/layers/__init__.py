@@ -7,3 +7,17 @@ __all__ = [
     "ELU", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "SiLU", "Softmax", "Tanh",
     "Flatten", "Identity", "Linear", "Reshape",
 ]
+
+# Sequence models (issue 4): dropout, layer norm, embeddings, recurrent layers, attention.
+from .attention import MultiHeadAttention
+from .dropout import Dropout
+from .embedding import Embedding
+from .layer_norm import LayerNorm
+from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from .recurrent import GRU, LSTM, RNN
+from .transformer import TransformerEncoderBlock
+
+__all__ += [
+    "MultiHeadAttention", "Dropout", "Embedding", "LayerNorm", "LearnedPositionalEncoding",
+    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "TransformerEncoderBlock",
+]

@@ -1,0 +1,420 @@
+"""Recurrent layers — RNN (tanh), LSTM and GRU — with backpropagation through time.
+
+One scheme for all three. For each layer of the stack and each direction, the input projection
+of every time step is one GEMM, ``P = X W_ih + b_ih`` with X reshaped to (T·N, F); then a loop
+over time steps (never over samples) applies the cell. BPTT runs the loop backwards, storing the
+δ of each step's pre-activations; the weight gradients are then again single GEMMs over all
+steps: ``dW_hh = Σ_t h_{t-1}ᵀ dZ_t`` and ``dW_ih = Xᵀ dP``, and ``dX = dP W_ih^T``.
+
+Weights follow PyTorch's gate layout (LSTM: i, f, g, o; GRU: r, z, n) and names
+(``weight_ih_l0``, ``bias_hh_l1_reverse``...), stored transposed for ``x @ W``: a PyTorch
+``weight_ih_l0`` of shape (G·H, F) is our ``weight_ih_l0.T``.
+
+States. ``layer(x, train, state=s0)`` starts from ``s0`` (zeros by default): an array
+(L·D, N, H) for RNN and GRU, a pair ``(h0, c0)`` of such arrays for LSTM, with L = num_layers
+and D = 2 if bidirectional else 1 (PyTorch's layout). With ``return_state=True`` the call
+returns ``((y, final_state), backprop)``; that backprop takes ``(dy, d_final_state)`` (either
+part may be ``None``) and returns ``(dx, d_initial_state)``. So a long sequence can be split
+into chunks, each chunk starting from the previous one's final state, and the δ carried back
+across the chunk boundary: two half-sequence calls give exactly the output and gradients of
+one full call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .. import backend
+from ..backend import Array, DeviceError
+from ..core import Layer, Parameter, _device_name, check_input
+from .linear import check_delta
+
+State = Any  # an array (RNN, GRU) or a pair of arrays (LSTM)
+
+
+class _Recurrent(Layer):
+    """The stack, directions, states and input GEMMs; subclasses give the cell (``_scan``)."""
+
+    gates = 1
+    has_cell_state = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        batch_first: bool = True,
+        return_sequences: bool = True,
+        rng: Any = None,
+        device: Any = "cpu",
+        dtype: str = "float32",
+    ):
+        name = type(self).__name__
+        for label, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.return_sequences = bool(return_sequences)
+        self.directions = 2 if self.bidirectional else 1
+        from .. import init as _init
+
+        generator = _init.generator(rng)
+        dev = backend.device(device)
+        H, G = hidden_size, self.gates
+        bound = 1.0 / math.sqrt(H)  # PyTorch's U(−1/√H, 1/√H) for every weight and bias
+        # cells[k][d] = (weight_ih, weight_hh, bias_ih, bias_hh) of layer k, direction d
+        self._cells: list[list[tuple[Parameter, Parameter, Parameter, Parameter]]] = []
+        for k in range(num_layers):
+            features = input_size if k == 0 else H * self.directions
+            row = []
+            for d in range(self.directions):
+                suffix = f"_l{k}" + ("_reverse" if d else "")
+                shapes = {"weight_ih": (features, G * H), "weight_hh": (H, G * H), "bias_ih": (G * H,), "bias_hh": (G * H,)}
+                params = []
+                for label, shape in shapes.items():
+                    p = Parameter(dev.send(generator.uniform(-bound, bound, size=shape), dtype))
+                    setattr(self, label + suffix, p)
+                    params.append(p)
+                row.append(tuple(params))
+            self._cells.append(row)
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _check_state(self, state: Any, x: Array, batch: int) -> tuple[Array, ...]:
+        parts = tuple(state) if self.has_cell_state and isinstance(state, (tuple, list)) else (state,)
+        expected_parts = 2 if self.has_cell_state else 1
+        if len(parts) != expected_parts:
+            what = "a pair (h0, c0)" if self.has_cell_state else "one array h0"
+            raise TypeError(f"{self.describe()}: expected the state as {what}, got {type(state).__name__}")
+        shape = (self.num_layers * self.directions, batch, self.hidden_size)
+        for label, part in zip(("h0", "c0"), parts):
+            if not backend.is_array(part):
+                raise TypeError(f"{self.describe()}: expected state {label} as an array, got {type(part).__name__}")
+            if not backend.same_device(part, x):
+                raise DeviceError(f"{self.describe()}: state {label} is on {_device_name(part)} but the input on {_device_name(x)}")
+            if part.dtype != x.dtype:
+                raise TypeError(
+                    f"{self.describe()}: expected state {label} of dtype {backend.dtype_name(x.dtype)} (the input's), "
+                    f"got {backend.dtype_name(part.dtype)}"
+                )
+            if tuple(part.shape) != shape:
+                raise ValueError(
+                    f"{self.describe()}: expected state {label} of shape {shape} (num_layers·directions, batch, hidden), "
+                    f"got {tuple(part.shape)}"
+                )
+        return parts
+
+    # -- forward and BPTT --------------------------------------------------------------------------
+    def forward(self, x: Array, train: bool, state: State = None, return_state: bool = False):
+        check_input(self, x, ndim=3, features=self.input_size, like=self._cells[0][0][0].value)
+        xp = backend.namespace(x)
+        batch_axis, time_axis = (0, 1) if self.batch_first else (1, 0)
+        N, T = x.shape[batch_axis], x.shape[time_axis]
+        if T == 0:
+            raise ValueError(f"{self.describe()}: expected a sequence of at least one step, got shape {tuple(x.shape)}")
+        initial = self._check_state(state, x, N) if state is not None else None
+        H, D, L = self.hidden_size, self.directions, self.num_layers
+
+        def zeros() -> Array:
+            return xp.zeros((N, H), dtype=x.dtype, device=x.device)
+
+        inputs = xp.permute_dims(x, (1, 0, 2)) if self.batch_first else x  # time-major (T, N, F)
+        layer_inputs, backwards, finals = [], [], []
+        for k in range(L):
+            flat = xp.reshape(inputs, (T * N, inputs.shape[-1]))
+            layer_inputs.append(flat)
+            outputs, row = [], []
+            for d in range(D):
+                w_ih, w_hh, b_ih, b_hh = self._cells[k][d]
+                if initial is None:
+                    starts = [zeros() for _ in range(2 if self.has_cell_state else 1)]
+                else:
+                    starts = [part[k * D + d, ...] for part in initial]
+                projection = xp.reshape(flat @ w_ih.value + b_ih.value, (T, N, self.gates * H))
+                sequence, last, backward = self._scan(projection, w_hh, b_hh, starts, reverse=d == 1, xp=xp)
+                outputs.append(sequence)
+                row.append(backward)
+                finals.append(last)
+            backwards.append(row)
+            inputs = outputs[0] if D == 1 else xp.concat(outputs, axis=-1)
+
+        final_h = xp.stack([last[0] for last in finals], axis=0)  # (L·D, N, H)
+        final_state = (final_h, xp.stack([last[1] for last in finals], axis=0)) if self.has_cell_state else final_h
+        if self.return_sequences:
+            y = xp.permute_dims(inputs, (1, 0, 2)) if self.batch_first else inputs
+        else:  # the last step of each top-layer direction: forward at T−1, reverse at 0
+            top = [finals[(L - 1) * D + d][0] for d in range(D)]
+            y = top[0] if D == 1 else xp.concat(top, axis=-1)
+        y_shape = tuple(y.shape)
+
+        def backprop_all(dy: Array | None, d_final: Any) -> tuple[Array, State]:
+            if dy is not None:
+                check_delta(self, dy, y_shape)
+            d_last_h = [None] * (L * D)
+            d_last_c = [None] * (L * D)
+            if d_final is not None:
+                parts = tuple(d_final) if self.has_cell_state else (d_final, None)
+                for i in range(L * D):
+                    d_last_h[i] = None if parts[0] is None else parts[0][i, ...]
+                    d_last_c[i] = None if parts[1] is None else parts[1][i, ...]
+            d_sequence = None
+            if dy is not None and self.return_sequences:
+                d_sequence = xp.permute_dims(dy, (1, 0, 2)) if self.batch_first else dy
+            elif dy is not None:
+                for d in range(D):
+                    piece = dy[:, d * H:(d + 1) * H]
+                    i = (L - 1) * D + d
+                    d_last_h[i] = piece if d_last_h[i] is None else d_last_h[i] + piece
+            d_initial_h, d_initial_c = [None] * (L * D), [None] * (L * D)
+            for k in reversed(range(L)):
+                d_inputs = None
+                for d in range(D):
+                    w_ih, _, b_ih, _ = self._cells[k][d]
+                    d_out = None if d_sequence is None else (d_sequence if D == 1 else d_sequence[..., d * H:(d + 1) * H])
+                    d_projection, d_starts = backwards[k][d](d_out, d_last_h[k * D + d], d_last_c[k * D + d])
+                    d_initial_h[k * D + d] = d_starts[0]
+                    if self.has_cell_state:
+                        d_initial_c[k * D + d] = d_starts[1]
+                    d_flat = xp.reshape(d_projection, (T * N, self.gates * H))
+                    w_ih.accumulate(layer_inputs[k].T @ d_flat)
+                    b_ih.accumulate(xp.sum(d_flat, axis=0))
+                    part = d_flat @ w_ih.value.T
+                    d_inputs = part if d_inputs is None else d_inputs + part
+                d_sequence = xp.reshape(d_inputs, (T, N, d_inputs.shape[-1]))
+            dx = xp.permute_dims(d_sequence, (1, 0, 2)) if self.batch_first else d_sequence
+            d_h0 = xp.stack(d_initial_h, axis=0)
+            d_state = (d_h0, xp.stack(d_initial_c, axis=0)) if self.has_cell_state else d_h0
+            return dx, d_state
+
+        if not return_state:
+            return y, lambda dy: backprop_all(dy, None)[0]
+
+        def backprop_with_state(delta: Any) -> tuple[Array, State]:
+            dy, d_final = delta if isinstance(delta, (tuple, list)) else (delta, None)
+            if dy is None and d_final is None:
+                raise ValueError(f"{self.describe()}: backprop got neither an output δ nor a final-state δ")
+            return backprop_all(dy, d_final)
+
+        return (y, final_state), backprop_with_state
+
+    def _scan(self, projection: Array, w_hh: Parameter, b_hh: Parameter, starts: list[Array], reverse: bool, xp: Any):
+        """Run the cell over time. projection: (T, N, G·H) = x_t W_ih + b_ih for every step.
+
+        Returns (outputs (T, N, H) in time order, final (h, [c]), backward) where
+        ``backward(d_outputs or None, d_h_final or None, d_c_final or None)`` adds the gradients
+        of ``w_hh`` and ``b_hh`` and returns (d_projection (T, N, G·H), [d_h0, (d_c0)]).
+        """
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.input_size}, {self.hidden_size}"]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            parts.append("bidirectional=True")
+        if not self.batch_first:
+            parts.append("batch_first=False")
+        if not self.return_sequences:
+            parts.append("return_sequences=False")
+        return ", ".join(parts)
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+class RNN(_Recurrent):
+    """Elman RNN with tanh: ``h_t = tanh(x_t W_ih + b_ih + h_{t−1} W_hh + b_hh)``.
+
+    Shapes (batch_first): x (N, T, F) -> y (N, T, D·H), or (N, D·H) with
+    ``return_sequences=False``; state h (L·D, N, H). See the module docstring for states.
+
+    BPTT: with ``δh_t = dy_t + δh_{t+1}`` flowing back, ``dz_t = δh_t ⊙ (1 − h_t²)``,
+    ``δh_{t−1} ← dz_t W_hhᵀ``; ``dW_hh = Σ_t h_{t−1}ᵀ dz_t``, ``db_hh = db_ih = Σ_t dz_t``,
+    ``dW_ih = Σ_t x_tᵀ dz_t``, ``dx_t = dz_t W_ihᵀ``.
+    """
+
+    gates = 1
+
+    def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
+        T, N, H = projection.shape
+        W = w_hh.value
+        projection += b_hh.value  # b_hh acts exactly like b_ih here
+        outputs = xp.empty((T, N, H), dtype=projection.dtype, device=projection.device)
+        previous = xp.empty_like(outputs)
+        h = starts[0]
+        for t in _steps(T, reverse):
+            previous[t, ...] = h
+            h = xp.tanh(projection[t, ...] + h @ W)
+            outputs[t, ...] = h
+
+        def backward(d_outputs, d_h_last, d_c_last):
+            d_z = xp.empty_like(outputs)
+            d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=outputs.dtype, device=outputs.device)
+            for t in _steps(T, not reverse):
+                if d_outputs is not None:
+                    d_h = d_h + d_outputs[t, ...]
+                h_t = outputs[t, ...]
+                d_z[t, ...] = d_h * (1.0 - h_t * h_t)
+                d_h = d_z[t, ...] @ W.T
+            d_flat = xp.reshape(d_z, (T * N, H))
+            w_hh.accumulate(xp.reshape(previous, (T * N, H)).T @ d_flat)
+            b_hh.accumulate(xp.sum(d_flat, axis=0))
+            return d_z, [d_h]
+
+        return outputs, (h,), backward
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's gate order i, f, g, o.
+
+    ``z_t = x_t W_ih + b_ih + h_{t−1} W_hh + b_hh`` split into four blocks of H;
+    ``i, f, o = σ(z_i), σ(z_f), σ(z_o)``, ``g = tanh(z_g)``;
+    ``c_t = f ⊙ c_{t−1} + i ⊙ g``, ``h_t = o ⊙ tanh(c_t)``.
+    All four gates are one tanh: σ(z) = ½(1 + tanh(z/2)).
+
+    Shapes (batch_first): x (N, T, F) -> y (N, T, D·H), or (N, D·H) with
+    ``return_sequences=False``; state (h, c), each (L·D, N, H).
+
+    BPTT, with δh_t = dy_t + δh_{t+1} and δc_t carried back:
+    ``δc_t ← δc_t + δh_t ⊙ o ⊙ (1 − tanh²c_t)``; ``δi = δc_t ⊙ g``, ``δf = δc_t ⊙ c_{t−1}``,
+    ``δg = δc_t ⊙ i``, ``δo = δh_t ⊙ tanh c_t``; ``dz = δgate ⊙ gate'`` (σ' = σ(1 − σ),
+    tanh' = 1 − g²); then ``δc_{t−1} = δc_t ⊙ f`` and ``δh_{t−1} = dz W_hhᵀ``. Weight gradients as
+    for :class:`RNN`.
+    """
+
+    gates = 4
+    has_cell_state = True
+
+    def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
+        T, N, G = projection.shape
+        H = G // 4
+        W = w_hh.value
+        dtype, dev = projection.dtype, projection.device
+        projection += b_hh.value
+        # One tanh for all gates: u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half), with half = ½
+        # on the σ blocks (σ(z) = ½ + ½ tanh(z/2)) and 1 on the g block; ∂gate/∂z = half² (1 − u²).
+        half = xp.full((G,), 0.5, dtype=dtype, device=dev)
+        half[2 * H:3 * H] = 1.0
+        offset = 1.0 - half
+        d_gate_scale = half * half
+        gates = xp.empty((T, N, G), dtype=dtype, device=dev)
+        squashed = xp.empty((T, N, G), dtype=dtype, device=dev)  # u = tanh(half ⊙ z)
+        h_previous = xp.empty((T, N, H), dtype=dtype, device=dev)
+        c_previous = xp.empty_like(h_previous)
+        tanh_cells = xp.empty_like(h_previous)
+        outputs = xp.empty_like(h_previous)
+        h, c = starts
+        for t in _steps(T, reverse):
+            h_previous[t, ...] = h
+            c_previous[t, ...] = c
+            u = xp.tanh((projection[t, ...] + h @ W) * half)
+            squashed[t, ...] = u
+            a = u * half + offset
+            gates[t, ...] = a
+            c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
+            tanh_c = xp.tanh(c)
+            tanh_cells[t, ...] = tanh_c
+            h = a[:, 3 * H:] * tanh_c
+            outputs[t, ...] = h
+
+        def backward(d_outputs, d_h_last, d_c_last):
+            d_z = xp.empty((T, N, G), dtype=dtype, device=dev)
+            derivative = (1.0 - squashed * squashed) * d_gate_scale
+            d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
+            d_c = d_c_last if d_c_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
+            for t in _steps(T, not reverse):
+                if d_outputs is not None:
+                    d_h = d_h + d_outputs[t, ...]
+                a = gates[t, ...]
+                tanh_c = tanh_cells[t, ...]
+                d_c = d_c + d_h * a[:, 3 * H:] * (1.0 - tanh_c * tanh_c)
+                d_z[t, :, :H] = d_c * a[:, 2 * H:3 * H]
+                d_z[t, :, H:2 * H] = d_c * c_previous[t, ...]
+                d_z[t, :, 2 * H:3 * H] = d_c * a[:, :H]
+                d_z[t, :, 3 * H:] = d_h * tanh_c
+                d_z[t, ...] *= derivative[t, ...]
+                d_c = d_c * a[:, H:2 * H]
+                d_h = d_z[t, ...] @ W.T
+            d_flat = xp.reshape(d_z, (T * N, G))
+            w_hh.accumulate(xp.reshape(h_previous, (T * N, H)).T @ d_flat)
+            b_hh.accumulate(xp.sum(d_flat, axis=0))
+            return d_z, [d_h, d_c]
+
+        return outputs, (h, c), backward
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit (Cho et al. 2014) in PyTorch's form, gate order r, z, n.
+
+    With ``p_t = x_t W_ih + b_ih`` and ``q_t = h_{t−1} W_hh + b_hh``, each split into r, z, n:
+    ``r = σ(p_r + q_r)``, ``z = σ(p_z + q_z)``, ``n = tanh(p_n + r ⊙ q_n)``,
+    ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``.
+
+    Shapes (batch_first): x (N, T, F) -> y (N, T, D·H), or (N, D·H) with
+    ``return_sequences=False``; state h (L·D, N, H).
+
+    BPTT, with δh_t = dy_t + δh_{t+1}: ``δn = δh_t ⊙ (1 − z) ⊙ (1 − n²)``,
+    ``δz = δh_t ⊙ (h_{t−1} − n) ⊙ z(1 − z)``, ``δr = δn ⊙ q_n ⊙ r(1 − r)``;
+    ``dp = [δr, δz, δn]``, ``dq = [δr, δz, δn ⊙ r]``;
+    ``δh_{t−1} = δh_t ⊙ z + dq W_hhᵀ``; ``dW_hh = Σ_t h_{t−1}ᵀ dq_t``, ``db_hh = Σ_t dq_t``,
+    ``dW_ih = Σ_t x_tᵀ dp_t``.
+    """
+
+    gates = 3
+
+    def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
+        T, N, G = projection.shape
+        H = G // 3
+        W, bias = w_hh.value, b_hh.value
+        dtype, dev = projection.dtype, projection.device
+        reset_update = xp.empty((T, N, 2 * H), dtype=dtype, device=dev)
+        candidates = xp.empty((T, N, H), dtype=dtype, device=dev)
+        hidden_n = xp.empty_like(candidates)  # q_n = h_{t−1} W_hn + b_hn
+        h_previous = xp.empty_like(candidates)
+        outputs = xp.empty_like(candidates)
+        h = starts[0]
+        for t in _steps(T, reverse):
+            h_previous[t, ...] = h
+            q = h @ W + bias
+            p = projection[t, ...]
+            rz = 0.5 + 0.5 * xp.tanh(0.5 * (p[:, :2 * H] + q[:, :2 * H]))
+            reset_update[t, ...] = rz
+            q_n = q[:, 2 * H:]
+            hidden_n[t, ...] = q_n
+            n = xp.tanh(p[:, 2 * H:] + rz[:, :H] * q_n)
+            candidates[t, ...] = n
+            h = n + rz[:, H:] * (h - n)
+            outputs[t, ...] = h
+
+        def backward(d_outputs, d_h_last, d_c_last):
+            d_q = xp.empty((T, N, G), dtype=dtype, device=dev)
+            d_p_n = xp.empty((T, N, H), dtype=dtype, device=dev)
+            rz_all = reset_update
+            d_rz_scale = rz_all * (1.0 - rz_all)
+            d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
+            for t in _steps(T, not reverse):
+                if d_outputs is not None:
+                    d_h = d_h + d_outputs[t, ...]
+                rz = rz_all[t, ...]
+                r, z = rz[:, :H], rz[:, H:]
+                n = candidates[t, ...]
+                d_n = d_h * (1.0 - z) * (1.0 - n * n)
+                d_p_n[t, ...] = d_n
+                d_q[t, :, :H] = d_n * hidden_n[t, ...]
+                d_q[t, :, H:2 * H] = d_h * (h_previous[t, ...] - n)
+                d_q[t, :, :2 * H] *= d_rz_scale[t, ...]
+                d_q[t, :, 2 * H:] = d_n * r
+                d_h = d_h * z + d_q[t, ...] @ W.T
+            d_flat = xp.reshape(d_q, (T * N, G))
+            w_hh.accumulate(xp.reshape(h_previous, (T * N, H)).T @ d_flat)
+            b_hh.accumulate(xp.sum(d_flat, axis=0))
+            d_projection = xp.concat([d_q[..., :2 * H], d_p_n], axis=-1)
+            return d_projection, [d_h]
+
+        return outputs, (h,), backward
