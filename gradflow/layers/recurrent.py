@@ -279,7 +279,8 @@ class LSTM(_Recurrent):
     All four gates are one tanh: σ(z) = ½(1 + tanh(z/2)).
 
     Shapes (batch_first): x (N, T, F) -> y (N, T, D·H), or (N, D·H) with
-    ``return_sequences=False``; state (h, c), each (L·D, N, H).
+    ``return_sequences=False``; state (h, c), each (L·D, N, H). ``forget_bias`` is added to the
+    forget gate's bias at initialisation (0 as in PyTorch; 1 keeps early gradients from vanishing).
 
     BPTT, with δh_t = dy_t + δh_{t+1} and δc_t carried back:
     ``δc_t ← δc_t + δh_t ⊙ o ⊙ (1 − tanh²c_t)``; ``δi = δc_t ⊙ g``, ``δf = δc_t ⊙ c_{t−1}``,
@@ -290,6 +291,14 @@ class LSTM(_Recurrent):
 
     gates = 4
     has_cell_state = True
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, forget_bias: float = 0.0, **options: Any):
+        super().__init__(input_size, hidden_size, num_layers, **options)
+        self.forget_bias = float(forget_bias)
+        if self.forget_bias:  # added to b_ih's f block (Gers et al. 2000; Jozefowicz et al. 2015 use 1)
+            for row in self._cells:
+                for _, _, b_ih, _ in row:
+                    b_ih.value[hidden_size:2 * hidden_size] += self.forget_bias
 
     def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
         T, N, G = projection.shape
