@@ -9,6 +9,7 @@ step has no hidden device-to-host sync.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -98,7 +99,7 @@ def evaluate(model: Layer, loss: Loss | None, data: Any, *, batch_size: int = 25
     batches = _batches(data, batch_size, device, shuffle=False, seed=0)
     total_loss: Array | None = None
     correct: Array | None = None
-    seen = 0
+    seen = labelled = 0
     with device:
         for xb, yb in batches:
             output = model.predict(xb)
@@ -109,12 +110,13 @@ def evaluate(model: Layer, loss: Loss | None, data: Any, *, batch_size: int = 25
             if xp.isdtype(yb.dtype, "integral") and output.ndim == yb.ndim + 1:
                 hits = xp.sum(xp.astype(xp.argmax(output, axis=-1) == yb, xp.int64))
                 correct = hits if correct is None else correct + hits
+                labelled += math.prod(yb.shape)  # every position of a sequence has a label
             seen += xb.shape[0]
     results = {}
     if total_loss is not None:
         results["loss"] = backend.to_float(total_loss) / max(seen, 1)
     if correct is not None:
-        results["accuracy"] = backend.to_float(correct) / max(seen, 1)
+        results["accuracy"] = backend.to_float(correct) / max(labelled, 1)
     return results
 
 

@@ -91,16 +91,17 @@ class MultiHeadAttention(Layer):
 
         qkv, qkv_backprop = self.qkv(x, train)
         qkv = xp.permute_dims(xp.reshape(qkv, (N, T, 3, h, d)), (2, 0, 3, 1, 4))  # (3, N, h, T, d)
-        q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]
-        scores = (q @ xp.matrix_transpose(k)) * scale
+        q, k, v = qkv[0, ...] * scale, qkv[1, ...], qkv[2, ...]  # scaling Q costs less than S
+        scores = q @ xp.matrix_transpose(k)
         if visible is not None:
             scores = xp.where(visible, scores, float(xp.finfo(x.dtype).min))
         e = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))
-        if visible is not None:
+        if key_padding_mask is not None:  # a row may hide every key: its weights must be 0, not 1/T
             e = xp.where(visible, e, 0.0)
-        total = xp.sum(e, axis=-1, keepdims=True)
-        if visible is not None:
+            total = xp.sum(e, axis=-1, keepdims=True)
             total = xp.where(total > 0, total, 1.0)
+        else:  # causal or no mask: every query sees itself, and hidden keys give exp(−huge) = 0
+            total = xp.sum(e, axis=-1, keepdims=True)
         weights = e / total
         dropped, dropout_backprop = (weights, None) if self.attention_dropout is None else self.attention_dropout(weights, train)
         heads = dropped @ v  # (N, h, T, d)
@@ -110,15 +111,15 @@ class MultiHeadAttention(Layer):
         def backprop(dy: Array) -> Array:
             check_delta(self, dy, (N, T, E))
             d_heads = xp.permute_dims(xp.reshape(out_backprop(dy), (N, T, h, d)), (0, 2, 1, 3))
-            d_v = xp.matrix_transpose(dropped) @ d_heads
             d_weights = d_heads @ xp.matrix_transpose(v)
             if dropout_backprop is not None:
                 d_weights = dropout_backprop(d_weights)
             d_scores = weights * (d_weights - xp.sum(d_weights * weights, axis=-1, keepdims=True))
-            d_scores *= scale
-            d_q = d_scores @ k
-            d_k = xp.matrix_transpose(d_scores) @ q
-            d_qkv = xp.permute_dims(xp.stack([d_q, d_k, d_v], axis=0), (1, 3, 0, 2, 4))  # (N, T, 3, h, d)
+            d_qkv = xp.empty((N, T, 3, h, d), dtype=dy.dtype, device=dy.device)
+            by_part = xp.permute_dims(d_qkv, (2, 0, 3, 1, 4))  # a view (3, N, h, T, d) to write into
+            by_part[0, ...] = (d_scores @ k) * scale
+            by_part[1, ...] = xp.matrix_transpose(d_scores) @ q
+            by_part[2, ...] = xp.matrix_transpose(dropped) @ d_heads
             return qkv_backprop(xp.reshape(d_qkv, (N, T, 3 * E)))
 
         return y, backprop

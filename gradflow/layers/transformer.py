@@ -22,6 +22,8 @@ class TransformerEncoderBlock(Layer):
         y = h + Dropout(W₂ GELU(W₁ LN₂(h) + b₁) + b₂)
 
     Shapes: x (N, T, E) -> y (N, T, E); the MLP's hidden width is ``mlp_ratio · E``.
+    ``activation``: ``"gelu"`` (exact, with erf, as PyTorch's default) or ``"gelu_tanh"`` (the
+    tanh approximation, as GPT-2; about 10x cheaper on NumPy, whose erf comes from SciPy).
     δ rule: each residual branch gives ``dx = dy + branch.backprop(dy)`` (see
     :class:`~gradflow.containers.Residual`), the MLP branch first, then the attention branch.
     ``key_padding_mask`` (N, T) bool, True = padded, reaches the attention through the containers.
@@ -36,6 +38,7 @@ class TransformerEncoderBlock(Layer):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         causal: bool = False,
+        activation: str = "gelu",
         eps: float = 1e-5,
         seed: int = 0,
         rng: Any = None,
@@ -45,6 +48,8 @@ class TransformerEncoderBlock(Layer):
         hidden = int(round(mlp_ratio * embed_dim))
         if hidden <= 0:
             raise ValueError(f"TransformerEncoderBlock: mlp_ratio * embed_dim must be >= 1, got {mlp_ratio} * {embed_dim}")
+        if activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"TransformerEncoderBlock: activation must be 'gelu' or 'gelu_tanh', got {activation!r}")
         generator = _init.generator(rng)
         where = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.hidden = embed_dim, num_heads, hidden
@@ -56,7 +61,7 @@ class TransformerEncoderBlock(Layer):
         self.mlp = Residual(Sequential(
             LayerNorm(embed_dim, eps, **where),
             Linear(embed_dim, hidden, rng=generator, **where),
-            GELU(),
+            GELU("tanh" if activation == "gelu_tanh" else "none"),
             Linear(hidden, embed_dim, rng=generator, **where),
             Dropout(dropout, seed=seed + 2),
         ))
