@@ -125,6 +125,17 @@ def test_dropout_reset_rng_repeats_the_mask_and_successive_calls_differ():
     assert not np.array_equal(layer(x, train=True)[0], first)
 
 
+def test_dropout_layers_without_a_seed_draw_different_masks_reproducibly():
+    x = np.ones((6, 6), dtype=np.float32)
+    gf.seed(5)
+    first, second = L.Dropout(0.5), L.Dropout(0.5)
+    assert not np.array_equal(first(x, train=True)[0], second(x, train=True)[0])
+    gf.seed(5)
+    again = L.Dropout(0.5)
+    first.reset_rng()
+    np.testing.assert_array_equal(again(x, train=True)[0], first(x, train=True)[0])
+
+
 def test_dropout_state_round_trips_through_json_and_resumes_the_stream():
     layer = L.Dropout(0.5, seed=9)
     x = np.ones((4, 16), dtype=np.float32)

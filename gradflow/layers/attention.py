@@ -40,7 +40,7 @@ class MultiHeadAttention(Layer):
         dropout: float = 0.0,
         causal: bool = False,
         bias: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         rng: Any = None,
         device: Any = "cpu",
         dtype: str = "float32",

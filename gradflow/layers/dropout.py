@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from .. import init as _init
 from ..backend import Array, DeviceRNG
 from ..core import Backprop, Layer, check_input
 from .linear import check_delta
@@ -21,6 +22,8 @@ class Dropout(Layer):
 
     The mask is drawn on the input's device from a generator kept per device name and seeded
     with ``seed`` (``backend.device_of(x).rng(seed)``), so no host round trip happens on a GPU.
+    Without a ``seed``, one is drawn from gradflow's default host generator (see
+    :func:`gradflow.seed`), so two Dropout layers never share a mask stream by accident.
     ``reset_rng()`` restarts every generator (tests do this before each forward so that
     finite differences see the same mask); ``get_state``/``set_state`` give a JSON-serialisable
     snapshot for checkpoints. Generators are created lazily on first use on a device, so
@@ -28,9 +31,11 @@ class Dropout(Layer):
     starts from ``seed``, or from the state restored with ``set_state``.
     """
 
-    def __init__(self, p: float = 0.5, *, seed: int = 0):
+    def __init__(self, p: float = 0.5, *, seed: int | None = None):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be a number in [0, 1), got {p!r}")
+        if seed is None:  # distinct per layer, reproducible after gradflow.seed(...)
+            seed = int(_init.generator(None).integers(0, 2**31))
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"Dropout: seed must be an int, got {type(seed).__name__}")
         self.p = float(p)

@@ -228,6 +228,18 @@ def _steps(T: int, reverse: bool) -> range:
     return range(T - 1, -1, -1) if reverse else range(T)
 
 
+def _previous(xp: Any, sequence: Array, start: Array, reverse: bool) -> Array:
+    """The state entering each step, by time position: (T, N, H) from the outputs and the start."""
+    if reverse:
+        return xp.concat([sequence[1:, ...], start[None, ...]], axis=0)
+    return xp.concat([start[None, ...], sequence[:-1, ...]], axis=0)
+
+
+# The time loops below are written for few array operations per step (each costs a few µs of
+# dispatch, which dominates for small hidden sizes): per-step results go into Python lists and
+# are stacked once, and whatever the backward loop needs that does not depend on the δ is
+# computed for all steps at once before it.
+
 class RNN(_Recurrent):
     """Elman RNN with tanh: ``h_t = tanh(x_t W_ih + b_ih + h_{t−1} W_hh + b_hh)``.
 
@@ -245,25 +257,25 @@ class RNN(_Recurrent):
         T, N, H = projection.shape
         W = w_hh.value
         projection += b_hh.value  # b_hh acts exactly like b_ih here
-        outputs = xp.empty((T, N, H), dtype=projection.dtype, device=projection.device)
-        previous = xp.empty_like(outputs)
-        h = starts[0]
+        h0 = h = starts[0]
+        hs: list[Any] = [None] * T
         for t in _steps(T, reverse):
-            previous[t, ...] = h
-            h = xp.tanh(projection[t, ...] + h @ W)
-            outputs[t, ...] = h
+            z = h @ W
+            z += projection[t, ...]
+            h = hs[t] = xp.tanh(z)
+        outputs = xp.stack(hs, axis=0)
 
         def backward(d_outputs, d_h_last, d_c_last):
+            slope = 1.0 - outputs * outputs  # tanh' at every step
             d_z = xp.empty_like(outputs)
             d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=outputs.dtype, device=outputs.device)
             for t in _steps(T, not reverse):
                 if d_outputs is not None:
                     d_h = d_h + d_outputs[t, ...]
-                h_t = outputs[t, ...]
-                d_z[t, ...] = d_h * (1.0 - h_t * h_t)
+                d_z[t, ...] = d_h * slope[t, ...]
                 d_h = d_z[t, ...] @ W.T
             d_flat = xp.reshape(d_z, (T * N, H))
-            w_hh.accumulate(xp.reshape(previous, (T * N, H)).T @ d_flat)
+            w_hh.accumulate(xp.reshape(_previous(xp, outputs, h0, reverse), (T * N, H)).T @ d_flat)
             b_hh.accumulate(xp.sum(d_flat, axis=0))
             return d_z, [d_h]
 
@@ -303,55 +315,55 @@ class LSTM(_Recurrent):
     def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
         T, N, G = projection.shape
         H = G // 4
-        W = w_hh.value
         dtype, dev = projection.dtype, projection.device
-        projection += b_hh.value
         # One tanh for all gates: u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half), with half = ½
         # on the σ blocks (σ(z) = ½ + ½ tanh(z/2)) and 1 on the g block; ∂gate/∂z = half² (1 − u²).
+        # The ½ is folded into the projection and into a scaled copy of W_hh.
         half = xp.full((G,), 0.5, dtype=dtype, device=dev)
         half[2 * H:3 * H] = 1.0
         offset = 1.0 - half
-        d_gate_scale = half * half
-        gates = xp.empty((T, N, G), dtype=dtype, device=dev)
-        squashed = xp.empty((T, N, G), dtype=dtype, device=dev)  # u = tanh(half ⊙ z)
-        h_previous = xp.empty((T, N, H), dtype=dtype, device=dev)
-        c_previous = xp.empty_like(h_previous)
-        tanh_cells = xp.empty_like(h_previous)
-        outputs = xp.empty_like(h_previous)
-        h, c = starts
+        W = w_hh.value
+        W_half = W * half
+        projection += b_hh.value
+        projection *= half
+        h0, c0 = h, c = starts
+        gate_list: list[Any] = [None] * T
+        cell_list: list[Any] = [None] * T
+        tanh_list: list[Any] = [None] * T
+        hs: list[Any] = [None] * T
         for t in _steps(T, reverse):
-            h_previous[t, ...] = h
-            c_previous[t, ...] = c
-            u = xp.tanh((projection[t, ...] + h @ W) * half)
-            squashed[t, ...] = u
-            a = u * half + offset
-            gates[t, ...] = a
-            c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
-            tanh_c = xp.tanh(c)
-            tanh_cells[t, ...] = tanh_c
-            h = a[:, 3 * H:] * tanh_c
-            outputs[t, ...] = h
+            z = h @ W_half
+            z += projection[t, ...]
+            a = gate_list[t] = xp.tanh(z) * half + offset
+            c = cell_list[t] = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
+            tanh_c = tanh_list[t] = xp.tanh(c)
+            h = hs[t] = a[:, 3 * H:] * tanh_c
+        outputs = xp.stack(hs, axis=0)
+        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
 
         def backward(d_outputs, d_h_last, d_c_last):
+            # Everything the loop needs that does not depend on δ, for all steps at once.
+            u = (gates - offset) / half
+            derivative = (1.0 - u * u) * (half * half)  # ∂gate/∂z
+            i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
+            d_from_c = xp.reshape(xp.concat([g, _previous(xp, cells, c0, reverse), i], axis=-1) * derivative[..., :3 * H],
+                                  (T, N, 3, H))  # δz_{i,f,g} = δc ⊙ (g, c_{t−1}, i) ⊙ gate'
+            d_from_h = tanh_cells * derivative[..., 3 * H:]  # δz_o = δh ⊙ tanh c ⊙ σ'
+            c_from_h = o * (1.0 - tanh_cells * tanh_cells)  # δc += δh ⊙ o ⊙ tanh'(c)
             d_z = xp.empty((T, N, G), dtype=dtype, device=dev)
-            derivative = (1.0 - squashed * squashed) * d_gate_scale
+            d_z_blocks = xp.reshape(d_z, (T, N, 4, H))  # a view: the gate blocks as an axis
             d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
             d_c = d_c_last if d_c_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
             for t in _steps(T, not reverse):
                 if d_outputs is not None:
                     d_h = d_h + d_outputs[t, ...]
-                a = gates[t, ...]
-                tanh_c = tanh_cells[t, ...]
-                d_c = d_c + d_h * a[:, 3 * H:] * (1.0 - tanh_c * tanh_c)
-                d_z[t, :, :H] = d_c * a[:, 2 * H:3 * H]
-                d_z[t, :, H:2 * H] = d_c * c_previous[t, ...]
-                d_z[t, :, 2 * H:3 * H] = d_c * a[:, :H]
-                d_z[t, :, 3 * H:] = d_h * tanh_c
-                d_z[t, ...] *= derivative[t, ...]
-                d_c = d_c * a[:, H:2 * H]
+                d_c = d_c + d_h * c_from_h[t, ...]
+                d_z_blocks[t, :, :3, :] = d_c[:, None, :] * d_from_c[t, ...]
+                d_z_blocks[t, :, 3, :] = d_h * d_from_h[t, ...]
+                d_c = d_c * f[t, ...]
                 d_h = d_z[t, ...] @ W.T
             d_flat = xp.reshape(d_z, (T * N, G))
-            w_hh.accumulate(xp.reshape(h_previous, (T * N, H)).T @ d_flat)
+            w_hh.accumulate(xp.reshape(_previous(xp, outputs, h0, reverse), (T * N, H)).T @ d_flat)
             b_hh.accumulate(xp.sum(d_flat, axis=0))
             return d_z, [d_h, d_c]
 
@@ -380,48 +392,48 @@ class GRU(_Recurrent):
     def _scan(self, projection, w_hh, b_hh, starts, reverse, xp):
         T, N, G = projection.shape
         H = G // 3
-        W, bias = w_hh.value, b_hh.value
         dtype, dev = projection.dtype, projection.device
-        reset_update = xp.empty((T, N, 2 * H), dtype=dtype, device=dev)
-        candidates = xp.empty((T, N, H), dtype=dtype, device=dev)
-        hidden_n = xp.empty_like(candidates)  # q_n = h_{t−1} W_hn + b_hn
-        h_previous = xp.empty_like(candidates)
-        outputs = xp.empty_like(candidates)
-        h = starts[0]
+        # σ(z) = ½ + ½ tanh(z/2): the ½ of the r and z blocks is folded into W_hh, b_hh and P.
+        half = xp.full((G,), 0.5, dtype=dtype, device=dev)
+        half[2 * H:] = 1.0
+        W = w_hh.value
+        W_half, bias_half = W * half, b_hh.value * half
+        projection *= half
+        h0 = h = starts[0]
+        rz_list: list[Any] = [None] * T
+        qn_list: list[Any] = [None] * T
+        n_list: list[Any] = [None] * T
+        hs: list[Any] = [None] * T
         for t in _steps(T, reverse):
-            h_previous[t, ...] = h
-            q = h @ W + bias
+            q = h @ W_half
+            q += bias_half
             p = projection[t, ...]
-            rz = 0.5 + 0.5 * xp.tanh(0.5 * (p[:, :2 * H] + q[:, :2 * H]))
-            reset_update[t, ...] = rz
-            q_n = q[:, 2 * H:]
-            hidden_n[t, ...] = q_n
-            n = xp.tanh(p[:, 2 * H:] + rz[:, :H] * q_n)
-            candidates[t, ...] = n
-            h = n + rz[:, H:] * (h - n)
-            outputs[t, ...] = h
+            rz = rz_list[t] = 0.5 * xp.tanh(p[:, :2 * H] + q[:, :2 * H]) + 0.5
+            q_n = qn_list[t] = q[:, 2 * H:]
+            n = n_list[t] = xp.tanh(p[:, 2 * H:] + rz[:, :H] * q_n)
+            h = hs[t] = n + rz[:, H:] * (h - n)
+        outputs = xp.stack(hs, axis=0)
+        reset_update, hidden_n, candidates = (xp.stack(items, axis=0) for items in (rz_list, qn_list, n_list))
 
         def backward(d_outputs, d_h_last, d_c_last):
+            r, z = reset_update[..., :H], reset_update[..., H:]
+            slope_rz = reset_update * (1.0 - reset_update)  # σ'
+            n_from_h = (1.0 - z) * (1.0 - candidates * candidates)  # δn = δh ⊙ (1 − z) ⊙ tanh'
+            r_from_n = hidden_n * slope_rz[..., :H]  # δr = δn ⊙ q_n ⊙ σ'
+            z_from_h = (_previous(xp, outputs, h0, reverse) - candidates) * slope_rz[..., H:]
             d_q = xp.empty((T, N, G), dtype=dtype, device=dev)
             d_p_n = xp.empty((T, N, H), dtype=dtype, device=dev)
-            rz_all = reset_update
-            d_rz_scale = rz_all * (1.0 - rz_all)
             d_h = d_h_last if d_h_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
             for t in _steps(T, not reverse):
                 if d_outputs is not None:
                     d_h = d_h + d_outputs[t, ...]
-                rz = rz_all[t, ...]
-                r, z = rz[:, :H], rz[:, H:]
-                n = candidates[t, ...]
-                d_n = d_h * (1.0 - z) * (1.0 - n * n)
-                d_p_n[t, ...] = d_n
-                d_q[t, :, :H] = d_n * hidden_n[t, ...]
-                d_q[t, :, H:2 * H] = d_h * (h_previous[t, ...] - n)
-                d_q[t, :, :2 * H] *= d_rz_scale[t, ...]
-                d_q[t, :, 2 * H:] = d_n * r
-                d_h = d_h * z + d_q[t, ...] @ W.T
+                d_n = d_p_n[t, ...] = d_h * n_from_h[t, ...]
+                d_q[t, :, :H] = d_n * r_from_n[t, ...]
+                d_q[t, :, H:2 * H] = d_h * z_from_h[t, ...]
+                d_q[t, :, 2 * H:] = d_n * r[t, ...]
+                d_h = d_h * z[t, ...] + d_q[t, ...] @ W.T
             d_flat = xp.reshape(d_q, (T * N, G))
-            w_hh.accumulate(xp.reshape(h_previous, (T * N, H)).T @ d_flat)
+            w_hh.accumulate(xp.reshape(_previous(xp, outputs, h0, reverse), (T * N, H)).T @ d_flat)
             b_hh.accumulate(xp.sum(d_flat, axis=0))
             d_projection = xp.concat([d_q[..., :2 * H], d_p_n], axis=-1)
             return d_projection, [d_h]

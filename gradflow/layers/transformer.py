@@ -15,6 +15,11 @@ from .layer_norm import LayerNorm
 from .linear import Linear
 
 
+def _offset(seed: int | None, k: int) -> int | None:
+    """The k-th dropout seed of a block: ``seed + k``, or None (each draws its own)."""
+    return None if seed is None else seed + k
+
+
 class TransformerEncoderBlock(Layer):
     """Pre-norm transformer block (as in GPT-2 and Xiong et al. 2020):
 
@@ -40,7 +45,7 @@ class TransformerEncoderBlock(Layer):
         causal: bool = False,
         activation: str = "gelu",
         eps: float = 1e-5,
-        seed: int = 0,
+        seed: int | None = None,
         rng: Any = None,
         device: Any = "cpu",
         dtype: str = "float32",
@@ -55,15 +60,15 @@ class TransformerEncoderBlock(Layer):
         self.embed_dim, self.num_heads, self.hidden = embed_dim, num_heads, hidden
         self.attention = Residual(Sequential(
             LayerNorm(embed_dim, eps, **where),
-            MultiHeadAttention(embed_dim, num_heads, dropout=attention_dropout, causal=causal, seed=seed, rng=generator, **where),
-            Dropout(dropout, seed=seed + 1),
+            MultiHeadAttention(embed_dim, num_heads, dropout=attention_dropout, causal=causal, seed=_offset(seed, 0), rng=generator, **where),
+            Dropout(dropout, seed=_offset(seed, 1)),
         ))
         self.mlp = Residual(Sequential(
             LayerNorm(embed_dim, eps, **where),
             Linear(embed_dim, hidden, rng=generator, **where),
             GELU("tanh" if activation == "gelu_tanh" else "none"),
             Linear(hidden, embed_dim, rng=generator, **where),
-            Dropout(dropout, seed=seed + 2),
+            Dropout(dropout, seed=_offset(seed, 2)),
         ))
 
     def forward(self, x: Array, train: bool, key_padding_mask: Array | None = None) -> tuple[Array, Backprop]:
