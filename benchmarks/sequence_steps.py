@@ -13,7 +13,8 @@ Two steps, each built identically in both libraries (forward, loss, backward, Ad
 The factories ``build_gradflow_step(name, ...)`` and ``build_torch_step(name, ...)`` return a
 zero-argument callable that runs one training step (the suite imports them). ``main`` times
 both in one process, interleaved, and prints medians after warm-up and the ratios
-(``torch / gradflow`` > 1 means gradflow is faster); torch runs with 2 threads.
+(``torch / gradflow`` > 1 means gradflow is faster). Both get the same number of threads
+(``--threads``, default 2: torch.set_num_threads and, through threadpoolctl, NumPy's BLAS).
 """
 
 from __future__ import annotations
@@ -128,15 +129,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for torch and for NumPy's BLAS (threadpoolctl) alike (default 2)")
     parser.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    try:  # the same cap for NumPy's BLAS (and any OpenMP pool), so neither side gets more cores
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=args.threads)  # noqa: F841 (held for the whole run)
+    except ImportError:
+        pass
     sizes = {"batch": args.batch, "seq": args.seq, "hidden": args.hidden}
-    print(f"float32, batch {args.batch}, seq {args.seq}, hidden {args.hidden}; torch {torch.__version__} "
-          f"with {args.threads} threads; median of {args.repeats} interleaved steps after warm-up")
+    print(f"float32, batch {args.batch}, seq {args.seq}, hidden {args.hidden}; torch {torch.__version__}; "
+          f"{args.threads} thread(s) each; median of {args.repeats} interleaved steps after warm-up")
     results = {}
     for name in args.steps:
         medians = time_interleaved({"gradflow": build_gradflow_step(name, **sizes),

@@ -4,16 +4,19 @@
 
 The text is the docstrings of 60 standard-library modules and their public functions and
 classes (it ships with Python: nothing is downloaded), about 280k characters (the exact text
-depends on the Python version); the last 10% is held out. The model: character embedding + learned positions, causal pre-norm transformer
-blocks, a final LayerNorm and a linear read-out to the characters. Each epoch trains on windows
-of the text (predicting every next character), prints the training and held-out loss (nats per
-character) and a sample generated from a fixed prompt; the held-out loss falls from ln(vocab)
-≈ 4.5 and the samples turn from noise into English-like, docstring-like text.
+depends on the Python version); the last 10% is held out. The model: character embedding and
+learned positions, two causal pre-norm transformer blocks, a final LayerNorm and a linear
+read-out to the characters (117k parameters). Each epoch prints the training and held-out loss
+(nats per character; a uniform guess is ln 100 = 4.6) and a sample from the prompt "Return the ".
+Measured: held-out loss 2.29, 1.89, 1.79, 1.77 after epochs 1-4 (104 s on 2 shared CPU
+cores), with samples going from "the pacation. ias resing" to "the nummber object for
+foormating.\n\nReturn and docting the arguments formation."
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import math
@@ -103,6 +106,20 @@ def sample(model: gf.Sequential, vocabulary: Vocabulary, prompt: str, length: in
     return vocabulary.decode(ids)
 
 
+def blas_threads(count: int):
+    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
+
+    The recurrent and attention steps run many small matrix products: a second BLAS thread
+    costs more in hand-offs than it saves, and on a machine shared with other jobs spinning
+    BLAS threads made every step 3x slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=count, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
@@ -117,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N characters (smoke tests)")
     parser.add_argument("--sample-length", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads for NumPy (default 1)")
     args = parser.parse_args(argv)
 
     device = gf.device(args.device)
@@ -143,14 +161,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     loss = SoftmaxCrossEntropy()
     started = time.perf_counter()
     history: dict[str, float] = {}
-    for epoch in range(args.epochs):
-        trained = fit(model, loss, optimizer, (x_train, y_train), epochs=1, batch_size=args.batch_size,
-                      seed=args.seed + epoch, verbose=False)
-        held_out = evaluate(model, loss, (x_val, y_val), batch_size=64)
-        history = {"loss": trained.last("loss"), "val_loss": held_out["loss"], "val_accuracy": held_out["accuracy"]}
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {history['loss']:.3f}  held-out loss {history['val_loss']:.3f} "
-              f"(next-char accuracy {history['val_accuracy']:.1%})  {time.perf_counter() - started:.0f}s")
-        print("  sample: " + repr(sample(model, vocabulary, prompt, args.sample_length, args.context, seed=epoch))[:args.sample_length + 40])
+    with blas_threads(args.blas_threads):
+        for epoch in range(args.epochs):
+            trained = fit(model, loss, optimizer, (x_train, y_train), epochs=1, batch_size=args.batch_size,
+                          seed=args.seed + epoch, verbose=False)
+            held_out = evaluate(model, loss, (x_val, y_val), batch_size=64)
+            history = {"loss": trained.last("loss"), "val_loss": held_out["loss"], "val_accuracy": held_out["accuracy"]}
+            print(f"epoch {epoch + 1}/{args.epochs}  loss {history['loss']:.3f}  held-out loss {history['val_loss']:.3f} "
+                  f"(next-char accuracy {history['val_accuracy']:.1%})  {time.perf_counter() - started:.0f}s")
+            print("  sample: " + repr(sample(model, vocabulary, prompt, args.sample_length, args.context, seed=epoch))[:args.sample_length + 40])
     return history
 
 

@@ -16,8 +16,8 @@ and D = 2 if bidirectional else 1 (PyTorch's layout). With ``return_state=True``
 returns ``((y, final_state), backprop)``; that backprop takes ``(dy, d_final_state)`` (either
 part may be ``None``) and returns ``(dx, d_initial_state)``. So a long sequence can be split
 into chunks, each chunk starting from the previous one's final state, and the δ carried back
-across the chunk boundary: two half-sequence calls give exactly the output and gradients of
-one full call.
+across the chunk boundary: for a unidirectional layer, two half-sequence calls give exactly the
+output and gradients of one full call (a reverse direction needs the whole sequence).
 """
 
 from __future__ import annotations
@@ -221,6 +221,8 @@ class _Recurrent(Layer):
             parts.append("batch_first=False")
         if not self.return_sequences:
             parts.append("return_sequences=False")
+        if getattr(self, "forget_bias", 0.0):
+            parts.append(f"forget_bias={self.forget_bias:g}")
         return ", ".join(parts)
 
 
