@@ -125,6 +125,7 @@ class _Recurrent(Layer):
 
         inputs = xp.permute_dims(x, (1, 0, 2)) if self.batch_first else x  # time-major (T, N, F)
         layer_inputs, backwards, finals = [], [], []
+        input_weights = [[cell[0].value for cell in row] for row in self._cells]  # as used in forward
         for k in range(L):
             flat = xp.reshape(inputs, (T * N, inputs.shape[-1]))
             layer_inputs.append(flat)
@@ -183,7 +184,7 @@ class _Recurrent(Layer):
                     d_flat = xp.reshape(d_projection, (T * N, self.gates * H))
                     w_ih.accumulate(layer_inputs[k].T @ d_flat)
                     b_ih.accumulate(xp.sum(d_flat, axis=0))
-                    part = d_flat @ w_ih.value.T
+                    part = d_flat @ input_weights[k][d].T
                     d_inputs = part if d_inputs is None else d_inputs + part
                 d_sequence = xp.reshape(d_inputs, (T, N, d_inputs.shape[-1]))
             dx = xp.permute_dims(d_sequence, (1, 0, 2)) if self.batch_first else d_sequence
@@ -241,6 +242,7 @@ def _previous(xp: Any, sequence: Array, start: Array, reverse: bool) -> Array:
 # dispatch, which dominates for small hidden sizes): per-step results go into Python lists and
 # are stacked once, and whatever the backward loop needs that does not depend on the δ is
 # computed for all steps at once before it.
+
 
 class RNN(_Recurrent):
     """Elman RNN with tanh: ``h_t = tanh(x_t W_ih + b_ih + h_{t−1} W_hh + b_hh)``.
@@ -341,9 +343,9 @@ class LSTM(_Recurrent):
             tanh_c = tanh_list[t] = xp.tanh(c)
             h = hs[t] = a[:, 3 * H:] * tanh_c
         outputs = xp.stack(hs, axis=0)
-        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
 
         def backward(d_outputs, d_h_last, d_c_last):
+            gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
             # Everything the loop needs that does not depend on δ, for all steps at once.
             u = (gates - offset) / half
             derivative = (1.0 - u * u) * (half * half)  # ∂gate/∂z
@@ -415,9 +417,9 @@ class GRU(_Recurrent):
             n = n_list[t] = xp.tanh(p[:, 2 * H:] + rz[:, :H] * q_n)
             h = hs[t] = n + rz[:, H:] * (h - n)
         outputs = xp.stack(hs, axis=0)
-        reset_update, hidden_n, candidates = (xp.stack(items, axis=0) for items in (rz_list, qn_list, n_list))
 
         def backward(d_outputs, d_h_last, d_c_last):
+            reset_update, hidden_n, candidates = (xp.stack(items, axis=0) for items in (rz_list, qn_list, n_list))
             r, z = reset_update[..., :H], reset_update[..., H:]
             slope_rz = reset_update * (1.0 - reset_update)  # σ'
             n_from_h = (1.0 - z) * (1.0 - candidates * candidates)  # δn = δh ⊙ (1 − z) ⊙ tanh'
