@@ -73,3 +73,13 @@ def test_benchmark_main_prints_ratios(capsys):
     results = load("benchmarks/sequence_steps.py").main(["--repeats", "1", "--batch", "2", "--seq", "3", "--hidden", "8"])
     assert set(results) == {"lstm", "transformer_block"}
     assert "torch/gradflow" in capsys.readouterr().out
+
+
+def test_readme_sequence_snippet_runs():
+    import re
+
+    text = (ROOT / "README.md").read_text().split("## Sequence models", 1)[1]
+    code = re.findall(r"```python\n(.+?)```", text, re.S)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md (Sequence models)", "exec"), namespace)
+    assert namespace["dx1"].shape == (4, 15, 8) and namespace["dx2"].shape == (4, 15, 8)

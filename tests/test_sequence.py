@@ -403,3 +403,17 @@ def test_tanh_rnn_gradient_vanishes_orders_of_magnitude_faster_than_lstm_and_gru
     assert decay["RNN (tanh)"] < 1e-4 * decay["LSTM"]  # measured: 2e-26 vs 2e-20
     assert decay["RNN (tanh)"] < 1e-4 * decay["GRU"]  # measured: 2e-26 vs 2e-21
     assert decay["LSTM, forget bias 1"] > 1e-10  # measured: 5e-8
+
+
+def test_evaluate_accuracy_counts_every_position_of_a_sequence():
+    from gradflow.train import evaluate
+
+    class Echo(gf.Layer):  # logits that predict class (id mod 3) at every position
+        def forward(self, x, train):
+            xp = backend.namespace(x)
+            return xp.astype(xp.reshape(x, (*x.shape, 1)) % 3 == xp.arange(3), xp.float32), None
+
+    ids = np.array([[0, 1, 2, 4], [5, 1, 0, 3]])
+    labels = ids % 3
+    labels[0, 0] = 1  # one wrong position out of 8
+    assert evaluate(Echo(), None, (ids, labels))["accuracy"] == pytest.approx(7 / 8)
