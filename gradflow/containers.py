@@ -6,6 +6,7 @@ read node by node.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from . import backend
@@ -13,10 +14,41 @@ from .backend import Array
 from .core import Backprop, Layer
 
 
+_FORWARD_KEYWORDS: dict[type, "frozenset[str] | None"] = {}
+
+
+def _forward_keywords(layer: Layer) -> "frozenset[str] | None":
+    """The keyword arguments ``layer.forward`` takes after ``(x, train)``; None for ``**kwargs``."""
+    kind = type(layer)
+    if kind not in _FORWARD_KEYWORDS:
+        params = list(inspect.signature(kind.forward).parameters.values())[3:]  # self, x, train
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            _FORWARD_KEYWORDS[kind] = None
+        else:
+            _FORWARD_KEYWORDS[kind] = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return _FORWARD_KEYWORDS[kind]
+
+
+def _route(owner: Layer, layers: list[Layer], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each layer's share of ``kwargs``: the ones its forward names (all, for ``**kwargs``)."""
+    routed, used = [], set()
+    for layer in layers:
+        names = _forward_keywords(layer)
+        mine = dict(kwargs) if names is None else {k: v for k, v in kwargs.items() if k in names}
+        used.update(mine)
+        routed.append(mine)
+    unused = sorted(set(kwargs) - used)
+    if unused:
+        raise TypeError(f"{type(owner).__name__}: no layer inside takes the keyword argument(s) {unused}")
+    return routed
+
+
 class Sequential(Layer):
     """Apply layers in order: ``y = f_n(...f_2(f_1(x)))``.
 
     δ rule: the δs flow through the layers' backprops in reverse order.
+    Keyword arguments of the call (e.g. an attention mask) go to each layer whose ``forward``
+    names them; one that no layer takes is an error.
     """
 
     def __init__(self, *layers: Layer):
@@ -44,11 +76,16 @@ class Sequential(Layer):
         self.layers.append(layer)
         return self
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
         backprops = []
-        for layer in self.layers:
-            x, layer_backprop = layer(x, train)
-            backprops.append(layer_backprop)
+        if kwargs:
+            for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
+                x, layer_backprop = layer(x, train, **mine)
+                backprops.append(layer_backprop)
+        else:
+            for layer in self.layers:
+                x, layer_backprop = layer(x, train)
+                backprops.append(layer_backprop)
 
         def backprop(dy: Array) -> Array:
             for layer_backprop in reversed(backprops):
@@ -58,6 +95,10 @@ class Sequential(Layer):
         return x, backprop
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
+        if kwargs:
+            for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
+                x = layer.predict(x, **mine) if mine else layer.predict(x)
+            return x
         for layer in self.layers:
             x = layer.predict(x)
         return x

@@ -36,15 +36,23 @@ BAD = [(case, bad) for case in LAYERS for bad in case.bad_inputs]
 
 @pytest.mark.parametrize("case,bad", BAD, ids=[f"{c.name}-{b[0]}" for c, b in BAD])
 def test_layer_rejects_bad_input_before_changing_state(case, bad, device):
-    description, value, error, pattern = bad
+    description, value, error, pattern, *extra = bad
     layer = case.make().to(device)
     before = {k: backend.to_numpy(v).copy() for k, v in layer.state_dict().items()}
-    if callable(value):
-        value = value(device)
-    elif isinstance(value, np.ndarray):
-        value = device.send(value, "float32" if value.dtype == np.float64 else None)
+
+    def send(item):
+        if callable(item):
+            return item(device)
+        if isinstance(item, np.ndarray):
+            return device.send(item, "float32" if item.dtype == np.float64 else None)
+        if isinstance(item, tuple):
+            return tuple(send(part) for part in item)
+        return item
+
+    value = send(value)
+    kwargs = {key: send(item) for key, item in (extra[0] if extra else case.call_kwargs).items()}
     with pytest.raises(error, match=pattern):
-        layer(value, train=True)
+        layer(value, train=True, **kwargs)
     after = {k: backend.to_numpy(v) for k, v in layer.state_dict().items()}
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])

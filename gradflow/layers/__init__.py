@@ -18,3 +18,17 @@ __all__ += [
     "BatchNorm1d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "GroupNorm",
     "AvgPool1d", "AvgPool2d", "GlobalAvgPool", "MaxPool1d", "MaxPool2d",
 ]
+
+# Sequence models (issue 4): dropout, layer norm, embeddings, recurrent layers, attention.
+from .attention import MultiHeadAttention
+from .dropout import Dropout
+from .embedding import Embedding
+from .layer_norm import LayerNorm
+from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from .recurrent import GRU, LSTM, RNN
+from .transformer import TransformerEncoderBlock
+
+__all__ += [
+    "MultiHeadAttention", "Dropout", "Embedding", "LayerNorm", "LearnedPositionalEncoding",
+    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "TransformerEncoderBlock",
+]

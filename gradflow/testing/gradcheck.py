@@ -73,10 +73,6 @@ def gradcheck(
     before_forward: called before every forward (e.g. to reseed a dropout mask).
     Raises :class:`GradcheckError` naming the worst entry; returns a :class:`GradcheckResult`.
     """
-    dtype = backend.dtype_name(x.dtype)
-    default_rtol, default_atol = TOLERANCES.get(dtype, TOLERANCES["float32"])
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
     device = backend.device_of(x)
     if isinstance(layer, Layer):
         params = list(layer.named_parameters()) if params is None else params
@@ -84,6 +80,16 @@ def gradcheck(
     else:
         params = params or []
         call = layer
+    # Integer inputs (embedding ids) are not differentiable: the parameters set the dtype.
+    float_dtype = x.dtype if backend.is_floating(x.dtype) else (params[0][1].dtype if params else None)
+    if float_dtype is None:
+        raise TypeError("gradcheck: x is not floating point and there are no parameters to check")
+    if check_input and not backend.is_floating(x.dtype):
+        raise TypeError(f"gradcheck: cannot check the δ of a {backend.dtype_name(x.dtype)} input; pass check_input=False")
+    dtype = backend.dtype_name(float_dtype)
+    default_rtol, default_atol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
     for name, p in params:
         if backend.dtype_name(p.dtype) != dtype:
             raise TypeError(f"gradcheck: parameter {name} is {backend.dtype_name(p.dtype)} but x is {dtype}; cast both")
@@ -96,7 +102,7 @@ def gradcheck(
     y, backprop = forward(x)
     rng = np.random.default_rng(seed)
     weights_host = rng.standard_normal(tuple(y.shape))
-    weights = device.send(weights_host, x.dtype)
+    weights = device.send(weights_host, float_dtype)
     saved_grads = [(p, p.grad) for _, p in params]
     for _, p in params:
         p.grad = None

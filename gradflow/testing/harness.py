@@ -84,23 +84,26 @@ def assert_close(actual: Any, expected: Any, rtol: float, atol: float, what: str
         )
 
 
+def _send_value(dev: Device, value: Any, dtype: str) -> Any:
+    """Host arrays go to ``dev`` (floating ones cast to ``dtype``), also inside tuples and lists."""
+    if isinstance(value, np.ndarray):
+        return dev.send(value, dtype if np.issubdtype(value.dtype, np.floating) else None)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_send_value(dev, item, dtype) for item in value)
+    return value
+
+
 def _send_kwargs(dev: Device, kwargs: dict[str, Any], dtype: str) -> dict[str, Any]:
-    sent = {}
-    for key, value in kwargs.items():
-        if isinstance(value, np.ndarray):
-            sent[key] = dev.send(value, dtype if np.issubdtype(value.dtype, np.floating) else None)
-        else:
-            sent[key] = value
-    return sent
+    return {key: _send_value(dev, value, dtype) for key, value in kwargs.items()}
 
 
 def _non_contiguous(dev: Device, host: HostArray, dtype: str) -> Any:
     """The same values as ``host`` but as a strided view (every other entry of a wider array)."""
     if host.ndim == 0:
-        return dev.send(host, dtype)
+        return _send_value(dev, host, dtype)
     wide = np.zeros(host.shape[:-1] + (2 * host.shape[-1],), dtype=host.dtype)
     wide[..., ::2] = host
-    return dev.send(wide, dtype)[..., ::2]
+    return _send_value(dev, wide, dtype)[..., ::2]
 
 
 def check_layer(
@@ -122,21 +125,24 @@ def check_layer(
     """Run the layer checks on every device present (or on ``devices``); raise on the first failure.
 
     make_layer: builds the layer, identically on every call (seed its initialisation).
-    x: the sample input as a host float64 array. reference: ``f(params, x, **call_kwargs)`` in
+    x: the sample input as a host float64 array (or an integer array, e.g. embedding ids, which
+    keeps its dtype; pass ``check_input_gradient=False`` then). reference: ``f(params, x, **call_kwargs)`` in
     NumPy float64, with ``params`` the layer's ``state_dict`` as NumPy arrays.
     call_kwargs: extra arguments for the call (host arrays are sent to each device).
     before_forward: called with the layer before each forward (e.g. reseed a dropout RNG).
     """
     report = Report()
     kwargs = call_kwargs or {}
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)
     baseline: dict[str, Any] | None = None  # the NumPy device's float32 run, computed when first needed
     for dev in _resolve_devices(devices, report):
         checks = report.checked.setdefault(dev.name, [])
         layer = make_layer().to(dev, "float64")
         hook = (lambda: before_forward(layer)) if before_forward else None
         sent = _send_kwargs(dev, kwargs, "float64")
-        x64 = dev.send(x, "float64")
+        x64 = _send_value(dev, x, "float64")
         if hook:
             hook()
         y64, backprop = layer(x64, train, **sent)
@@ -185,7 +191,7 @@ def _float32_run(make_layer, dev, x, dy_host, train, kwargs, before_forward) -> 
     layer = make_layer().to(dev, "float32")
     if before_forward:
         before_forward(layer)
-    y, backprop = layer(dev.send(x, "float32"), train, **_send_kwargs(dev, kwargs, "float32"))
+    y, backprop = layer(_send_value(dev, x, "float32"), train, **_send_kwargs(dev, kwargs, "float32"))
     dx = backprop(dev.send(dy_host, "float32"))
     outcome = {"output": backend.to_numpy(y).astype(np.float64)}
     if dx is not None:

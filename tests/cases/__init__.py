@@ -21,7 +21,8 @@ class LayerCase:
 
     make: returns the layer, identical on every call (seed its init).
     x: the sample input (host float64). reference(params, x, **kwargs) -> expected output.
-    bad_inputs: (description, host array or callable(device) -> input, error type, message regex).
+    bad_inputs: (description, host array or callable(device) -> input, error type, message regex
+    [, call kwargs]); without call kwargs the case's own are used (host arrays are sent as float32).
     """
 
     name: str
@@ -35,7 +36,7 @@ class LayerCase:
     parity: bool = True
     noncontiguous: bool = True
     max_full: int = 256
-    bad_inputs: list[tuple[str, Any, type, str]] = field(default_factory=list)
+    bad_inputs: list[tuple] = field(default_factory=list)
 
 
 @dataclass
