@@ -208,7 +208,9 @@ class _ConvNd(_ConvBase):
         n = x.shape[0]
         pads = (*self.pads, *NO_PAD)  # the spatial axes and the batch axis of (C, *S, N)
         padded = pad(batch_last(x), pads)  # (C_in, *S_padded, N)
+        padded_shape = tuple(padded.shape)  # backprop keeps the shape, not the array
         cols = im2col(padded, self.kernel_size, self.stride, self.dilation, g)
+        del padded
         out = self.output_shape(spatial)
         y = _grouped_matmul(weight_rows, cols)  # (g, C_out/g, P · N)
         if self.bias is not None:
@@ -225,7 +227,7 @@ class _ConvNd(_ConvBase):
             if not input_grad:
                 return None
             dcols = _grouped_matmul(_swap_last(weight_rows), dy_rows)  # (g, C_in/g · K, P · N)
-            dx = col2im(dcols, tuple(padded.shape), self.kernel_size, self.stride, self.dilation, out)
+            dx = col2im(dcols, padded_shape, self.kernel_size, self.stride, self.dilation, out)
             return batch_first(dx[interior((*spatial, n), pads)])
 
         return y, backprop
