@@ -705,3 +705,47 @@ def blas_info() -> list[dict]:
         return []
     return [{k: v for k, v in entry.items() if k in ("internal_api", "version", "num_threads", "architecture")}
             for entry in threadpool_info()]
+
+
+# --------------------------------------------------------------------------------------------
+# Fast paths for the training step. Each has a portable array-API fallback (``portable=True``
+# forces it) that the tests run on every device, and states what the fast path saves.
+# --------------------------------------------------------------------------------------------
+
+_KIND_BY_TYPE: dict[type, str] = {}
+
+
+def library_kind(x: Array) -> str:
+    """Which library's fast paths apply to ``x``: ``"numpy"``, ``"cupy"``, ``"torch"`` or
+    ``"other"`` (array-api-strict and anything else: portable code only). Cached per type.
+
+    A measuring proxy (``gradflow.testing.counting``) declares the library it wraps with a
+    ``gradflow_library`` class attribute, so counted steps take the same paths as real ones.
+    """
+    kind = _KIND_BY_TYPE.get(type(x))
+    if kind is None:
+        declared = getattr(type(x), "gradflow_library", None)
+        if declared is not None:
+            kind = declared
+        elif isinstance(x, np.ndarray):
+            kind = "numpy"
+        elif array_api_compat.is_cupy_array(x):
+            kind = "cupy"
+        elif array_api_compat.is_torch_array(x):
+            kind = "torch"
+        else:
+            kind = "other"
+        _KIND_BY_TYPE[type(x)] = kind
+    return kind
+
+
+def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
+    """``x ⊙ mask`` for a boolean ``mask`` (broadcastable to x), in x's dtype.
+
+    NumPy, CuPy and torch multiply by a boolean array directly (one operation; on NumPy ~12x
+    faster than ``where(mask, x, 0)``); the array API defines no bool-float arithmetic, so the
+    portable path casts the mask first.
+    """
+    if not portable and library_kind(x) != "other":
+        return x * mask
+    return x * namespace(x).astype(mask, x.dtype)
