@@ -86,7 +86,9 @@ class OperationCounter:
 
     # -- wrapping ----------------------------------------------------------------------------
     def is_base_array(self, value: Any) -> bool:
-        return hasattr(value, "__array_namespace__") and not isinstance(value, CountingArray) and hasattr(value, "dtype")
+        import array_api_compat
+
+        return not isinstance(value, CountingArray) and array_api_compat.is_array_api_obj(value)
 
     def wrap(self, array: Any) -> "CountingArray":
         """A counting proxy for ``array`` (an array of the wrapped namespace)."""
