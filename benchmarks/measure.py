@@ -188,7 +188,8 @@ def layer_overheads(number: int = 3000) -> list[dict[str, Any]]:
             "bare_us": t_bare * 1e6,
             "overhead_us": (t_framework - t_bare) * 1e6,
             "overhead_per_layer_us": (t_framework - t_bare) * 1e6 / calls,
-            "per": "layer" if calls == 1 else ("parameter" if "SGD" in what else "contained layer"),
+            "per": ("loss call" if "CrossEntropy" in what else "layer") if calls == 1
+                   else ("parameter" if "SGD" in what else "contained layer"),
         })
     return rows
 

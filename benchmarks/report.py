@@ -83,9 +83,22 @@ def _summary_line(results: dict[str, Any]) -> str:
             f"{env.get('load_average_end')} at end.")
 
 
+def load_warning(results: dict[str, Any]) -> str | None:
+    """A warning when other processes competed for the cores (the load average exceeded them)."""
+    env = results["environment"]
+    loads = [l[0] for l in (env.get("load_average_start"), env.get("load_average_end")) if l]
+    cores = env.get("cores") or 1
+    if loads and max(loads) > cores:
+        return (f"**Warning:** the 1-minute load average reached {max(loads):.1f} on {cores} cores: other "
+                "processes competed for the CPU, so absolute times are inflated and ratios are noisier "
+                "(interleaving keeps them comparable, not exact). Rerun on an idle machine for reference numbers.")
+    return None
+
+
 def markdown(results: dict[str, Any]) -> str:
     settings = results["settings"]
     sizes = "-".join(map(str, settings["sizes"]))
+    warning = load_warning(results)
     parts = [
         "# gradflow benchmarks",
         "",
@@ -93,6 +106,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         _summary_line(results),
         "",
+    ] + ([warning, ""] if warning else [])
+    parts += [
         f"## MLP {sizes} training step (float32, softmax cross-entropy, {_optimizer_name(settings)})",
         "",
         "Forward + backward + update on a fixed batch, all contenders from the same weights in one process, "
@@ -204,10 +219,12 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
 
 def readme_block(results: dict[str, Any]) -> str:
     settings = results["settings"]
+    warning = load_warning(results)
     return "\n".join([
         README_BEGIN,
         f"Latest run: `{results['command']}` ({results['date']}; {_summary_line(results)})",
         "",
+        *([warning, ""] if warning else []),
         f"MLP {'-'.join(map(str, settings['sizes']))} training step, float32, {_optimizer_name(settings)}:",
         "",
         mlp_table(results, "cpu"),

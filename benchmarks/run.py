@@ -290,7 +290,15 @@ def command_line(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    limiter = limit_threads(args.threads)  # noqa: F841  (keeps the limits in force)
+    limiter = limit_threads(args.threads)
+    try:
+        return _main(args, argv)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     from gradflow import backend
 
     if args.mlp_only_json is not None:  # the child run with the OpenBLAS variables unset
