@@ -567,10 +567,36 @@ def same_device(a: Array, b: Array) -> bool:
     return a.device == b.device
 
 
+_DTYPE_KINDS: dict[tuple[type, Any], str] = {}  # keyed with the type: dtypes of two libraries
+                                                # may hash alike and must not be compared
+
+
+def _dtype_kind(dtype: Any) -> str:
+    """``"floating"``, ``"integral"`` or ``"other"``; cached per dtype, because ``str`` of a
+    NumPy dtype runs Python code (a few µs, on every loss and layer call otherwise)."""
+    key = (type(dtype), dtype)
+    try:
+        return _DTYPE_KINDS[key]
+    except (KeyError, TypeError):
+        pass
+    name = dtype_name(dtype)
+    kind = ("floating" if "float" in name and "complex" not in name
+            else "integral" if name.startswith(("int", "uint")) else "other")
+    try:
+        _DTYPE_KINDS[key] = kind
+    except TypeError:  # an unhashable dtype object: not cached
+        pass
+    return kind
+
+
 def is_floating(dtype: Any) -> bool:
     """True for real floating dtypes of any namespace."""
-    text = str(dtype)
-    return "float" in text and "complex" not in text
+    return _dtype_kind(dtype) == "floating"
+
+
+def is_integral(dtype: Any) -> bool:
+    """True for signed and unsigned integer dtypes (not bool) of any namespace."""
+    return _dtype_kind(dtype) == "integral"
 
 
 def dtype_name(dtype: Any) -> str:
