@@ -66,10 +66,14 @@ class Sequential(Layer):
         return x, backprop
 
     def _first_with_parameters(self) -> int:
-        """Index of the first layer owning a parameter (len(layers) if none); cached per layer list."""
-        key = tuple(map(id, self.layers))
+        """Index of the first layer owning a parameter (len(layers) if none); cached per layer list.
+
+        The cache keeps the layers themselves (not their ids, which a replaced layer's successor
+        could reuse), so any change to ``self.layers`` is noticed.
+        """
+        key = tuple(self.layers)
         cached = self.__dict__.get("_first_trainable")
-        if cached is None or cached[0] != key:
+        if cached is None or len(cached[0]) != len(key) or any(a is not b for a, b in zip(cached[0], key)):
             index = next((i for i, layer in enumerate(self.layers)
                           if next(layer.named_parameters(), None) is not None), len(self.layers))
             cached = self.__dict__["_first_trainable"] = (key, index)

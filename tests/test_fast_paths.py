@@ -231,3 +231,34 @@ def test_mlp_step_makes_at_most_1_2x_the_operations_of_hand_written_numpy(optimi
     assert counted["gradflow"]["operations"] <= 1.2 * counted["numpy"]["operations"], counted
     assert counted["gradflow"]["float64_results"] == []
     assert counted["gradflow"]["syncs"] <= 1
+
+
+def test_sequential_notices_a_replaced_layer_even_at_a_reused_address():
+    model = gf.Sequential(L.ReLU(), L.Linear(3, 2, rng=0))
+    assert model._first_with_parameters() == 1
+    model.layers[0] = L.Linear(3, 3, rng=1)  # the old ReLU may be freed and its id reused
+    model.layers[1] = L.Linear(3, 2, rng=2)
+    assert model._first_with_parameters() == 0
+    x = np.ones((2, 3), dtype=np.float32)
+    y, backprop = model(x, train=True, input_grad=False)
+    backprop(np.ones((2, 2), dtype=np.float32))
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_training_steps_hold_no_growing_memory():
+    import tracemalloc
+
+    from benchmarks.mlp_step import build_gradflow_step
+
+    step = build_gradflow_step(16, optimizer="adam", sizes=(20, 12, 12, 5))
+    tracemalloc.start()
+    try:
+        for _ in range(20):
+            step()
+        held = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):
+            step()
+        grown = tracemalloc.get_traced_memory()[0] - held
+    finally:
+        tracemalloc.stop()
+    assert grown < 16 * 1024, f"{grown} bytes more held after 200 more steps"
