@@ -50,19 +50,22 @@ def count_operations(batch: int, optimizer: str, sizes: tuple[int, ...] = mlp_st
 # --------------------------------------------------------------------------------------------
 
 
-def peak_step_memory(step: Callable[[], Any]) -> int:
-    """Bytes allocated at the peak of one step beyond what was held before it (tracemalloc sees
-    NumPy's array allocations; a warm step is measured)."""
-    step()
+def peak_step_memory(build: Callable[[], Callable[[], Any]]) -> int:
+    """Peak bytes traced during one warm training step, counting everything the contender
+    allocated since it was built (weights, optimizer state, gradients, activations, temporaries):
+    tracemalloc sees NumPy's array allocations, so contenders that hold gradients between steps
+    and those that free them are compared alike."""
+    build()()  # imports and one-time caches happen outside the trace
     gc.collect()
     tracemalloc.start()
     try:
-        step()  # allocations from the first traced step are held by the model afterwards
+        step = build()
+        step()
+        step()
         gc.collect()
-        held = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         step()
-        return tracemalloc.get_traced_memory()[1] - held
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 

@@ -50,7 +50,7 @@ def mlp_table(results: dict[str, Any], device: str = "cpu", section: dict[str, A
         header.append("GEMMs / gradflow step")
     with_memory = any("peak_memory_bytes" in e for e in section["batches"].values())
     if with_memory:
-        header.append("peak MiB per step, gradflow / NumPy")
+        header.append("peak MiB, gradflow / NumPy")
     rows = []
     for batch, entry in section["batches"].items():
         ratios = entry["ratios"]
@@ -196,8 +196,9 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
     return ["## Memory", "",
             f"tracemalloc (NumPy allocations included): {growth['held_after_settle']:,d} bytes held after "
             f"{growth['steps'] // 10 or 1} steps, {growth['held_at_end']:,d} after {growth['steps']} steps: "
-            f"growth {growth['growth']:+,d} bytes. Peak memory per step is in the MLP table (PyTorch's allocator "
-            "is not traced).", ""]
+            f"growth {growth['growth']:+,d} bytes. The MLP table's peak MiB is the most memory traced during a "
+            "warm step, counting everything the contender allocated (weights, optimizer state, gradients, "
+            "activations, temporaries); PyTorch's allocator is not traced.", ""]
 
 
 def _profile_section(results: dict[str, Any]) -> list[str]:
