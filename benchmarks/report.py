@@ -54,9 +54,16 @@ def mlp_table(results: dict[str, Any], device: str = "cpu", section: dict[str, A
     rows = []
     for batch, entry in section["batches"].items():
         ratios = entry["ratios"]
-        row = [batch] + [f"{entry['ms'][n]:.2f}" for n in names] + [f"**{ratios[f'gradflow/{baseline}']:.3f}x**"]
+        spread = entry.get("ratio_iqr", {})
+
+        def ratio(key: str) -> str:
+            low_high = spread.get(key)
+            text = f"**{ratios[key]:.3f}x**"
+            return text + (f" ({low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else "")
+
+        row = [batch] + [f"{entry['ms'][n]:.2f}" for n in names] + [ratio(f"gradflow/{baseline}")]
         if "torch" in names:
-            row.append(f"**{ratios['gradflow/torch']:.3f}x**")
+            row.append(ratio("gradflow/torch"))
         if "gemm_only" in names:
             row.append(f"{1.0 / ratios['gradflow/gemm_only']:.0%}")
         if with_memory:
@@ -112,7 +119,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Forward + backward + update on a fixed batch, all contenders from the same weights in one process, "
         f"interleaved in {settings['rounds']} rounds; times are medians over rounds, ratios the median of the "
-        "per-round ratios. \"NumPy by hand\" is the same maths written directly (benchmarks/mlp_step.py); "
+        "per-round ratios (in brackets: their interquartile range over rounds). "
+        "\"NumPy by hand\" is the same maths written directly (benchmarks/mlp_step.py); "
         "\"GEMMs only\" is the step's eight matrix products alone.",
         "",
     ]

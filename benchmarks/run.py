@@ -201,6 +201,8 @@ def run_mlp(devices: list[str], batches: list[int], optimizer: str, sizes: tuple
                 "steps_per_block": timing.steps_per_block,
                 "ratios": {f"gradflow/{other}": timing.ratio("gradflow", other)
                            for other in (baseline, "torch", "gemm_only") if other in steps},
+                "ratio_iqr": {f"gradflow/{other}": list(timing.ratio_spread("gradflow", other))
+                              for other in (baseline, "torch") if other in steps},
             }
             del steps
             if device == "cpu" and with_memory:
@@ -260,8 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--optimizer", choices=mlp_step.OPTIMIZERS, default="sgd")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
-    parser.add_argument("--block-seconds", type=float, default=0.08, help="time per contender per round")
+    parser.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (median taken)")
+    parser.add_argument("--block-seconds", type=float, default=0.05, help="time per contender per round")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--memory-steps", type=int, default=1000, help="steps of the memory-growth check")
     parser.add_argument("--sizes", default=",".join(map(str, mlp_step.SIZES)),

@@ -94,6 +94,14 @@ class Timing:
         pairs = zip(self.per_round[name], self.per_round[baseline])
         return statistics.median(a / b for a, b in pairs)
 
+    def ratio_spread(self, name: str, baseline: str) -> tuple[float, float]:
+        """Interquartile range of the per-round ratios (how much the ratio moved between rounds)."""
+        values = sorted(a / b for a, b in zip(self.per_round[name], self.per_round[baseline]))
+        if len(values) < 4:
+            return values[0], values[-1]
+        q = statistics.quantiles(values, n=4)
+        return q[0], q[2]
+
     def spread(self, name: str) -> tuple[float, float]:
         """Interquartile range of the per-round times."""
         values = sorted(self.per_round[name])

@@ -172,16 +172,14 @@ class CountingNamespace:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._counter.base, name)
-        if not callable(attribute) or isinstance(attribute, type) or name in FREE_FUNCTIONS:
-            if callable(attribute) and name in FREE_FUNCTIONS and not isinstance(attribute, type):
-                counter = self._counter
-
-                def free(*args: Any, **kwargs: Any) -> Any:
-                    return counter.wrap_any(attribute(*unwrap(args), **unwrap(kwargs)))
-
-                return free
+        if not callable(attribute) or isinstance(attribute, type):  # constants and dtypes
             return attribute
         counter = self._counter
+        if name in FREE_FUNCTIONS:
+            def free(*args: Any, **kwargs: Any) -> Any:
+                return counter.wrap_any(attribute(*unwrap(args), **unwrap(kwargs)))
+
+            return free
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             return counter._record(name, attribute(*unwrap(args), **unwrap(kwargs)))
