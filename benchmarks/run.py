@@ -221,13 +221,37 @@ def run_mlp(devices: list[str], batches: list[int], optimizer: str, sizes: tuple
 # --------------------------------------------------------------------------------------------
 
 
+def _fixed_costs(results: dict[str, Any], entry: dict[str, Any]) -> str:
+    """The per-step costs gradflow has and the hand-written step has not, from this run's
+    overhead measurements, as a share of the step (explains a missed ratio at small batches)."""
+    by_kind = {row["what"].split(" ")[0]: row for row in results["overheads"]}
+    layers = len(results["settings"]["sizes"]) - 1
+    loss = by_kind.get("SoftmaxCrossEntropy", {}).get("overhead_us", 0.0)
+    linear = by_kind.get("Linear(16,", {}).get("overhead_us", 0.0)
+    relu = by_kind.get("ReLU", {}).get("overhead_us", 0.0)
+    sgd = by_kind.get("SGD", {}).get("overhead_per_layer_us", 0.0)
+    total = loss + layers * linear + (layers - 1) * relu + 2 * layers * sgd
+    step_us = entry["ms"]["numpy"] * 1e3
+    spread = entry.get("ratio_iqr", {}).get("gradflow/numpy")
+    text = (f"gradflow's fixed per-step costs measured in this run: loss +{loss:.0f} µs, {layers} Linear + "
+            f"{layers - 1} ReLU calls +{layers * linear + (layers - 1) * relu:.0f} µs, optimizer "
+            f"+{2 * layers * sgd:.0f} µs: {total:.0f} µs = {total / step_us:.1%} of the hand-written step; "
+            "the hand-written step also applies ReLU and its δ in place, where gradflow's layers must not "
+            "overwrite their inputs.")
+    if spread:
+        text += f" Per-round ratios ranged {spread[0]:.2f}-{spread[1]:.2f} (interquartile): machine noise."
+    return text
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     cpu = results["mlp"].get("cpu", {}).get("batches", {})
     for batch, entry in cpu.items():
         ratios = entry["ratios"]
+        met = ratios["gradflow/numpy"] <= TARGETS["numpy_ratio"]
         rows.append({"target": f"MLP step batch {batch}: gradflow ≤ {TARGETS['numpy_ratio']:.2f}x hand-written NumPy",
-                     "value": f"{ratios['gradflow/numpy']:.3f}x", "met": ratios["gradflow/numpy"] <= TARGETS["numpy_ratio"]})
+                     "value": f"{ratios['gradflow/numpy']:.3f}x", "met": met,
+                     "why": None if met else _fixed_costs(results, entry)})
         if "gradflow/torch" in ratios:
             rows.append({"target": f"MLP step batch {batch}: gradflow faster than PyTorch eager",
                          "value": f"{ratios['gradflow/torch']:.3f}x", "met": ratios["gradflow/torch"] < TARGETS["torch_ratio"]})
