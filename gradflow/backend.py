@@ -597,10 +597,36 @@ def same_device(a: Array, b: Array) -> bool:
     return a.device == b.device
 
 
+_DTYPE_KINDS: dict[tuple[type, Any], str] = {}  # keyed with the type: dtypes of two libraries
+                                                # may hash alike and must not be compared
+
+
+def _dtype_kind(dtype: Any) -> str:
+    """``"floating"``, ``"integral"`` or ``"other"``; cached per dtype, because ``str`` of a
+    NumPy dtype runs Python code (a few µs, on every loss and layer call otherwise)."""
+    key = (type(dtype), dtype)
+    try:
+        return _DTYPE_KINDS[key]
+    except (KeyError, TypeError):
+        pass
+    name = dtype_name(dtype)
+    kind = ("floating" if "float" in name and "complex" not in name
+            else "integral" if name.startswith(("int", "uint")) else "other")
+    try:
+        _DTYPE_KINDS[key] = kind
+    except TypeError:  # an unhashable dtype object: not cached
+        pass
+    return kind
+
+
 def is_floating(dtype: Any) -> bool:
     """True for real floating dtypes of any namespace."""
-    text = str(dtype)
-    return "float" in text and "complex" not in text
+    return _dtype_kind(dtype) == "floating"
+
+
+def is_integral(dtype: Any) -> bool:
+    """True for signed and unsigned integer dtypes (not bool) of any namespace."""
+    return _dtype_kind(dtype) == "integral"
 
 
 def dtype_name(dtype: Any) -> str:
@@ -796,3 +822,47 @@ def blas_info() -> list[dict]:
         return []
     return [{k: v for k, v in entry.items() if k in ("internal_api", "version", "num_threads", "architecture")}
             for entry in threadpool_info()]
+
+
+# --------------------------------------------------------------------------------------------
+# Fast paths for the training step. Each has a portable array-API fallback (``portable=True``
+# forces it) that the tests run on every device, and states what the fast path saves.
+# --------------------------------------------------------------------------------------------
+
+_KIND_BY_TYPE: dict[type, str] = {}
+
+
+def library_kind(x: Array) -> str:
+    """Which library's fast paths apply to ``x``: ``"numpy"``, ``"cupy"``, ``"torch"`` or
+    ``"other"`` (array-api-strict and anything else: portable code only). Cached per type.
+
+    A measuring proxy (``gradflow.testing.counting``) declares the library it wraps with a
+    ``gradflow_library`` class attribute, so counted steps take the same paths as real ones.
+    """
+    kind = _KIND_BY_TYPE.get(type(x))
+    if kind is None:
+        declared = getattr(type(x), "gradflow_library", None)
+        if declared is not None:
+            kind = declared
+        elif isinstance(x, np.ndarray):
+            kind = "numpy"
+        elif array_api_compat.is_cupy_array(x):
+            kind = "cupy"
+        elif array_api_compat.is_torch_array(x):
+            kind = "torch"
+        else:
+            kind = "other"
+        _KIND_BY_TYPE[type(x)] = kind
+    return kind
+
+
+def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
+    """``x ⊙ mask`` for a boolean ``mask`` (broadcastable to x), in x's dtype.
+
+    NumPy, CuPy and torch multiply by a boolean array directly (one operation; on NumPy ~12x
+    faster than ``where(mask, x, 0)``); the array API defines no bool-float arithmetic, so the
+    portable path casts the mask first.
+    """
+    if not portable and library_kind(x) != "other":
+        return x * mask
+    return x * namespace(x).astype(mask, x.dtype)

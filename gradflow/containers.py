@@ -48,8 +48,12 @@ class Sequential(Layer):
 
     δ rule: the δs flow through the layers' backprops in reverse order.
     Keyword arguments of the call (e.g. an attention mask) go to each layer whose ``forward``
-    names them; one that no layer takes is an error.
+    names them; one that no layer takes is an error. With ``input_grad=False`` the δ stops at
+    the first layer that has parameters: that layer is told it needs no input δ, and the
+    parameter-free layers before it are not backpropagated at all.
     """
+
+    skips_input_grad = True
 
     def __init__(self, *layers: Layer):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
@@ -76,23 +80,38 @@ class Sequential(Layer):
         self.layers.append(layer)
         return self
 
-    def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, train: bool, input_grad: bool = True, **kwargs: Any) -> tuple[Array, Backprop]:
         backprops = []
-        if kwargs:
-            for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
-                x, layer_backprop = layer(x, train, **mine)
-                backprops.append(layer_backprop)
-        else:
-            for layer in self.layers:
-                x, layer_backprop = layer(x, train)
+        first = 0 if input_grad else self._first_with_parameters()
+        routed = _route(self, self.layers, kwargs) if kwargs else None
+        for i, layer in enumerate(self.layers):
+            mine = routed[i] if routed is not None else {}
+            if i < first:  # nothing below needs a δ: this layer's backprop is never called
+                x = layer(x, train, input_grad=False, **mine)[0]
+            else:
+                x, layer_backprop = layer(x, train, input_grad=input_grad or i > first, **mine)
                 backprops.append(layer_backprop)
 
-        def backprop(dy: Array) -> Array:
+        def backprop(dy: Array) -> Array | None:
             for layer_backprop in reversed(backprops):
                 dy = layer_backprop(dy)
-            return dy
+            return dy if input_grad else None
 
         return x, backprop
+
+    def _first_with_parameters(self) -> int:
+        """Index of the first layer owning a parameter (len(layers) if none); cached per layer list.
+
+        The cache keeps the layers themselves (not their ids, which a replaced layer's successor
+        could reuse), so any change to ``self.layers`` is noticed.
+        """
+        key = tuple(self.layers)
+        cached = self.__dict__.get("_first_trainable")
+        if cached is None or len(cached[0]) != len(key) or any(a is not b for a, b in zip(cached[0], key)):
+            index = next((i for i, layer in enumerate(self.layers)
+                          if next(layer.named_parameters(), None) is not None), len(self.layers))
+            cached = self.__dict__["_first_trainable"] = (key, index)
+        return cached[1]
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
         if kwargs:
@@ -107,19 +126,22 @@ class Sequential(Layer):
 class Residual(Layer):
     """``y = x + f(x)``; δ rule: ``dx = dy + f.backprop(dy)``. ``f`` must keep the shape."""
 
+    skips_input_grad = True
+
     def __init__(self, body: Layer):
         self.body = body
 
-    def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
-        fx, body_backprop = self.body(x, train, **kwargs)
+    def forward(self, x: Array, train: bool, input_grad: bool = True, **kwargs: Any) -> tuple[Array, Backprop]:
+        fx, body_backprop = self.body(x, train, input_grad=input_grad, **kwargs)
         if tuple(fx.shape) != tuple(x.shape):
             raise ValueError(
                 f"Residual: the body {self.body.describe()} changed the shape from {tuple(x.shape)} "
                 f"to {tuple(fx.shape)}; a residual connection needs them equal"
             )
 
-        def backprop(dy: Array) -> Array:
-            return dy + body_backprop(dy)
+        def backprop(dy: Array) -> Array | None:
+            dx = body_backprop(dy)
+            return dy + dx if input_grad else None
 
         return x + fx, backprop
 
@@ -131,20 +153,22 @@ class Concat(Layer):
     ``axis``. δ rule: split dy along ``axis`` and add the branches' input δs.
     """
 
+    skips_input_grad = True
+
     def __init__(self, *branches: Layer, axis: int = -1):
         self.branches = list(branches)
         self.axis = axis
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         outputs, backprops = [], []
         for branch in self.branches:
-            y, branch_backprop = branch(x, train)
+            y, branch_backprop = branch(x, train, input_grad=input_grad)
             outputs.append(y)
             backprops.append(branch_backprop)
         xp = backend.namespace(x)
         sizes = [y.shape[self.axis] for y in outputs]
 
-        def backprop(dy: Array) -> Array:
+        def backprop(dy: Array) -> Array | None:
             dx = None
             start = 0
             for size, branch_backprop in zip(sizes, backprops):
@@ -152,7 +176,8 @@ class Concat(Layer):
                 index[self.axis] = slice(start, start + size)
                 start += size
                 part = branch_backprop(dy[tuple(index)])
-                dx = part if dx is None else dx + part
+                if input_grad:
+                    dx = part if dx is None else dx + part
             return dx
 
         return xp.concat(outputs, axis=self.axis), backprop

@@ -5,6 +5,9 @@ The protocol, in one line::
     y, backprop = layer(x, train=True)      # forward; backprop keeps what it needs
     dx = backprop(dy)                         # adds dL/dθ into each parameter's .grad
 
+    y, backprop = model(x, train=True, input_grad=False)   # the caller won't use dx:
+    backprop(dy)                                            # layers may skip it (returns None)
+
 ``backprop`` is a closure, so a layer called twice (weight tying, an unrolled RNN) gets two
 independent closures and its gradients add up. ``layer.predict(x)`` is inference: eval mode and
 nothing kept for a backward pass.
@@ -111,11 +114,24 @@ class Layer:
     """
 
     training: bool = True
+    #: True when ``forward`` takes ``input_grad`` and then can skip computing the input's δ.
+    skips_input_grad: bool = False
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def __call__(self, x: Array, train: bool | None = None, **kwargs: Any) -> tuple[Array, Backprop]:
+    def __call__(self, x: Array, train: bool | None = None, *, input_grad: bool = True,
+                 **kwargs: Any) -> tuple[Array, Backprop]:
+        """Forward pass: ``(y, backprop)``.
+
+        ``input_grad=False`` is the caller's promise not to use the δ that ``backprop`` returns
+        for ``x`` (``x`` is data, not the output of a layer being trained). Layers that declare
+        ``skips_input_grad`` then skip that work and their backprop returns ``None``; the others
+        ignore the promise. Parameter gradients are computed either way. Hooks registered with
+        :func:`add_call_hook` see every call.
+        """
+        if not input_grad and self.skips_input_grad:
+            kwargs["input_grad"] = False
         y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
         if _CALL_HOOKS:
             for hook in tuple(_CALL_HOOKS):
@@ -291,6 +307,40 @@ def check_input(
     ndim/min_ndim: allowed number of axes. features: required size of ``axis``.
     like: a parameter array; ``x`` must share its device and dtype.
     """
+    # Fast path, taken by every training step: an array of the parameter's own type, dtype and
+    # device, or (without ``like``) a floating array of a type and dtype accepted before. Only
+    # the shape is left to check. Anything else goes through the full checks and their messages.
+    if like is not None:
+        fast = type(x) is type(like) and x.dtype == like.dtype and backend.same_device(x, like)
+    else:
+        try:
+            fast = (type(x), x.dtype) in _ACCEPTED_FLOATING
+        except (AttributeError, TypeError):
+            fast = False
+    if not fast:
+        _check_array(layer, x, like, what)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            expected = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{layer.describe()}: expected a {expected}-D {what}, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(
+            f"{layer.describe()}: expected {what} with at least {min_ndim} axes, got shape {tuple(x.shape)}"
+        )
+    if features is not None and x.shape[axis] != features:
+        raise ValueError(
+            f"{layer.describe()}: expected {what} with {features} features on axis {axis}, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+# (array type, dtype) pairs that passed the full checks as floating arrays: later inputs of the
+# same kind skip the type inspection (a few µs per layer call otherwise).
+_ACCEPTED_FLOATING: set[tuple[type, Any]] = set()
+
+
+def _check_array(layer: Layer, x: Any, like: Array | None, what: str) -> None:
     if not hasattr(x, "shape") or not hasattr(x, "dtype") or not backend.is_array(x):
         raise TypeError(
             f"{layer.describe()}: expected an array as {what}, got {type(x).__name__}; "
@@ -310,20 +360,10 @@ def check_input(
             f"{layer.describe()}: expected {what} of dtype {backend.dtype_name(like.dtype)} (the layer's), "
             f"got {backend.dtype_name(x.dtype)}; cast the input or call model.to(dtype=...)"
         )
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else ndim
-        if x.ndim not in allowed:
-            expected = " or ".join(str(n) for n in allowed)
-            raise ValueError(f"{layer.describe()}: expected a {expected}-D {what}, got shape {tuple(x.shape)}")
-    if min_ndim is not None and x.ndim < min_ndim:
-        raise ValueError(
-            f"{layer.describe()}: expected {what} with at least {min_ndim} axes, got shape {tuple(x.shape)}"
-        )
-    if features is not None and x.shape[axis] != features:
-        raise ValueError(
-            f"{layer.describe()}: expected {what} with {features} features on axis {axis}, "
-            f"got shape {tuple(x.shape)}"
-        )
+    try:
+        _ACCEPTED_FLOATING.add((type(x), x.dtype))
+    except TypeError:  # an unhashable dtype: always take the full path
+        pass
 
 
 def _device_name(x: Array) -> str:

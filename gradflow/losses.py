@@ -211,6 +211,50 @@ class SoftmaxCrossEntropy(_ClassLoss):
             raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
+    def __call__(self, output: Array, target: Any) -> tuple[Array, Array]:
+        if (self.label_smoothing or self.ignore_index is not None or getattr(output, "ndim", None) != 2
+                or getattr(target, "ndim", None) != 1 or not backend.is_integral(target.dtype)):
+            return super().__call__(output, target)
+        return self._labels_fused(output, target)
+
+    def _labels_fused(self, output: Array, target: Array) -> tuple[Array, Array]:
+        """Integer labels (N,) and logits (N, C): the common case, in ~20 array operations and
+        at most one device-to-host sync (the combined label-range and finiteness check)."""
+        xp = self._check(output, target)
+        n, classes = output.shape
+        if target.shape[0] != n:
+            raise ValueError(
+                f"{self._name()}: expected integer labels of shape {(n,)} or a distribution of shape "
+                f"{tuple(output.shape)}, got target of shape {tuple(target.shape)}"
+            )
+        shifted = output - xp.max(output, axis=-1, keepdims=True)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=-1, keepdims=True)
+        # one-hot as a mask; a label outside [0, C) matches no class, which the check below sees
+        hit = target[:, None] == xp.arange(classes, dtype=target.dtype, device=target.device)
+        value = xp.sum(xp.log(total)) - xp.sum(backend.multiply_by_mask(shifted, hit))
+        scale = 1.0 / max(n, 1) if self.reduction == "mean" else 1.0
+        if scale != 1.0:
+            value = value * scale
+        # δ = (p − onehot) · scale with p = e / total
+        delta = e * (scale / total)
+        delta -= xp.astype(hit, delta.dtype) * scale
+        if self.validate and n > 0:
+            ok = xp.isfinite(value) & (xp.sum(xp.astype(hit, xp.int32)) == n)
+            if not bool(ok):
+                self._explain_bad_labels_or_value(output, target, value, xp)
+        return value, delta
+
+    def _explain_bad_labels_or_value(self, output: Array, target: Array, value: Array, xp: Any) -> None:
+        classes = output.shape[-1]
+        low, high = int(xp.min(target)), int(xp.max(target))
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"{self._name()}: labels must lie in [0, {classes - 1}] for {classes} classes, "
+                f"got values in [{low}, {high}]"
+            )
+        self._check_finite(value, output, xp)
+
     def _compute(self, output, target, xp):
         q, kept = self._labels(output, target, xp)
         if self.label_smoothing:

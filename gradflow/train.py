@@ -242,7 +242,7 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
             state.batch = batch
             try:
                 dispatch("on_batch_begin", state)
-                output, backprop = model(xb, train=True)
+                output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
                 value, delta = step_loss(output, yb)
                 step_loss = fast_loss
                 optimizer.zero_grad()

@@ -14,11 +14,17 @@ from ..core import Backprop, Layer, check_input
 
 
 class _Elementwise(Layer):
-    """Shared boundary check; subclasses implement ``_forward(x, xp) -> (y, backprop)``."""
+    """Shared boundary check; subclasses implement ``_forward(x, xp) -> (y, backprop)``.
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    With ``input_grad=False`` there is nothing to compute backward: backprop returns ``None``.
+    """
+
+    skips_input_grad = True
+
+    def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         check_input(self, x)
-        return self._forward(x, backend.namespace(x))
+        y, backprop = self._forward(x, backend.namespace(x))
+        return (y, backprop) if input_grad else (y, _no_input_delta)
 
     def predict(self, x: Array) -> Array:
         return self.forward(x, False)[0]
@@ -27,12 +33,17 @@ class _Elementwise(Layer):
         raise NotImplementedError
 
 
+def _no_input_delta(dy: Array) -> None:
+    return None
+
+
 class ReLU(_Elementwise):
     """``y = max(x, 0)``; δ: ``dx = dy ⊙ [x > 0]``."""
 
     def _forward(self, x, xp):
         y = xp.maximum(x, 0.0)
-        return y, lambda dy: xp.where(y > 0, dy, 0.0)
+        # a mask product, not xp.where: NumPy's where is ~10x slower on float32 here
+        return y, lambda dy: backend.multiply_by_mask(dy, y > 0)
 
 
 class LeakyReLU(_Elementwise):

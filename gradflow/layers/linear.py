@@ -13,7 +13,7 @@ from ..core import Backprop, Layer, Parameter, check_input
 
 def check_delta(layer: Layer, dy: Any, expected_shape: tuple) -> None:
     """The δ handed to a backprop must have the forward output's shape."""
-    if tuple(dy.shape) != tuple(expected_shape):
+    if dy.shape != expected_shape and tuple(dy.shape) != tuple(expected_shape):
         raise ValueError(
             f"{layer.describe()}: backprop expected a δ of shape {tuple(expected_shape)} "
             f"(the forward output's), got {tuple(dy.shape)}"
@@ -27,7 +27,8 @@ class Linear(Layer):
     bias (out_features,).
 
     Forward: ``y = x W + b``.  δ rule: ``dx = dy Wᵀ``.  Gradients: ``dW = xᵀ dy`` and
-    ``db = Σ_N dy`` (summed over every leading axis).
+    ``db = Σ_N dy`` (summed over every leading axis). Called with ``input_grad=False`` the
+    backprop skips ``dx`` (a third of the layer's backward work) and returns ``None``.
 
     Example::
 
@@ -58,7 +59,9 @@ class Linear(Layer):
         # Zero biases: the usual choice with Glorot/He weights.
         self.bias = Parameter(dev.send(_init.zeros((out_features,)), dtype)) if bias else None
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+    skips_input_grad = True
+
+    def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         W = self.weight.value
         check_input(self, x, min_ndim=1, features=self.in_features, like=W)
         in_shape = tuple(x.shape)
@@ -69,16 +72,19 @@ class Linear(Layer):
             y = xp.reshape(x @ W, (*in_shape[:-1], self.out_features))
         else:
             y = x @ W
-        if self.bias is not None:
-            y += self.bias.value
-        out_shape = tuple(y.shape)
+        bias = self.bias
+        if bias is not None:
+            y += bias.value
+        out_shape = y.shape
 
-        def backprop(dy: Array) -> Array:
+        def backprop(dy: Array) -> Array | None:
             check_delta(self, dy, out_shape)
             dy2 = dy if dy.ndim == 2 else xp.reshape(dy, (-1, self.out_features))
             self.weight.accumulate(x.T @ dy2)
-            if self.bias is not None:
-                self.bias.accumulate(xp.sum(dy2, axis=0))
+            if bias is not None:
+                bias.accumulate(xp.sum(dy2, axis=0))
+            if not input_grad:
+                return None
             dx = dy2 @ W.T
             return dx if len(in_shape) == 2 else xp.reshape(dx, in_shape)
 

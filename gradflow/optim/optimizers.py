@@ -36,7 +36,7 @@ class SGD(Optimizer):
                 buffer = p.state["momentum_buffer"] = xp.asarray(g, copy=True)
             else:
                 buffer *= self.momentum
-                buffer += (1.0 - self.dampening) * g
+                buffer += (1.0 - self.dampening) * g if self.dampening else g
             g = g + self.momentum * buffer if self.nesterov else buffer
         p.value -= lr * g
 

@@ -1,0 +1,296 @@
+"""Write benchmark results as JSON, a markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NAMES = {"gradflow": "gradflow", "numpy": "NumPy by hand", "cupy": "CuPy by hand", "torch": "PyTorch eager",
+         "gemm_only": "GEMMs only"}
+README_BEGIN = "<!-- benchmarks:begin (written by python -m benchmarks --update-readme README.md) -->"
+README_END = "<!-- benchmarks:end -->"
+
+
+def write(results: dict[str, Any], folder: Path, png: bool = True) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "benchmarks.json", folder / "benchmarks.md"]
+    paths[0].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    paths[1].write_text(markdown(results))
+    if png:
+        chart = folder / "benchmarks.png"
+        if write_chart(results, chart):
+            paths.append(chart)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _optimizer_name(settings: dict[str, Any]) -> str:
+    return "SGD, momentum 0.9" if settings["optimizer"] == "sgd" else "Adam"
+
+
+def mlp_table(results: dict[str, Any], device: str = "cpu", section: dict[str, Any] | None = None) -> str:
+    section = section or results["mlp"][device]
+    names = section["contenders"]
+    baseline = "numpy" if device == "cpu" else "cupy"
+    header = ["batch"] + [f"{NAMES[n]} ms" for n in names] + [f"gradflow / {NAMES[baseline]}"]
+    if "torch" in names:
+        header.append("gradflow / PyTorch")
+    if "gemm_only" in names:
+        header.append("GEMMs / gradflow step")
+    with_memory = any("peak_memory_bytes" in e for e in section["batches"].values())
+    if with_memory:
+        header.append("peak MiB, gradflow / NumPy")
+    rows = []
+    for batch, entry in section["batches"].items():
+        ratios = entry["ratios"]
+        spread = entry.get("ratio_iqr", {})
+
+        def ratio(key: str) -> str:
+            low_high = spread.get(key)
+            text = f"**{ratios[key]:.3f}x**"
+            return text + (f" ({low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else "")
+
+        row = [batch] + [f"{entry['ms'][n]:.2f}" for n in names] + [ratio(f"gradflow/{baseline}")]
+        if "torch" in names:
+            row.append(ratio("gradflow/torch"))
+        if "gemm_only" in names:
+            row.append(f"{1.0 / ratios['gradflow/gemm_only']:.0%}")
+        if with_memory:
+            memory = entry.get("peak_memory_bytes", {})
+            row.append(" / ".join(f"{memory[n] / 2**20:.2f}" for n in ("gradflow", "numpy") if n in memory))
+        rows.append(row)
+    return _table(header, rows)
+
+
+def targets_table(results: dict[str, Any]) -> str:
+    table = _table(["target", "measured", "met"],
+                   [[row["target"], row["value"], "yes" if row["met"] else "**no**"] for row in results["targets"]])
+    notes = [f"- {row['target'].split(':')[0]}: {row['why']}" for row in results["targets"] if row.get("why")]
+    return table + ("\n\nWhy a target is missed:\n\n" + "\n".join(notes) if notes else "")
+
+
+def _summary_line(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    blas = env.get("blas") or []
+    blas_text = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})" for b in blas
+                          if b.get("internal_api") == "openblas") or "unknown BLAS"
+    variables = ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in env["openblas_variables"].items())
+    libraries = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
+    return (f"{env['cpu']}, {env['cores']} cores, {env['threads']} threads per contender; {libraries}; "
+            f"{blas_text}; {variables}; load average {env.get('load_average_start')} at start, "
+            f"{env.get('load_average_end')} at end.")
+
+
+def load_warning(results: dict[str, Any]) -> str | None:
+    """A warning when other processes competed for the cores (the load average exceeded them)."""
+    env = results["environment"]
+    loads = [l[0] for l in (env.get("load_average_start"), env.get("load_average_end")) if l]
+    cores = env.get("cores") or 1
+    if loads and max(loads) > cores:
+        return (f"**Warning:** the 1-minute load average reached {max(loads):.1f} on {cores} cores: other "
+                "processes competed for the CPU, so absolute times are inflated and ratios are noisier "
+                "(interleaving keeps them comparable, not exact). Rerun on an idle machine for reference numbers.")
+    return None
+
+
+def markdown(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    sizes = "-".join(map(str, settings["sizes"]))
+    warning = load_warning(results)
+    parts = [
+        "# gradflow benchmarks",
+        "",
+        f"Made by `{results['command']}` on {results['date']} in {results['seconds']:.0f} s.",
+        "",
+        _summary_line(results),
+        "",
+    ] + ([warning, ""] if warning else [])
+    parts += [
+        f"## MLP {sizes} training step (float32, softmax cross-entropy, {_optimizer_name(settings)})",
+        "",
+        "Forward + backward + update on a fixed batch, all contenders from the same weights in one process, "
+        f"interleaved in {settings['rounds']} rounds; times are medians over rounds, ratios the median of the "
+        "per-round ratios (in brackets: their interquartile range over rounds). "
+        "\"NumPy by hand\" is the same maths written directly (benchmarks/mlp_step.py); "
+        "\"GEMMs only\" is the step's eight matrix products alone.",
+        "",
+    ]
+    for device, section in results["mlp"].items():
+        parts += [f"### {device.upper()}", "", mlp_table(results, device), ""]
+    agreement = results.get("agreement") or {}
+    if agreement:
+        parts += ["Sanity check: after 3 steps the parameters differ from gradflow's by at most "
+                  + ", ".join(f"{v:.1e} ({NAMES.get(k, k)})" for k, v in agreement.items())
+                  + " relative to the largest weight.", ""]
+    unset = results.get("openblas_unset")
+    if isinstance(unset, dict):
+        parts += ["### CPU with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (child process)", "",
+                  mlp_table(unset, "cpu", unset["mlp"]["cpu"]), ""]
+    elif isinstance(unset, str):
+        parts += [f"Re-run with the OpenBLAS variables unset: {unset}", ""]
+    parts += ["## Targets", "", targets_table(results), ""]
+    parts += _slots_section(results)
+    parts += _operations_section(results)
+    parts += _overhead_section(results)
+    parts += _memory_section(results)
+    parts += _profile_section(results)
+    return "\n".join(parts) + "\n"
+
+
+def _slots_section(results: dict[str, Any]) -> list[str]:
+    parts = ["## CNN and sequence models", ""]
+    rows = []
+    for slot, outcome in results["slots"].items():
+        if outcome["status"] != "ok":
+            rows.append([slot, "", outcome["status"], "", ""])
+            continue
+        for workload, entry in outcome["workloads"].items():
+            if entry["status"] != "ok":
+                rows.append([slot, workload, entry["status"], "", ""])
+                continue
+            times = ", ".join(f"{NAMES.get(n, n)} {ms:.2f} ms" for n, ms in entry["ms"].items())
+            torch_ratio = entry["ratios"].get("gradflow/torch")
+            numpy_ratio = entry["ratios"].get("gradflow/numpy")
+            rows.append([slot, workload, times, f"{torch_ratio:.3f}x" if torch_ratio else "",
+                         f"{numpy_ratio:.3f}x" if numpy_ratio else ""])
+    return parts + [_table(["slot", "workload", "step time", "gradflow / PyTorch", "gradflow / NumPy"], rows), ""]
+
+
+def _operations_section(results: dict[str, Any]) -> list[str]:
+    ops = results["operations"]
+    g, n = ops["gradflow"], ops["numpy"]
+    rows = [
+        ["array operations (kernel-launch proxy)", g["operations"], n["operations"]],
+        ["host syncs (bool/float/int of an array)", g["syncs"], n["syncs"]],
+        ["float64 results", len(g["float64_results"]), len(n["float64_results"])],
+    ]
+    detail = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())  # noqa: E731
+    return [
+        "## Array operations per training step",
+        "",
+        "Counted by running one steady-state step on counting proxy arrays "
+        "(gradflow.testing.counting): namespace calls, methods and operators; views are free.",
+        "",
+        _table(["", "gradflow", "NumPy by hand"], rows),
+        "",
+        f"gradflow: {detail(g['by_name'])}.",
+        "",
+        f"NumPy by hand: {detail(n['by_name'])}.",
+        "",
+    ]
+
+
+def _overhead_section(results: dict[str, Any]) -> list[str]:
+    rows = [[row["what"], f"{row['gradflow_us']:.2f}", f"{row['bare_us']:.2f}",
+             f"{row['overhead_us']:.2f}", f"{row['overhead_per_layer_us']:.2f} per {row['per']}"]
+            for row in results["overheads"]]
+    return ["## Framework overhead per call (tiny float32 inputs, best of 7)", "",
+            _table(["call", "gradflow µs", "bare array ops µs", "overhead µs", "overhead"], rows), ""]
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    growth = results.get("memory_growth")
+    if not growth:
+        return []
+    return ["## Memory", "",
+            f"tracemalloc (NumPy allocations included): {growth['held_after_settle']:,d} bytes held after "
+            f"{growth['steps'] // 10 or 1} steps, {growth['held_at_end']:,d} after {growth['steps']} steps: "
+            f"growth {growth['growth']:+,d} bytes. The MLP table's peak MiB is the most memory traced during a "
+            "warm step, counting everything the contender allocated (weights, optimizer state, gradients, "
+            "activations, temporaries); PyTorch's allocator is not traced.", ""]
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    profile = results.get("profile")
+    if not profile:
+        return []
+    rows = [[row["function"], f"{row['calls_per_step']:.0f}", f"{row['own_ms_per_step']:.3f}", f"{row['own_share']:.0%}"]
+            for row in profile["rows"]]
+    return [f"## Where gradflow's step spends its time (batch {profile['batch']}, cProfile own time)", "",
+            "Array operations run inside the Python function that calls them: Linear's forward and backprop "
+            "rows are mostly their GEMMs.", "",
+            _table(["function", "calls per step", "ms per step", "share"], rows), ""]
+
+
+# --------------------------------------------------------------------------------------------
+# README and chart
+# --------------------------------------------------------------------------------------------
+
+
+def readme_block(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    warning = load_warning(results)
+    return "\n".join([
+        README_BEGIN,
+        f"Latest run: `{results['command']}` ({results['date']}; {_summary_line(results)})",
+        "",
+        *([warning, ""] if warning else []),
+        f"MLP {'-'.join(map(str, settings['sizes']))} training step, float32, {_optimizer_name(settings)}:",
+        "",
+        mlp_table(results, "cpu"),
+        "",
+        targets_table(results),
+        README_END,
+    ])
+
+
+def update_readme(path: Path, results: dict[str, Any]) -> None:
+    text = path.read_text()
+    if README_BEGIN.split(" (")[0] not in text or README_END not in text:
+        raise SystemExit(f"{path} has no benchmark markers ({README_BEGIN!r} ... {README_END!r})")
+    head = text[:text.index(README_BEGIN.split(" (")[0])]
+    tail = text[text.index(README_END) + len(README_END):]
+    path.write_text(head + readme_block(results) + tail)
+
+
+def write_chart(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    section = results["mlp"].get("cpu")
+    if not section:
+        return False
+    batches = list(section["batches"])
+    names = section["contenders"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [section["batches"][b]["ms"][name] for b in batches]
+        left.bar([x + i * width for x in range(len(batches))], values, width, label=NAMES[name])
+    left.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(batches))], [f"batch {b}" for b in batches])
+    left.set_yscale("log")
+    left.set_ylabel("ms per training step (log scale)")
+    left.set_title("MLP step time, CPU")
+    left.legend(fontsize=8)
+    for key, label in (("gradflow/numpy", "gradflow / NumPy by hand"), ("gradflow/torch", "gradflow / PyTorch eager")):
+        values = [section["batches"][b]["ratios"].get(key) for b in batches]
+        if all(v is not None for v in values):
+            right.plot(batches, values, marker="o", label=label)
+    right.axhline(1.10, color="grey", linestyle="--", linewidth=1, label="1.10x target")
+    right.axhline(1.0, color="black", linewidth=0.8)
+    right.set_ylabel("time ratio (lower is faster)")
+    right.set_title("gradflow relative to the others")
+    right.legend(fontsize=8)
+    settings = results["settings"]
+    figure.suptitle(f"MLP {'-'.join(map(str, settings['sizes']))}, float32, {_optimizer_name(settings)}, "
+                    f"{results['environment']['threads']} threads", fontsize=10)
+    figure.text(0.01, 0.01, f"made by: {results['command']}  ({results['date']})", fontsize=7, color="grey")
+    figure.tight_layout(rect=(0, 0.04, 1, 0.95))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True

@@ -1,0 +1,398 @@
+"""gradflow's benchmark suite: training steps timed against hand-written array code and PyTorch.
+
+    python -m benchmarks                       # full run, ~2-3 minutes on 2 cores
+    python -m benchmarks --optimizer adam      # Adam instead of SGD with momentum
+    python -m benchmarks --quick               # tiny settings (what the test suite runs)
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks   # OpenBLAS's own tuning
+
+Writes benchmarks/results/benchmarks.{json,md,png}; each states the command that made it.
+What is measured (all in this one process, contenders interleaved, equal thread counts):
+  * MLP 784-512-512-10 training step (forward + backward + update, float32, softmax
+    cross-entropy) at batch 64, 256, 1024: gradflow, a hand-written NumPy baseline, PyTorch CPU
+    eager, and the step's GEMMs alone (a floor); on a GPU also gradflow, CuPy and PyTorch CUDA.
+  * CNN and LSTM/transformer steps from benchmarks/cnn_step.py and benchmarks/sequence_steps.py
+    when those modules exist ("not available" otherwise).
+  * Array operations per step (gradflow vs the baseline), peak memory per step, memory growth
+    over 1,000 steps, float64 results in a float32 step, per-layer-call framework overhead, and
+    a profile of where gradflow's step spends its time.
+When OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, the MLP timings are repeated in a child
+process with both unset, and both are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import measure, mlp_step, report
+from benchmarks.timing import OPENBLAS_VARIABLES, environment, limit_threads, time_interleaved
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SLOT_MODULES = {"cnn": "benchmarks.cnn_step", "sequence": "benchmarks.sequence_steps"}
+TARGETS = {
+    "numpy_ratio": 1.10,        # gradflow step time / hand-written NumPy step time
+    "torch_ratio": 1.0,         # gradflow step time / PyTorch eager step time (must be below)
+    "overhead_us": 5.0,         # framework µs per layer call on top of the array work
+    "operations_ratio": 1.2,    # array operations per step, gradflow / baseline
+    "growth_bytes": 64 * 1024,  # traced bytes held after 1,000 steps vs after 100
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Which contenders run where (pure functions: the tests check the GPU dispatch without a GPU)
+# --------------------------------------------------------------------------------------------
+
+
+def available_devices(requested: str, cuda_count: int) -> list[str]:
+    """``"auto"``: the CPU, plus ``"cuda"`` when CuPy sees a GPU. ``"cpu"``/``"cuda"``: that one."""
+    if requested == "auto":
+        return ["cpu", "cuda"] if cuda_count > 0 else ["cpu"]
+    if requested == "cuda" and cuda_count == 0:
+        raise SystemExit("--device cuda: CuPy sees no GPU here (try --device auto)")
+    return [requested]
+
+
+def plan_contenders(device: str, *, torch_available: bool, torch_cuda: bool) -> list[str]:
+    """The contenders timed for the MLP step on ``device`` (``"cpu"`` or ``"cuda"``)."""
+    if device == "cpu":
+        return ["gradflow", "numpy"] + (["torch"] if torch_available else []) + ["gemm_only"]
+    if device == "cuda":
+        return ["gradflow", "cupy"] + (["torch"] if torch_cuda else [])
+    raise ValueError(f"unknown benchmark device {device!r}")
+
+
+def build_mlp_contenders(names: list[str], batch: int, optimizer: str, device: str,
+                         sizes: tuple[int, ...]) -> dict[str, Callable[[], Any]]:
+    builders: dict[str, Callable[[], Callable[[], Any]]] = {
+        "gradflow": lambda: mlp_step.build_gradflow_step(batch, optimizer=optimizer, device=device, sizes=sizes),
+        "numpy": lambda: mlp_step.build_numpy_step(batch, optimizer=optimizer, sizes=sizes),
+        "cupy": lambda: mlp_step.build_numpy_step(batch, optimizer=optimizer, xp=_cupy(), sizes=sizes),
+        "torch": lambda: mlp_step.build_torch_step(batch, optimizer=optimizer, device=device, sizes=sizes),
+        "gemm_only": lambda: measure.gemm_only_step(batch, sizes),
+    }
+    return {name: builders[name]() for name in names}
+
+
+def _cupy() -> Any:
+    import cupy
+
+    return cupy
+
+
+def _torch_status() -> tuple[bool, bool]:
+    try:
+        import torch
+    except ImportError:
+        return False, False
+    return True, bool(torch.cuda.is_available())
+
+
+# --------------------------------------------------------------------------------------------
+# Optional workloads from the other helpers' modules
+# --------------------------------------------------------------------------------------------
+
+_BUILDER = re.compile(r"^build_(gradflow|torch|numpy)(?:_(\w+?))?_step$")
+
+
+def discover_slot(module_name: str) -> tuple[dict[str, dict[str, Callable]], str | None, tuple[int, ...]]:
+    """``({workload: {contender: builder}}, why not available, batches)`` for a slot module.
+
+    A module offers ``build_gradflow_step(batch)``/``build_torch_step(batch)`` (one workload)
+    or ``build_gradflow_<name>_step(batch)``/``build_torch_<name>_step(batch)`` (several), and
+    optionally ``BATCHES``.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            return {}, f"not available ({module_name.replace('.', '/')}.py is not in this checkout)", ()
+        return {}, f"not available (importing {module_name} failed: {error})", ()
+    except Exception as error:  # a broken peer module must not stop the suite
+        return {}, f"not available (importing {module_name} failed: {type(error).__name__}: {error})", ()
+    workloads: dict[str, dict[str, Callable]] = {}
+    default = module_name.rsplit(".", 1)[-1].replace("_steps", "").replace("_step", "")
+    for attribute in sorted(dir(module)):
+        match = _BUILDER.match(attribute)
+        if match:
+            workloads.setdefault(match.group(2) or default, {})[match.group(1)] = getattr(module, attribute)
+    if not workloads:
+        return {}, f"not available ({module_name} defines no build_<contender>[_<name>]_step functions)", ()
+    batches = tuple(getattr(module, "BATCHES", (32,)))
+    return workloads, None, batches
+
+
+def run_slot(module_name: str, rounds: int, block_seconds: float, quick: bool) -> dict[str, Any]:
+    workloads, why, batches = discover_slot(module_name)
+    if why:
+        return {"status": why}
+    if quick:
+        batches = batches[:1]
+    results: dict[str, Any] = {"status": "ok", "workloads": {}}
+    for workload, builders in workloads.items():
+        for batch in batches:
+            key = f"{workload} (batch {batch})"
+            try:
+                steps = {name: build(batch) for name, build in builders.items()}
+                timing = time_interleaved(steps, rounds=rounds, block_seconds=block_seconds)
+            except Exception as error:
+                results["workloads"][key] = {"status": f"failed: {type(error).__name__}: {error}"}
+                continue
+            entry = {"status": "ok", "ms": {n: timing.median(n) * 1e3 for n in steps}, "ratios": {}}
+            for other in ("numpy", "torch"):
+                if "gradflow" in steps and other in steps:
+                    entry["ratios"][f"gradflow/{other}"] = timing.ratio("gradflow", other)
+            results["workloads"][key] = entry
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The MLP section
+# --------------------------------------------------------------------------------------------
+
+
+def agreement(optimizer: str, sizes: tuple[int, ...], batch: int, steps: int = 3) -> dict[str, float]:
+    """Largest parameter difference after ``steps`` steps between gradflow and each other
+    contender (relative to the largest weight): the contenders do compute the same thing."""
+    torch_available, _ = _torch_status()
+    runs = {"gradflow": mlp_step.build_gradflow_step(batch, optimizer=optimizer, sizes=sizes),
+            "numpy": mlp_step.build_numpy_step(batch, optimizer=optimizer, sizes=sizes)}
+    if torch_available:
+        runs["torch"] = mlp_step.build_torch_step(batch, optimizer=optimizer, sizes=sizes)
+    for step in runs.values():
+        for _ in range(steps):
+            step()
+    reference = runs["gradflow"].parameters()
+    scale = max(float(np.max(np.abs(p))) for p in reference)
+    found = {}
+    for name, step in runs.items():
+        if name != "gradflow":
+            found[name] = max(float(np.max(np.abs(a - b))) for a, b in zip(reference, step.parameters())) / scale
+    return found
+
+
+def run_mlp(devices: list[str], batches: list[int], optimizer: str, sizes: tuple[int, ...], rounds: int,
+            block_seconds: float, with_memory: bool = True) -> dict[str, Any]:
+    torch_available, torch_cuda = _torch_status()
+    results: dict[str, Any] = {}
+    for device in devices:
+        names = plan_contenders(device, torch_available=torch_available, torch_cuda=torch_cuda)
+        per_batch = {}
+        for batch in batches:
+            steps = build_mlp_contenders(names, batch, optimizer, device, sizes)
+            sync = {name: getattr(step, "synchronize", None) or (lambda: None) for name, step in steps.items()}
+            timing = time_interleaved(steps, rounds=rounds, block_seconds=block_seconds, synchronize=sync)
+            baseline = "numpy" if device == "cpu" else "cupy"
+            entry: dict[str, Any] = {
+                "ms": {n: timing.median(n) * 1e3 for n in steps},
+                "iqr_ms": {n: [v * 1e3 for v in timing.spread(n)] for n in steps},
+                "steps_per_block": timing.steps_per_block,
+                "ratios": {f"gradflow/{other}": timing.ratio("gradflow", other)
+                           for other in (baseline, "torch", "gemm_only") if other in steps},
+                "ratio_iqr": {f"gradflow/{other}": list(timing.ratio_spread("gradflow", other))
+                              for other in (baseline, "torch") if other in steps},
+            }
+            del steps
+            if device == "cpu" and with_memory:
+                entry["peak_memory_bytes"] = {
+                    name: measure.peak_step_memory(
+                        lambda name=name: build_mlp_contenders([name], batch, optimizer, device, sizes)[name])
+                    for name in ("gradflow", "numpy")
+                }
+            per_batch[str(batch)] = entry
+        results[device] = {"contenders": names, "batches": per_batch}
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+def _fixed_costs(results: dict[str, Any], entry: dict[str, Any]) -> str:
+    """The per-step costs gradflow has and the hand-written step has not, from this run's
+    overhead measurements, as a share of the step (explains a missed ratio at small batches)."""
+    by_kind = {row["what"].split(" ")[0]: row for row in results["overheads"]}
+    layers = len(results["settings"]["sizes"]) - 1
+    loss = by_kind.get("SoftmaxCrossEntropy", {}).get("overhead_us", 0.0)
+    linear = by_kind.get("Linear(16,", {}).get("overhead_us", 0.0)
+    relu = by_kind.get("ReLU", {}).get("overhead_us", 0.0)
+    sgd = by_kind.get("SGD", {}).get("overhead_per_layer_us", 0.0)
+    total = loss + layers * linear + (layers - 1) * relu + 2 * layers * sgd
+    step_us = entry["ms"]["numpy"] * 1e3
+    spread = entry.get("ratio_iqr", {}).get("gradflow/numpy")
+    text = (f"gradflow's fixed per-step costs measured in this run: loss +{loss:.0f} µs, {layers} Linear + "
+            f"{layers - 1} ReLU calls +{layers * linear + (layers - 1) * relu:.0f} µs, optimizer "
+            f"+{2 * layers * sgd:.0f} µs: {total:.0f} µs = {total / step_us:.1%} of the hand-written step; "
+            "the hand-written step also applies ReLU and its δ in place, where gradflow's layers must not "
+            "overwrite their inputs.")
+    if spread:
+        text += f" Per-round ratios ranged {spread[0]:.2f}-{spread[1]:.2f} (interquartile): machine noise."
+    return text
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    cpu = results["mlp"].get("cpu", {}).get("batches", {})
+    for batch, entry in cpu.items():
+        ratios = entry["ratios"]
+        met = ratios["gradflow/numpy"] <= TARGETS["numpy_ratio"]
+        rows.append({"target": f"MLP step batch {batch}: gradflow ≤ {TARGETS['numpy_ratio']:.2f}x hand-written NumPy",
+                     "value": f"{ratios['gradflow/numpy']:.3f}x", "met": met,
+                     "why": None if met else _fixed_costs(results, entry)})
+        if "gradflow/torch" in ratios:
+            rows.append({"target": f"MLP step batch {batch}: gradflow faster than PyTorch eager",
+                         "value": f"{ratios['gradflow/torch']:.3f}x", "met": ratios["gradflow/torch"] < TARGETS["torch_ratio"]})
+    layer_rows = [row for row in results["overheads"] if row["per"] == "layer"]
+    if layer_rows:
+        worst = max(layer_rows, key=lambda row: row["overhead_per_layer_us"])
+        rows.append({"target": f"framework overhead per layer call ≤ {TARGETS['overhead_us']:.0f} µs",
+                     "value": f"{worst['overhead_per_layer_us']:.2f} µs (worst: {worst['what'].split(' forward')[0]})",
+                     "met": worst["overhead_per_layer_us"] <= TARGETS["overhead_us"]})
+    growth = results.get("memory_growth")
+    if growth:
+        rows.append({"target": f"no memory growth over {growth['steps']} steps",
+                     "value": f"{growth['growth']:+,d} bytes", "met": abs(growth["growth"]) <= TARGETS["growth_bytes"]})
+    operations = results["operations"]
+    float64 = operations["gradflow"]["float64_results"]
+    rows.append({"target": "no float64 results in a float32 step",
+                 "value": f"{len(float64)} float64 results", "met": not float64})
+    rows.append({"target": f"array operations per step ≤ {TARGETS['operations_ratio']:.1f}x the baseline's",
+                 "value": f"{operations['gradflow']['operations']} vs {operations['numpy']['operations']} "
+                          f"({operations['ratio']:.2f}x)", "met": operations["ratio"] <= TARGETS["operations_ratio"]})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--optimizer", choices=mlp_step.OPTIMIZERS, default="sgd")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (median taken)")
+    parser.add_argument("--block-seconds", type=float, default=0.05, help="time per contender per round")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--memory-steps", type=int, default=1000, help="steps of the memory-growth check")
+    parser.add_argument("--sizes", default=",".join(map(str, mlp_step.SIZES)),
+                        help="MLP layer sizes (default 784,512,512,10)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the .json/.md/.png go")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings for a smoke test (batch 8, sizes 32,16,16,4, 2 rounds)")
+    parser.add_argument("--no-openblas-rerun", action="store_true",
+                        help="do not repeat the MLP timings with the OPENBLAS_* variables unset")
+    parser.add_argument("--no-png", action="store_true")
+    parser.add_argument("--update-readme", type=Path, default=None, metavar="README",
+                        help="replace the table between the benchmark markers in README")
+    parser.add_argument("--mlp-only-json", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.sizes, args.rounds = [8], "32,16,16,4", 2
+        args.block_seconds, args.memory_steps = 0.005, 30
+    args.sizes = tuple(int(s) for s in str(args.sizes).split(","))
+    return args
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command as typed (the OpenBLAS variables in force are recorded with the environment)."""
+    parts = sys.argv[1:] if argv is None else argv
+    return "python -m benchmarks" + ("" if not parts else " " + " ".join(shlex.quote(p) for p in parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    limiter = limit_threads(args.threads)
+    try:
+        return _main(args, argv)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from gradflow import backend
+
+    if args.mlp_only_json is not None:  # the child run with the OpenBLAS variables unset
+        mlp = run_mlp(["cpu"], args.batches, args.optimizer, args.sizes, args.rounds, args.block_seconds,
+                      with_memory=False)
+        args.mlp_only_json.write_text(json.dumps({"mlp": mlp, "environment": environment(args.threads)}))
+        return 0
+
+    started = time.perf_counter()
+    command = command_line(argv)
+    devices = available_devices(args.device, backend.cuda_device_count())
+    results: dict[str, Any] = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "environment": environment(args.threads),
+        "settings": {"batches": args.batches, "optimizer": args.optimizer, "sizes": list(args.sizes),
+                     "rounds": args.rounds, "block_seconds": args.block_seconds, "devices": devices,
+                     "dtype": "float32", "loss": "SoftmaxCrossEntropy (mean)"},
+    }
+    print(f"gradflow benchmarks: {command}", flush=True)
+    results["agreement"] = agreement(args.optimizer, args.sizes, args.batches[0])
+    print(f"  contenders agree after 3 steps (max relative parameter difference): {results['agreement']}", flush=True)
+    results["mlp"] = run_mlp(devices, args.batches, args.optimizer, args.sizes, args.rounds, args.block_seconds)
+    for device, section in results["mlp"].items():
+        for batch, entry in section["batches"].items():
+            print(f"  MLP {device} batch {batch}: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in entry["ms"].items())
+                  + " | " + ", ".join(f"{k} {v:.3f}" for k, v in entry["ratios"].items()), flush=True)
+    results["slots"] = {name: run_slot(module, args.rounds, args.block_seconds, args.quick)
+                        for name, module in SLOT_MODULES.items()}
+    results["operations"] = measure.count_operations(args.batches[0], args.optimizer, args.sizes)
+    growth_step = mlp_step.build_gradflow_step(args.batches[0], optimizer=args.optimizer, sizes=args.sizes)
+    results["memory_growth"] = measure.memory_growth(growth_step, steps=args.memory_steps,
+                                                     settle=max(1, args.memory_steps // 10))
+    results["overheads"] = measure.layer_overheads(number=300 if args.quick else 3000)
+    profile_batch = 256 if 256 in args.batches else args.batches[0]
+    profiled = mlp_step.build_gradflow_step(profile_batch, optimizer=args.optimizer, sizes=args.sizes)
+    results["profile"] = {"batch": profile_batch,
+                          "rows": measure.profile_step(profiled, steps=5 if args.quick else 50)}
+    results["openblas_unset"] = None
+    if any(os.environ.get(name) for name in OPENBLAS_VARIABLES) and not args.no_openblas_rerun:
+        results["openblas_unset"] = _rerun_without_openblas_variables(args)
+    results["targets"] = evaluate_targets(results)
+    results["environment"]["load_average_end"] = environment(args.threads)["load_average_start"]
+    results["seconds"] = time.perf_counter() - started
+    paths = report.write(results, args.out, png=not args.no_png)
+    if args.update_readme is not None:
+        report.update_readme(args.update_readme, results)
+    for row in results["targets"]:
+        print(f"  [{'met' if row['met'] else 'NOT MET'}] {row['target']}: {row['value']}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _rerun_without_openblas_variables(args: argparse.Namespace) -> dict[str, Any] | str:
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARIABLES}
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "child.json"
+        child = [sys.executable, "-m", "benchmarks", "--mlp-only-json", str(target), "--threads", str(args.threads),
+                 "--optimizer", args.optimizer, "--rounds", str(args.rounds), "--block-seconds", str(args.block_seconds),
+                 "--sizes", ",".join(map(str, args.sizes)), "--batches", *map(str, args.batches)]
+        root = Path(__file__).resolve().parent.parent
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+        done = subprocess.run(child, env=env, cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"the child run failed: {done.stderr.strip()[-500:]}"
+        return json.loads(target.read_text())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
