@@ -67,6 +67,8 @@ class Residual(Layer):
     """``y = x + f(x)``; δ rule: ``dx = dy + f.backprop(dy)``. ``f`` must keep the shape."""
 
     def __init__(self, body: Layer):
+        if not isinstance(body, Layer):
+            raise TypeError(f"Residual: the body is a {type(body).__name__}, not a Layer")
         self.body = body
 
     def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
@@ -91,6 +93,11 @@ class Concat(Layer):
     """
 
     def __init__(self, *branches: Layer, axis: int = -1):
+        if not branches:
+            raise ValueError("Concat: needs at least one branch")
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, Layer):
+                raise TypeError(f"Concat: branch {i} is a {type(branch).__name__}, not a Layer")
         self.branches = list(branches)
         self.axis = axis
 

@@ -32,6 +32,8 @@ class Parameter:
     __slots__ = ("value", "grad", "state")
 
     def __init__(self, value: Array):
+        if not backend.is_floating(value.dtype):
+            raise TypeError(f"Parameter: a trainable array must be floating-point, got dtype {backend.dtype_name(value.dtype)}")
         self.value = value
         self.grad: Array | None = None
         self.state: dict[str, Array] = {}
@@ -159,6 +161,8 @@ class Layer:
     def to(self, device: "str | Device | None" = None, dtype: str | None = None) -> "Layer":
         """Move (and/or cast) every parameter, gradient, optimizer slot and buffer. Returns self."""
         target = backend.device(device) if device is not None else None
+        if dtype is not None and dtype not in backend.DTYPES:
+            raise ValueError(f"{type(self).__name__}.to: dtype must be one of {backend.DTYPES}, got {dtype!r}")
         for _, p in self.named_parameters():
             dev = target or p.device
             p.value = dev.send(p.value, dtype)

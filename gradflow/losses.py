@@ -69,13 +69,15 @@ class Loss:
             raise ValueError(f"{self._name()}: expected an output with a batch axis, got a 0-d array")
         return backend.namespace(output)
 
-    def _check_same_shape(self, output: Array, target: Array) -> None:
+    def _check_same_shape(self, output: Array, target: Array) -> Array:
+        """The target, checked and cast to the output's dtype (so value and δ keep that dtype)."""
         if tuple(output.shape) != tuple(target.shape):
             raise ValueError(
                 f"{self._name()}: expected target of shape {tuple(output.shape)} (the output's), got {tuple(target.shape)}"
             )
         if not backend.is_floating(target.dtype):
             raise TypeError(f"{self._name()}: expected a floating-point target, got {backend.dtype_name(target.dtype)}")
+        return target if target.dtype == output.dtype else backend.namespace(target).astype(target, output.dtype)
 
     def _check_finite(self, value: Array, output: Array, xp: Any) -> None:
         if bool(xp.isfinite(value)):
@@ -101,7 +103,7 @@ class MSE(Loss):
     """Mean squared error ``L = mean((y − t)²)`` over every element; δ = ``2(y − t)/n``."""
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         return r * r, 2.0 * r, _size(output)
 
@@ -110,7 +112,7 @@ class L1(Loss):
     """Mean absolute error ``L = mean|y − t|``; δ = ``sign(y − t)/n`` (0 at y = t)."""
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         return xp.abs(r), xp.sign(r), _size(output)
 
@@ -125,7 +127,7 @@ class Huber(Loss):
         self.delta = float(delta)
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         a = xp.abs(r)
         quadratic = a <= self.delta
@@ -140,7 +142,7 @@ class BCEWithLogits(Loss):
     """
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         if self.validate and bool(xp.any((target < 0) | (target > 1))):
             raise ValueError(f"{self._name()}: targets must lie in [0, 1]")
         z = output

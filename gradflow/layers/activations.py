@@ -136,11 +136,23 @@ class GELU(_Elementwise):
         return f"approximate={self.approximate!r}"
 
 
-class Softmax(_Elementwise):
-    """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
+class _AlongAxis(_Elementwise):
+    """Softmax-like layers: normalise along ``axis``, which the input must have (non-empty)."""
 
     def __init__(self, axis: int = -1):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"{type(self).__name__}: axis must be an int, got {axis!r}")
         self.axis = axis
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x)
+        if not -x.ndim <= self.axis < x.ndim or x.shape[self.axis] == 0:
+            raise ValueError(f"{self.describe()}: expected input with entries along axis {self.axis}, got shape {tuple(x.shape)}")
+        return self._forward(x, backend.namespace(x))
+
+
+class Softmax(_AlongAxis):
+    """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
 
     def _forward(self, x, xp):
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
@@ -152,11 +164,8 @@ class Softmax(_Elementwise):
         return f"axis={self.axis}"
 
 
-class LogSoftmax(_Elementwise):
+class LogSoftmax(_AlongAxis):
     """``y = x − logsumexp(x)`` along ``axis``; δ: ``dx = dy − softmax(x) Σ_j dy_j``."""
-
-    def __init__(self, axis: int = -1):
-        self.axis = axis
 
     def _forward(self, x, xp):
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
