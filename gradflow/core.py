@@ -95,7 +95,8 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def __call__(self, x: Array, train: bool | None = None, **kwargs: Any) -> tuple[Array, Backprop]:
-        return self.forward(x, self.training if train is None else train, **kwargs)
+        y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+        return y, _delta_checked(self, y, backprop)
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
         """Inference: eval-mode output, nothing kept for backward."""
@@ -301,6 +302,39 @@ def check_input(
             f"{layer.describe()}: expected {what} with {features} features on axis {axis}, "
             f"got shape {tuple(x.shape)}"
         )
+
+
+def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
+    """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
+    δ raises before any gradient is touched (and never broadcasts into a wrong one). Outputs
+    that are not single arrays (tuples with states) are handed on unchecked."""
+    if not backend.is_array(y):
+        return backprop
+    shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
+
+    def checked(dy: Array) -> Array:
+        if type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype or dy.device != device:
+            _delta_error(layer, dy, y)
+        return backprop(dy)
+
+    return checked
+
+
+def _delta_error(layer: Layer, dy: Any, y: Array) -> None:
+    if not backend.is_array(dy):
+        raise TypeError(f"{layer.describe()}: backprop expected a δ array, got {type(dy).__name__}")
+    if not backend.same_device(dy, y):
+        raise DeviceError(
+            f"{layer.describe()}: backprop expected a δ on device {_device_name(y)} (the output's), got one on {_device_name(dy)}"
+        )
+    if tuple(dy.shape) != tuple(y.shape):
+        raise ValueError(
+            f"{layer.describe()}: backprop expected a δ of shape {tuple(y.shape)} (the forward output's), got {tuple(dy.shape)}"
+        )
+    raise TypeError(
+        f"{layer.describe()}: backprop expected a δ of dtype {backend.dtype_name(y.dtype)} (the output's), "
+        f"got {backend.dtype_name(dy.dtype)}"
+    )
 
 
 def _device_name(x: Array) -> str:
