@@ -40,7 +40,7 @@ class Loss:
             value = value * scale
             delta = delta * scale
         if self.validate:
-            self._check_finite(value, output, xp)
+            self._check_finite(value, output, xp, target)
         return value, delta
 
     def value(self, output: Array, target: Any) -> Array:
@@ -79,7 +79,7 @@ class Loss:
             raise TypeError(f"{self._name()}: expected a floating-point target, got {backend.dtype_name(target.dtype)}")
         return target if target.dtype == output.dtype else backend.namespace(target).astype(target, output.dtype)
 
-    def _check_finite(self, value: Array, output: Array, xp: Any) -> None:
+    def _check_finite(self, value: Array, output: Array, xp: Any, target: Any = None) -> None:
         if bool(xp.isfinite(value)):
             return
         bad = ~xp.isfinite(output)
@@ -90,7 +90,13 @@ class Loss:
                 f"{self._name()}: the model output contains NaN or Inf (first at index {first}); "
                 "lower the learning rate, clip gradients, or use gradflow's anomaly mode to find the layer"
             )
-        raise FloatingPointError(f"{self._name()}: the loss is not finite although the output is; check the target")
+        if target is not None and backend.is_floating(target.dtype) and not bool(xp.all(xp.isfinite(target))):
+            raise FloatingPointError(f"{self._name()}: the loss is not finite although the output is; check the target")
+        largest = backend.to_float(xp.max(xp.abs(output)))
+        raise FloatingPointError(
+            f"{self._name()}: the loss overflowed although the model output is finite (largest |output| {largest:.3g}); "
+            "the model is diverging: lower the learning rate or clip gradients"
+        )
 
     def _compute(self, output: Array, target: Array, xp: Any) -> tuple[Array, Array, int]:
         raise NotImplementedError
