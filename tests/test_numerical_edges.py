@@ -9,6 +9,7 @@ import pytest
 import gradflow as gf
 from gradflow import backend, layers as L, losses
 from tests.cases import layer_cases
+from tests.test_bad_input import _send
 
 DTYPES = ["float32", "float64"]
 EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, -1e4]])
@@ -88,8 +89,7 @@ def _forward_backward(case, device, x_host, dtype):
     layer = case.make().to(device, dtype)
     if case.before_forward:
         case.before_forward(layer)
-    kwargs = {k: device.send(v, dtype if np.issubdtype(v.dtype, np.floating) else None) if isinstance(v, np.ndarray) else v
-              for k, v in case.call_kwargs.items()}
+    kwargs = {k: _send(device, v, dtype) for k, v in case.call_kwargs.items()}
     y, backprop = layer(device.send(x_host, dtype), True, **kwargs)
     if not backend.is_array(y):
         pytest.skip(f"{case.name} returns a {type(y).__name__}")

@@ -254,7 +254,8 @@ def registry_examples(draw, name: str):
     rng = np.random.default_rng(draw(seeds))
     x = np.asarray(case.x)
     if x.ndim >= 1 and not _has_batch_arrays(case):  # keyword arrays (masks, states) share the batch
-        x = x[rng.integers(0, x.shape[0], size=draw(st.integers(1, 4)))]
+        # at least two samples: one is a degenerate batch for batch statistics
+        x = x[rng.integers(0, x.shape[0], size=draw(st.integers(2, 5)))]
     if np.issubdtype(x.dtype, np.floating):
         x = x + rng.normal(size=x.shape) * 0.01 * max(float(np.std(x)), 1e-3)
     return Example(case.make, x, case.reference, case.train, case.call_kwargs, case.before_forward,
