@@ -259,11 +259,11 @@ def registry_examples(draw, name: str):
     if np.issubdtype(x.dtype, np.floating):
         x = x + rng.normal(size=x.shape) * 0.01 * max(float(np.std(x)), 1e-3)
     return Example(case.make, x, case.reference, case.train, case.call_kwargs, case.before_forward,
-                   case.check_input_gradient, case.parity, case.noncontiguous, min(case.max_full, 128))
+                   case.check_input_gradient, case.parity, case.noncontiguous, min(case.max_full, 24))
 
 
 @pytest.mark.parametrize("name", FALLBACK)
-@_settings(4)
+@_settings(3)
 @given(data=st.data())
 def test_layer_properties_on_registry_cases_with_drawn_batches(name, data):
     _run(data.draw(registry_examples(name), label=name))
