@@ -21,3 +21,10 @@ __all__ = [
     "Device", "DeviceError", "device", "devices", "to_numpy",
     "Concat", "Residual", "Sequential", "Buffer", "Layer", "Parameter", "seed",
 ]
+
+# Training: fit/evaluate/predict, metrics, callbacks, checkpoints, diagnostics (gradflow.plot,
+# gradflow.cli and gradflow.sklearn are imported on use: they need optional packages).
+from . import callbacks, checkpoint, diagnostics, metrics, train  # noqa: E402
+from .checkpoint import load, save  # noqa: E402
+
+__all__ += ["callbacks", "checkpoint", "diagnostics", "metrics", "train", "load", "save"]

@@ -590,10 +590,10 @@ def to_float(x: Array) -> float:
 
 def same_device(a: Array, b: Array) -> bool:
     """True when two arrays are of the same library and on the same device."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return True  # subclasses too: np.memmap weights (unpickled with mmap_mode) are host arrays
     if type(a) is not type(b):
         return False
-    if isinstance(a, np.ndarray):
-        return True
     return a.device == b.device
 
 
@@ -674,6 +674,67 @@ def _scatter_add_rows_one_hot(target: Array, indices: Array, values: Array) -> A
         one_hot = xp.astype(indices[None, :] == ids[:, None], target.dtype)
         target[start:stop, ...] += one_hot @ values
     return target
+
+
+def window_count(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """How many windows of ``kernel`` taps (spaced ``dilation`` apart) fit in ``size`` at ``stride``."""
+    span = dilation * (kernel - 1) + 1
+    return 0 if size < span else (size - span) // stride + 1
+
+
+def sliding_windows(
+    x: Array,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    *,
+    axis: int | None = None,
+    portable: bool = False,
+) -> Array:
+    """Every window over ``d = len(kernel)`` consecutive axes of ``x``, as one array to read from.
+
+    The windowed axes are ``axis, ..., axis + d − 1`` (default: the last d). For x of shape
+    (*A, S_1..S_d, *B) returns (*A, k_1..k_d, O_1..O_d, *B) with
+    ``out[a, i_1..i_d, o_1..o_d, b] = x[a, o_1 s_1 + i_1 δ_1, ..., o_d s_d + i_d δ_d, b]``
+    (s = stride, δ = dilation, O from :func:`window_count`). NumPy, CuPy and torch give a
+    strided view of ``x`` without copying (never write to it); elsewhere (or with
+    ``portable=True``) the windows are gathered with one basic slice per kernel offset, which
+    the tests run on every device.
+    """
+    d = len(kernel)
+    first = x.ndim - d if axis is None else (axis % x.ndim)
+    lead, trail = tuple(x.shape[:first]), tuple(x.shape[first + d:])
+    spatial = tuple(x.shape[first:first + d])
+    out = tuple(window_count(n, k, s, r) for n, k, s, r in zip(spatial, kernel, stride, dilation))
+    shape = lead + tuple(kernel) + out + trail
+    if 0 in out:
+        raise ValueError(f"sliding_windows: axes {spatial} are smaller than the dilated kernel {tuple(kernel)} "
+                         f"(dilation {tuple(dilation)})")
+
+    def window_strides(strides: Sequence[int]) -> tuple[int, ...]:
+        # A kernel step moves δ entries along its axis, an output step s entries.
+        axis_strides = strides[first:first + d]
+        return (tuple(strides[:first]) + tuple(t * r for t, r in zip(axis_strides, dilation))
+                + tuple(t * s for t, s in zip(axis_strides, stride)) + tuple(strides[first + d:]))
+
+    if not portable:
+        if isinstance(x, np.ndarray):
+            return np.lib.stride_tricks.as_strided(x, shape, window_strides(x.strides), writeable=False)
+        if array_api_compat.is_cupy_array(x):
+            import cupy
+
+            return cupy.lib.stride_tricks.as_strided(x, shape, window_strides(x.strides))
+        if array_api_compat.is_torch_array(x):
+            return x.as_strided(shape, window_strides(x.stride()), x.storage_offset())
+    import itertools
+
+    xp = namespace(x)
+    pieces = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(i * r, i * r + s * (o - 1) + 1, s)
+                      for i, r, s, o in zip(offset, dilation, stride, out))
+        pieces.append(x[(*(slice(None),) * first, *index, ...)])
+    return xp.reshape(xp.stack(pieces, axis=first), shape)
 
 
 def erf(x: Array, *, portable: bool = False) -> Array:

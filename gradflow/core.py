@@ -19,6 +19,29 @@ from . import backend
 from .backend import Array, Device, DeviceError
 
 Backprop = Callable[[Array], Array]
+CallHook = Callable[["Layer", Array, Any, Backprop], Backprop]
+
+# Observers of every layer call (diagnostics, anomaly mode). Empty in normal use, so a layer
+# call costs one extra truthiness check. See :func:`add_call_hook`.
+_CALL_HOOKS: list[CallHook] = []
+
+
+def add_call_hook(hook: CallHook) -> Callable[[], None]:
+    """Observe every ``layer(x, train)`` call: ``hook(layer, x, y, backprop) -> backprop``.
+
+    The hook runs after the layer's forward and returns the backprop to hand on (the same one,
+    or a wrapper that looks at the δs and gradients). Hooks see every layer, containers
+    included, inner layers before the containers that hold them; ``layer.predict`` does not
+    go through hooks. Returns a function that removes the hook. Used by
+    :mod:`gradflow.diagnostics` (gradient flow, anomaly mode) instead of patching layers.
+    """
+    _CALL_HOOKS.append(hook)
+
+    def remove() -> None:
+        if hook in _CALL_HOOKS:
+            _CALL_HOOKS.remove(hook)
+
+    return remove
 
 
 class Parameter:
@@ -96,6 +119,9 @@ class Layer:
 
     def __call__(self, x: Array, train: bool | None = None, **kwargs: Any) -> tuple[Array, Backprop]:
         y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+        if _CALL_HOOKS:
+            for hook in tuple(_CALL_HOOKS):
+                backprop = hook(self, x, y, backprop)
         return y, _delta_checked(self, y, backprop)
 
     def predict(self, x: Array, **kwargs: Any) -> Array:

@@ -1,45 +1,110 @@
 """fit / evaluate / predict.
 
     history = fit(model, SoftmaxCrossEntropy(), Adam(model, lr=1e-3), (x_train, y_train),
-                  epochs=10, batch_size=64, validation=(x_test, y_test))
+                  epochs=10, batch_size=64, validation=(x_test, y_test),
+                  metrics=["accuracy", "f1"], callbacks=[EarlyStopping(patience=3)])
+    history["val_accuracy"][-1]
 
-Losses are summed on the device during an epoch and fetched once at its end, so a training
-step has no hidden device-to-host sync.
+A training step is forward, loss value and δ, zero the gradients, backprop, optimizer step. It
+has no device-to-host synchronisation of its own: the loss and the metrics are summed on the
+device and fetched together once per epoch (one transfer). Only what you ask for syncs inside an
+epoch: a callback that reads the loss per step (TerminateOnNaN, the progress bar's refresh every
+half second), or anomaly mode.
+
+The loss's own checks (labels in range, finite output) run on the first batch of every ``fit``
+and ``evaluate`` call; later batches skip them, because each costs a sync. A NaN loss is caught
+at the end of the epoch (training stops with a warning); add ``TerminateOnNaN()`` to stop at
+the exact step, and use :func:`gradflow.diagnostics.detect_anomaly` to find the layer.
 """
 
 from __future__ import annotations
 
-import sys
-import time
+import copy
+import math
+import os
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import backend
+from . import metrics as _metrics
 from .backend import Array, Device
+from .callbacks import Callback, History, TrainingState
 from .core import Layer
 from .data import BatchIterator
 from .losses import Loss
+from .progress import Progress, resolve_verbose
+
+__all__ = ["fit", "evaluate", "predict", "History"]
+
+_HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward", "on_batch_end",
+          "on_epoch_end", "on_train_end")
 
 
-class History(dict):
-    """Per-epoch values by name: ``history["loss"]``, ``history["val_accuracy"]``..."""
-
-    def last(self, name: str) -> float:
-        return self[name][-1]
-
-
-def _batches(data: Any, batch_size: int, device: Device, shuffle: bool, seed: int) -> BatchIterator:
+def _batches(data: Any, batch_size: int, model: Layer, shuffle: bool, seed: int) -> BatchIterator:
+    """``data`` as batches on the model's device, float inputs in the model's dtype."""
+    device = _model_device(model)
     if isinstance(data, BatchIterator):
         return data.to(device)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return BatchIterator(data[0], data[1], batch_size, shuffle=shuffle, seed=seed, device=device)
+        return BatchIterator(data[0], data[1], batch_size, shuffle=shuffle, seed=seed, device=device,
+                             dtype=_model_dtype(model))
     raise TypeError("data must be a BatchIterator or an (x, y) pair of arrays")
 
 
 def _model_device(model: Layer) -> Device:
     dev = model.device
     return dev if dev is not None else backend.device("cpu")
+
+
+def _model_dtype(model: Layer) -> str:
+    dtype = model.dtype
+    return backend.dtype_name(dtype) if dtype is not None else backend.DEFAULT_DTYPE
+
+
+def _unchecked(loss: Loss) -> Loss:
+    """The same loss without its per-call host checks (each is a device-to-host sync)."""
+    if getattr(loss, "validate", False):
+        fast = copy.copy(loss)
+        fast.validate = False
+        return fast
+    return loss
+
+
+def _fresh(metric: "str | _metrics.Metric") -> _metrics.Metric:
+    """A separate instance for validation, so training and validation totals never mix."""
+    return copy.deepcopy(metric) if isinstance(metric, _metrics.Metric) else _metrics.get(metric)
+
+
+def _split(data: Any, validation_split: float) -> tuple[Any, Any]:
+    """The last ``validation_split`` of an (x, y) pair, taken before any shuffling (as Keras does)."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("fit: validation_split needs data as an (x, y) pair of host arrays, not a BatchIterator")
+    x, y = data
+    n = len(x)
+    cut = int(n * (1.0 - validation_split))
+    if cut <= 0 or cut >= n:
+        raise ValueError(f"fit: validation_split={validation_split} leaves no training or no validation samples ({n} in all)")
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+class _Dispatch:
+    """Calls a hook on the callbacks that override it (the others cost nothing per step)."""
+
+    def __init__(self, callbacks: Sequence[Callback]):
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"fit: callbacks must be Callback instances, got {type(callback).__name__}")
+        self.by_hook = {
+            hook: [getattr(cb, hook) for cb in callbacks if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            for hook in _HOOKS
+        }
+
+    def __call__(self, hook: str, *args: Any) -> None:
+        for method in self.by_hook[hook]:
+            method(*args)
 
 
 def fit(
@@ -51,77 +116,198 @@ def fit(
     *,
     batch_size: int = 32,
     validation: Any = None,
+    validation_split: float = 0.0,
+    validation_batch_size: int | None = None,
+    metrics: Sequence["str | _metrics.Metric"] | None = None,
+    callbacks: Sequence[Callback] | None = None,
     seed: int = 0,
-    verbose: bool = True,
+    shuffle: bool = True,
+    verbose: Any = "auto",
+    initial_epoch: int = 0,
+    resume: "str | os.PathLike | None" = None,
 ) -> History:
-    """Train ``model`` for ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
+    """Train ``model`` until epoch ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
 
-    Each step: forward in train mode, loss value and δ, zero the gradients, backprop, optimizer
-    step. Returns the per-epoch history (loss, and val_loss/val_accuracy with ``validation``).
+    validation: an (x, y) pair or BatchIterator evaluated after every epoch (``val_*`` logs), or
+    ``validation_split`` (a fraction of an (x, y) pair, the last samples, taken before shuffling).
+    metrics: names or :class:`gradflow.metrics.Metric` objects, computed on the training batches
+    and on the validation data (default: validation accuracy when the labels are integers).
+    callbacks: see :mod:`gradflow.callbacks`. verbose: 0, 1, 2 or "auto" (see
+    :mod:`gradflow.progress`). resume: a checkpoint written by ``ModelCheckpoint`` or
+    :func:`gradflow.save` with ``data``; model, optimizer, data order, RNG states, history and
+    callback states are restored and training continues after the saved epoch, giving the same
+    weights as an uninterrupted run. initial_epoch: the epoch to start at without a checkpoint.
+
+    Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
+    (the learning rate of the epoch's last step).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
+    if validation_split and validation is not None:
+        raise ValueError("fit: give validation data or validation_split, not both")
+    if validation_split:
+        data, validation = _split(data, validation_split)
     device = _model_device(model)
-    batches = _batches(data, batch_size, device, shuffle=True, seed=seed)
-    history = History(loss=[])
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        model.train()
-        total: Array | None = None
-        seen = 0
-        with device:
-            for xb, yb in batches:
-                output, backprop = model(xb, train=True)
-                value, delta = loss(output, yb)
-                optimizer.zero_grad()
-                backprop(delta)
-                optimizer.step()
-                weighted = value * xb.shape[0]
-                total = weighted if total is None else total + weighted
-                seen += xb.shape[0]
-        history["loss"].append(backend.to_float(total) / max(seen, 1))
-        if validation is not None:
-            for name, value in evaluate(model, loss, validation, batch_size=max(batch_size, 256)).items():
-                history.setdefault(f"val_{name}", []).append(value)
-        if verbose:
-            parts = [f"epoch {epoch + 1}/{epochs}"]
-            parts += [f"{name} {values[-1]:.4f}" for name, values in history.items()]
-            parts.append(f"({time.perf_counter() - started:.2f}s)")
-            print("  ".join(parts), file=sys.stdout, flush=True)
+    batches = _batches(data, batch_size, model, shuffle=shuffle, seed=seed)
+    callbacks = list(callbacks or [])
+    level = resolve_verbose(verbose)
+    display = [Progress(level)] if level else []
+    dispatch = _Dispatch(callbacks + display)
+    train_metrics = [_metrics.get(m) for m in metrics] if metrics is not None else []
+    history = History()
+    step = 0
+    if resume is not None:
+        from .checkpoint import load
+
+        checkpoint = load(resume, model, optimizer, data=batches, callbacks=callbacks)
+        if checkpoint.metadata["rng"].get("data") is None:
+            warnings.warn(f"fit: {resume} holds no data-iterator state; the shuffling order will differ "
+                          "from an uninterrupted run", RuntimeWarning, stacklevel=2)
+        history = checkpoint.history
+        initial_epoch = int(checkpoint.epoch or 0)
+        step = int(checkpoint.step or 0)
+    state = TrainingState(model=model, optimizer=optimizer, loss=loss, data=batches, history=history,
+                          epochs=epochs, steps_per_epoch=len(batches), epoch=initial_epoch, step=step,
+                          first_step=step, callbacks=callbacks, train_metrics=train_metrics)
+    schedule = getattr(optimizer, "schedule", None)
+    observer = schedule if callable(getattr(schedule, "observe", None)) else None
+    eval_size = validation_batch_size or max(batch_size, 256)
+    try:
+        dispatch("on_train_begin", state)
+        for epoch in range(initial_epoch, epochs):
+            state.epoch, state.batch = epoch, 0
+            model.train()
+            for metric in train_metrics:
+                metric.reset()
+            dispatch("on_epoch_begin", state)
+            total, seen = _train_epoch(state, device, dispatch)
+            lr = _last_lr(optimizer)
+            fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
+            logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
+            logs.update(fetched)
+            if validation is not None:
+                results = evaluate(model, loss, validation, batch_size=eval_size,
+                                   metrics=[_fresh(m) for m in metrics] if metrics is not None else None)
+                logs.update({f"val_{name}": value for name, value in results.items()})
+            logs["lr"] = lr
+            if not math.isfinite(logs["loss"]) and not state.stop_training:
+                reason = (f"fit: the training loss of epoch {epoch + 1} is {logs['loss']}; training stopped. Add "
+                          "callbacks=[TerminateOnNaN()] to stop at the first bad step, and run a step under "
+                          "gradflow.diagnostics.detect_anomaly(model) to find the layer")
+                warnings.warn(reason, RuntimeWarning, stacklevel=2)
+                state.stop(reason)
+            if observer is not None:
+                monitor = getattr(observer, "monitor", None) or "val_loss"
+                if monitor not in logs:
+                    raise KeyError(f"fit: the optimizer's schedule monitors {monitor!r}, which is not among the logs "
+                                   f"({', '.join(sorted(logs))}); give validation data or change its monitor")
+                observer.observe(logs[monitor])
+            history.append(epoch + 1, logs)
+            dispatch("on_epoch_end", state, logs)
+            if state.stop_training:
+                break
+        history.stop_reason = state.stop_reason
+        dispatch("on_train_end", state)
+    finally:
+        for callback in callbacks + display:
+            callback.close()
     model.eval()
     return history
 
 
-def evaluate(model: Layer, loss: Loss | None, data: Any, *, batch_size: int = 256) -> dict[str, float]:
-    """Mean loss (when ``loss`` is given) and, for integer labels, accuracy over ``data``."""
-    device = _model_device(model)
-    batches = _batches(data, batch_size, device, shuffle=False, seed=0)
-    total_loss: Array | None = None
-    correct: Array | None = None
+def _last_lr(optimizer: Any) -> float:
+    """The learning rate of the optimizer's most recent step (its current lr before any step)."""
+    schedule = getattr(optimizer, "schedule", None)
+    if schedule is not None and optimizer.step_count > 0:
+        return float(schedule(optimizer.step_count - 1))
+    return float(optimizer.lr)
+
+
+def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> tuple[Array | None, int]:
+    """One pass over the batches; returns the loss summed over samples (on the device) and the
+    number of samples. Nothing is fetched here."""
+    model, loss, optimizer = state.model, state.loss, state.optimizer
+    fast_loss = _unchecked(loss)
+    step_loss = loss if state.step == state.first_step else fast_loss
+    total: Array | None = None
     seen = 0
+    with device:
+        for batch, (xb, yb) in enumerate(state.data):
+            state.batch = batch
+            try:
+                dispatch("on_batch_begin", state)
+                output, backprop = model(xb, train=True)
+                value, delta = step_loss(output, yb)
+                step_loss = fast_loss
+                optimizer.zero_grad()
+                backprop(delta)
+                dispatch("on_after_backward", state)
+                optimizer.step()
+            except Exception as error:
+                if hasattr(error, "add_note"):
+                    error.add_note(f"(in fit: epoch {state.epoch + 1}, batch {batch + 1}, step {state.step})")
+                raise
+            weighted = value * xb.shape[0]
+            total = weighted if total is None else total + weighted
+            seen += xb.shape[0]
+            for metric in state.train_metrics:
+                metric.update(output, yb)
+            dispatch("on_batch_end", state, value)
+            state.step += 1
+            if state.stop_training:
+                break
+    return total, seen
+
+
+def evaluate(
+    model: Layer,
+    loss: Loss | None,
+    data: Any,
+    *,
+    batch_size: int = 256,
+    metrics: Sequence["str | _metrics.Metric"] | None = None,
+) -> dict[str, float]:
+    """Mean loss (when ``loss`` is given) and metrics over ``data``, fetched in one transfer.
+
+    Default metrics: accuracy when the labels are integers and the output has a class axis.
+    """
+    device = _model_device(model)
+    batches = _batches(data, batch_size, model, shuffle=False, seed=0)
+    chosen = [_metrics.get(m) for m in metrics] if metrics is not None else None
+    for metric in chosen or []:
+        metric.reset()
+    total_loss: Array | None = None
+    seen = 0
+    checked = loss
     with device:
         for xb, yb in batches:
             output = model.predict(xb)
-            xp = backend.namespace(output)
-            if loss is not None:
-                weighted = loss.value(output, yb) * xb.shape[0]
+            if chosen is None:
+                xp = backend.namespace(output)
+                is_labels = xp.isdtype(yb.dtype, "integral") and output.ndim == yb.ndim + 1
+                chosen = [_metrics.Accuracy()] if is_labels else []
+            if checked is not None:
+                weighted = checked.value(output, yb) * xb.shape[0]
                 total_loss = weighted if total_loss is None else total_loss + weighted
-            if xp.isdtype(yb.dtype, "integral") and output.ndim == yb.ndim + 1:
-                hits = xp.sum(xp.astype(xp.argmax(output, axis=-1) == yb, xp.int64))
-                correct = hits if correct is None else correct + hits
+                checked = _unchecked(loss)
+            for metric in chosen:
+                metric.update(output, yb)
             seen += xb.shape[0]
-    results = {}
-    if total_loss is not None:
-        results["loss"] = backend.to_float(total_loss) / max(seen, 1)
-    if correct is not None:
-        results["accuracy"] = backend.to_float(correct) / max(seen, 1)
+    fetched = _metrics.fetch(chosen or [], extra=[total_loss] if total_loss is not None else [])
+    extra = fetched.pop("extra")
+    results: dict[str, float] = {}
+    if extra:
+        results["loss"] = extra[0] / max(seen, 1)
+    results.update(fetched)
     return results
 
 
 def predict(model: Layer, x: Any, *, batch_size: int = 256) -> np.ndarray:
     """Model outputs for host inputs ``x``, batched, returned as a host NumPy array."""
     device = _model_device(model)
-    batches = BatchIterator(x, None, batch_size, shuffle=False, device=device)
+    batches = BatchIterator(x, None, batch_size, shuffle=False, device=device, dtype=_model_dtype(model))
     with device:
         outputs = [backend.to_numpy(model.predict(xb)) for xb in batches]
     return np.concatenate(outputs, axis=0)

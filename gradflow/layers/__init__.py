@@ -7,3 +7,14 @@ __all__ = [
     "ELU", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "Sigmoid", "SiLU", "Softmax", "Tanh",
     "Flatten", "Identity", "Linear", "Reshape",
 ]
+
+# Vision: convolutions, pooling, batch and group normalisation (channels first, as PyTorch).
+from .batch_norm import BatchNorm1d, BatchNorm2d
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
+from .group_norm import GroupNorm
+from .pool import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
+
+__all__ += [
+    "BatchNorm1d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "GroupNorm",
+    "AvgPool1d", "AvgPool2d", "GlobalAvgPool", "MaxPool1d", "MaxPool2d",
+]

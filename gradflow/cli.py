@@ -1,0 +1,432 @@
+"""The ``gradflow`` command (also ``python -m gradflow``).
+
+    gradflow train --model mlp --dataset digits --epochs 20 --plots runs/digits
+    gradflow train --epochs 40 --checkpoint run.safetensors --resume run.safetensors
+    gradflow info
+    gradflow gradcheck
+
+``train`` fits one of the built-in models (mlp, cnn, gru) on a bundled dataset (digits, mnist1d),
+holding out ``--validation-split`` of the training set for the per-epoch ``val_*`` numbers and
+reporting the test set at the end. ``info`` prints versions, devices (and why CUDA is missing),
+array libraries and BLAS. ``gradcheck`` runs :func:`gradflow.testing.check_layer` over the
+built-in layers on every device here and prints a layer x device table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import __version__, backend
+from .backend import Array
+from .core import Backprop, Layer, check_input
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine", "onecycle", "step", "plateau")
+MODELS = ("mlp", "cnn", "gru")
+DATASETS = ("digits", "mnist1d")
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class LastTimeStep(Layer):
+    """(N, T, H) -> (N, H): the last time step of a sequence (a 2-D input passes through).
+
+    δ rule: ``dx[:, -1] = dy``, zeros at the other steps.
+    """
+
+    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        check_input(self, x, ndim=(2, 3))
+        if x.ndim == 2:
+            return x, lambda dy: dy
+        xp = backend.namespace(x)
+        steps = x.shape[1]
+        y = x[:, -1, :]
+
+        def backprop(dy: Array) -> Array:
+            zeros = xp.zeros((dy.shape[0], steps - 1, dy.shape[1]), dtype=dy.dtype, device=dy.device)
+            return xp.concat([zeros, dy[:, None, :]], axis=1)
+
+        return y, backprop
+
+
+def _layer(name: str, model: str) -> Any:
+    """A layer class from gradflow.layers, with a clear message when this installation lacks it."""
+    from . import layers
+
+    found = getattr(layers, name, None)
+    if found is None:
+        raise SystemExit(f"gradflow train: the {model} model needs gradflow.layers.{name}, which this installation "
+                         f"does not have yet; use --model mlp")
+    return found
+
+
+def _flat_size(stack: Layer, sample_shape: tuple[int, ...]) -> int:
+    """Feature count of ``stack``'s output for one sample (a dry forward pass on zeros)."""
+    y = stack.predict(backend.device("cpu").send(np.zeros((1, *sample_shape)), "float32"))
+    return int(np.prod(y.shape[1:]))
+
+
+def build_model(name: str, sample_shape: tuple[int, ...], classes: int, seed: int = 0) -> Layer:
+    """The built-in models. mlp: two hidden ReLU layers of 128. cnn: two conv blocks (Conv2d for
+    images (C, H, W), Conv1d for sequences (C, L)) then a linear classifier. gru: a GRU over the
+    sequence (T, features), its last step, then a linear classifier."""
+    from . import layers as L
+    from .containers import Sequential
+
+    if name == "mlp":
+        width = int(np.prod(sample_shape))
+        front: list[Layer] = [L.Flatten()] if len(sample_shape) > 1 else []
+        return Sequential(*front, L.Linear(width, 128, init="he_normal", rng=seed), L.ReLU(),
+                          L.Linear(128, 128, init="he_normal", rng=seed + 1), L.ReLU(),
+                          L.Linear(128, classes, rng=seed + 2))
+    if name == "cnn":
+        try:
+            if len(sample_shape) == 3:
+                Conv, Pool = _layer("Conv2d", "cnn"), _layer("MaxPool2d", "cnn")
+                features = Sequential(Conv(sample_shape[0], 16, 3, padding=1, rng=seed), L.ReLU(), Pool(2),
+                                      Conv(16, 32, 3, padding=1, rng=seed + 1), L.ReLU(), L.Flatten())
+            elif len(sample_shape) == 2:
+                Conv = _layer("Conv1d", "cnn")
+                features = Sequential(Conv(sample_shape[0], 16, 5, padding=2, rng=seed), L.ReLU(),
+                                      Conv(16, 32, 5, stride=2, padding=2, rng=seed + 1), L.ReLU(), L.Flatten())
+            else:
+                raise SystemExit(f"gradflow train: the cnn model needs (C, H, W) or (C, L) samples, got {sample_shape}")
+        except TypeError as error:
+            raise SystemExit(f"gradflow train: the conv layers do not take the arguments the cnn model passes "
+                             f"(in, out, kernel_size, stride=, padding=, rng=): {error}") from None
+        return Sequential(*features.layers, L.Linear(_flat_size(features, sample_shape), classes, rng=seed + 2))
+    if name == "gru":
+        if len(sample_shape) != 2:
+            raise SystemExit(f"gradflow train: the gru model needs (T, features) samples, got {sample_shape}")
+        GRU = _layer("GRU", "gru")
+        try:
+            recurrent = Sequential(GRU(sample_shape[1], 64, rng=seed), LastTimeStep())
+        except TypeError as error:
+            raise SystemExit(f"gradflow train: GRU does not take the arguments the gru model passes "
+                             f"(input_size, hidden_size, rng=): {error}") from None
+        return Sequential(*recurrent.layers, L.Linear(_flat_size(recurrent, sample_shape), classes, rng=seed + 1))
+    raise SystemExit(f"gradflow train: unknown model {name!r}; choose from {', '.join(MODELS)}")
+
+
+def load_dataset(name: str, model: str, seed: int = 0) -> Any:
+    """The bundled dataset shaped for the model: flat for mlp, channels first for cnn,
+    (T, features) sequences for gru."""
+    from . import datasets
+
+    if name == "digits":
+        split = datasets.digits(images=model == "cnn", seed=seed)
+        if model == "gru":
+            split = split._replace(x_train=split.x_train.reshape(-1, 8, 8), x_test=split.x_test.reshape(-1, 8, 8))
+        return split
+    if name == "mnist1d":
+        split = datasets.mnist1d(channels=model == "cnn")
+        if model == "gru":
+            split = split._replace(x_train=split.x_train[:, :, None], x_test=split.x_test[:, :, None])
+        return split
+    raise SystemExit(f"gradflow train: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> Any:
+    from . import optim
+
+    classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
+               "adagrad": optim.Adagrad}
+    extra = {"momentum": 0.9} if name == "sgd" else {}
+    return classes[name](model, lr=lr, weight_decay=weight_decay, **extra)
+
+
+def build_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, warmup: int) -> Any:
+    from . import optim
+
+    if name == "constant":
+        schedule: Any = lr
+    elif name == "cosine":
+        schedule = optim.CosineAnnealing(lr, total_steps=max(1, total_steps - warmup))
+    elif name == "onecycle":
+        schedule = optim.OneCycle(lr, total_steps=total_steps)
+    elif name == "step":
+        schedule = optim.StepLR(lr, step_size=max(1, total_steps // 3), gamma=0.1)
+    else:
+        schedule = optim.ReduceLROnPlateau(lr, monitor="val_loss", factor=0.5, patience=2)
+    return optim.LinearWarmup(schedule, warmup_steps=warmup) if warmup else schedule
+
+
+# --------------------------------------------------------------------------------------------
+# gradflow train
+# --------------------------------------------------------------------------------------------
+
+# What a checkpoint remembers of the command line, so --resume rebuilds the same run;
+# "horizon" is the epoch count the learning-rate schedule was laid out for.
+_SAVED_ARGS = ("model", "dataset", "optimizer", "lr", "schedule", "warmup", "weight_decay", "batch_size", "seed",
+               "limit", "validation_split", "metrics", "horizon")
+
+
+def _train_parser(commands: Any) -> None:
+    p = commands.add_parser("train", help="train a built-in model on a bundled dataset",
+                            description="Train a built-in model on a bundled dataset and report the test set.")
+    p.add_argument("--model", choices=MODELS, default="mlp")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--epochs", type=int, default=20, help="train until this epoch (default: 20)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps before the schedule")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--validation-split", type=float, default=0.1)
+    p.add_argument("--metrics", default="accuracy", help="comma-separated, e.g. accuracy,f1,top3_accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training samples (smoke tests)")
+    p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
+    p.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (its settings win)")
+    p.add_argument("--plots", default=None, help="write curves.png and gradient_flow.png into this directory")
+    p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N flat epochs")
+    p.add_argument("--verbose", default="auto", help="0, 1, 2 or auto")
+    p.set_defaults(handler=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from . import callbacks as C
+    from . import device
+    from .checkpoint import read
+    from .diagnostics import GradientFlowMonitor
+    from .losses import SoftmaxCrossEntropy
+    from .train import evaluate, fit
+
+    args.horizon = args.epochs
+    if args.resume:
+        saved = read(args.resume).extra.get("cli_args")
+        if saved:
+            for key in _SAVED_ARGS:
+                setattr(args, key, saved[key])
+            print(f"resuming {args.resume}: {', '.join(f'{k}={saved[k]}' for k in _SAVED_ARGS)}")
+    dev = device(args.device)
+    data = load_dataset(args.dataset, args.model, seed=args.seed)
+    x_train, y_train = data.x_train, data.y_train
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    classes = int(max(data.y_train.max(), data.y_test.max())) + 1
+    model = build_model(args.model, tuple(x_train.shape[1:]), classes, seed=args.seed).to(dev)
+    train_count = int(len(x_train) * (1.0 - args.validation_split))
+    steps_per_epoch = -(-train_count // args.batch_size)
+    lr = build_schedule(args.schedule, args.lr, steps_per_epoch * args.horizon, steps_per_epoch, args.warmup)
+    optimizer = build_optimizer(args.optimizer, model, lr, args.weight_decay)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    callbacks: list[Any] = [C.TerminateOnNaN(check_every=max(1, steps_per_epoch))]
+    if args.patience is not None:
+        callbacks.append(C.EarlyStopping(patience=args.patience, restore_best_weights=True))
+    if args.checkpoint:
+        cli_args = {key: getattr(args, key) for key in _SAVED_ARGS}
+        callbacks.append(C.ModelCheckpoint(args.checkpoint, extra={"cli_args": cli_args}))
+    monitor = None
+    if args.plots:
+        monitor = GradientFlowMonitor(every=max(1, steps_per_epoch // 10))
+        callbacks.append(monitor)
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    print(f"gradflow {__version__} on {dev}: {args.model} on {args.dataset}, {train_count} training / "
+          f"{len(x_train) - train_count} validation / {len(data.x_test)} test samples, {args.optimizer} lr {args.lr:g}")
+    started = time.perf_counter()
+    history = fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
+                  batch_size=args.batch_size, validation_split=args.validation_split or 0.0, metrics=metrics,
+                  callbacks=callbacks, seed=args.seed, verbose=verbose, resume=args.resume)
+    results = evaluate(model, SoftmaxCrossEntropy(), (data.x_test, data.y_test), metrics=metrics)
+    shown = "  ".join(f"{name} {value:.4f}" for name, value in results.items())
+    print(f"test {shown} ({time.perf_counter() - started:.1f}s)")
+    if args.plots and history:
+        from . import plot
+
+        paths = [plot.history(history, os.path.join(args.plots, "curves.png"), title=f"{args.model} on {args.dataset}")]
+        if monitor is not None and monitor.record is not None and len(monitor.record):
+            print(monitor.record.summary())
+            paths.append(plot.gradient_flow(monitor.record, os.path.join(args.plots, "gradient_flow.png"),
+                                            title=f"gradient flow: {args.model} on {args.dataset}"))
+        print("plots: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# gradflow info
+# --------------------------------------------------------------------------------------------
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+def info_command(args: argparse.Namespace) -> int:
+    from .testing import available_devices
+
+    print(f"gradflow {__version__}")
+    print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()} {platform.release()})")
+    print("devices:")
+    for name, dev, why in available_devices():
+        if dev is not None:
+            print(f"  {name:<7} available  ({dev.name}{_cuda_names() if name == 'cuda' else ''})")
+        else:
+            print(f"  {name:<7} missing    {why}")
+    print("array libraries:")
+    for module, version in backend.library_versions().items():
+        print(f"  {module:<17} {version}")
+    print("optional packages:")
+    for package in ("safetensors", "tqdm", "matplotlib", "scikit-learn", "mnist1d", "threadpoolctl", "mpi4py"):
+        print(f"  {package:<17} {_package_version(package) or 'not installed'}")
+    print("BLAS:")
+    blas = backend.blas_info()
+    if not blas:
+        print("  unknown (pip install threadpoolctl to see the BLAS NumPy loaded)")
+    for entry in blas:
+        print("  " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    settings = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "CUDA_VISIBLE"))}
+    if settings:
+        print("environment: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+    return 0
+
+
+def _cuda_names() -> str:
+    try:
+        import cupy
+
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(backend.cuda_device_count())]
+        return ": " + ", ".join(names)
+    except Exception:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# gradflow gradcheck
+# --------------------------------------------------------------------------------------------
+
+
+def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, ...], str, dict[str, Any]]]:
+    """(label, factory or None, sample input shape, why skipped, check_layer options) for every
+    built-in layer.
+
+    Layers whose modules are not part of this installation are left out; a layer of
+    gradflow.layers without a known sample input is listed as skipped.
+    """
+    from . import layers as L
+
+    shapes: dict[str, list[tuple[Any, ...]]] = {
+        "Linear": [("Linear(5, 3)", lambda: L.Linear(5, 3, rng=0), (4, 5)),
+                   ("Linear(5, 3, bias=False)", lambda: L.Linear(5, 3, bias=False, rng=0), (4, 5))],
+        "Flatten": [("Flatten()", lambda: L.Flatten(), (3, 2, 4))],
+        "Reshape": [("Reshape(4, 2)", lambda: L.Reshape(4, 2), (3, 8))],
+        "Identity": [("Identity()", lambda: L.Identity(), (3, 4))],
+        "Softmax": [("Softmax()", lambda: L.Softmax(), (3, 5))],
+        "LogSoftmax": [("LogSoftmax()", lambda: L.LogSoftmax(), (3, 5))],
+        "Conv1d": [("Conv1d(2, 3, 3)", lambda: L.Conv1d(2, 3, 3, rng=0), (2, 2, 7))],
+        "Conv2d": [("Conv2d(2, 3, 3)", lambda: L.Conv2d(2, 3, 3, rng=0), (2, 2, 6, 5))],
+        "MaxPool2d": [("MaxPool2d(2)", lambda: L.MaxPool2d(2), (2, 2, 6, 4))],
+        "MaxPool1d": [("MaxPool1d(2)", lambda: L.MaxPool1d(2), (2, 3, 7))],
+        "AvgPool1d": [("AvgPool1d(2)", lambda: L.AvgPool1d(2), (2, 3, 7))],
+        "AvgPool2d": [("AvgPool2d(2)", lambda: L.AvgPool2d(2), (2, 2, 6, 5))],
+        "GlobalAvgPool": [("GlobalAvgPool()", lambda: L.GlobalAvgPool(), (2, 3, 4, 5))],
+        "ConvTranspose1d": [("ConvTranspose1d(2, 3, 3)", lambda: L.ConvTranspose1d(2, 3, 3, rng=0), (2, 2, 5))],
+        "ConvTranspose2d": [("ConvTranspose2d(2, 3, 3)", lambda: L.ConvTranspose2d(2, 3, 3, rng=0), (2, 2, 4, 3))],
+        "BatchNorm1d": [("BatchNorm1d(3), eval mode", lambda: L.BatchNorm1d(3), (4, 3)),
+                        ("BatchNorm1d(3), train mode", lambda: L.BatchNorm1d(3), (4, 3), {"train": True})],
+        "BatchNorm2d": [("BatchNorm2d(3), eval mode", lambda: L.BatchNorm2d(3), (2, 3, 4, 3)),
+                        ("BatchNorm2d(3), train mode", lambda: L.BatchNorm2d(3), (2, 3, 4, 3), {"train": True})],
+        "GroupNorm": [("GroupNorm(2, 4)", lambda: L.GroupNorm(2, 4), (2, 4, 3, 3))],
+        "GRU": [("GRU(3, 4)", lambda: L.GRU(3, 4, rng=0), (2, 5, 3))],
+        "Dropout": [("Dropout(0.5), eval mode", lambda: L.Dropout(0.5), (3, 4))],
+    }
+    elementwise = ("ELU", "GELU", "LeakyReLU", "ReLU", "Sigmoid", "SiLU", "Tanh")
+    cases = []
+    for name in sorted(getattr(L, "__all__", [])):
+        if name in shapes:
+            cases += [(entry[0], entry[1], entry[2], "", entry[3] if len(entry) > 3 else {}) for entry in shapes[name]]
+        elif name in elementwise:
+            cases.append((f"{name}()", getattr(L, name), (3, 4), "", {}))
+        else:
+            cases.append((name, None, (), "no sample input known to gradflow gradcheck", {}))
+    return cases
+
+
+def _sample(shape: tuple[int, ...]) -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal(shape)
+    return np.where(np.abs(x) < 1e-2, 0.5, x)  # keep away from kinks (ReLU at 0)
+
+
+def gradcheck_command(args: argparse.Namespace) -> int:
+    from .testing import available_devices, check_layer
+
+    devices = available_devices()
+    wanted = set(args.devices.split(",")) if args.devices else None
+    columns = [name for name, _, _ in devices if wanted is None or name in wanted]
+    rows = []
+    failures = []
+    for label, factory, shape, why, options in gradcheck_cases():
+        cells = []
+        for name, dev, missing in devices:
+            if name not in columns:
+                continue
+            if dev is None:
+                cells.append("skipped")
+            elif factory is None:
+                cells.append("skipped")
+            else:
+                try:
+                    check_layer(factory, _sample(shape), devices=[dev], **options)
+                    cells.append("ok")
+                except Exception as error:
+                    cells.append("FAIL")
+                    failures.append(f"{label} on {name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+        rows.append((label, cells, why))
+    width = max(len(label) for label, _, _ in rows) + 2
+    print(f"{'layer':<{width}}" + "".join(f"{name:>9}" for name in columns))
+    for label, cells, why in rows:
+        note = f"   ({why})" if why else ""
+        print(f"{label:<{width}}" + "".join(f"{cell:>9}" for cell in cells) + note)
+    for name, dev, missing in devices:
+        if dev is None and name in columns:
+            print(f"{name}: skipped, {missing}")
+    for failure in failures:
+        print(f"FAIL {failure}")
+    return 1 if failures else 0
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradflow", description="gradflow: train, inspect and check.")
+    parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,info,gradcheck}")
+    _train_parser(commands)
+    info = commands.add_parser("info", help="versions, devices, array libraries and BLAS")
+    info.set_defaults(handler=info_command)
+    check = commands.add_parser("gradcheck", help="check every built-in layer on every device here")
+    check.add_argument("--devices", default=None, help="comma-separated subset, e.g. cpu,strict")
+    check.set_defaults(handler=gradcheck_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Checkpoints: safetensors + JSON metadata, atomic writes, clear errors, bit-exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow import backend
+from gradflow import checkpoint as ck
+from gradflow import layers as L
+from gradflow.callbacks import EarlyStopping, ModelCheckpoint
+from gradflow.core import Layer
+from gradflow.data import BatchIterator
+from gradflow.losses import SoftmaxCrossEntropy
+from gradflow.optim import SGD, Adam, CosineAnnealing, LinearWarmup
+from gradflow.train import fit
+
+pytest.importorskip("safetensors")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class GeneratorDropout(Layer):
+    """Inverted dropout whose mask generator is a DeviceRNG attribute (found automatically)."""
+
+    def __init__(self, p: float, seed: int):
+        self.p, self.seed = p, seed
+        self.generator = backend.device("cpu").rng(seed)
+
+    def _moved(self, device, dtype):
+        if device is not None:
+            self.generator = device.rng(self.seed)
+
+    def forward(self, x, train):
+        if not train:
+            return x, lambda dy: dy
+        xp = backend.namespace(x)
+        keep = xp.astype(self.generator.random(x.shape, x.dtype) >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
+        return x * keep, lambda dy: dy * keep
+
+
+class HookDropout(GeneratorDropout):
+    """The same masks, but the generator is kept out of sight of the attribute scan (in a list)
+    and exposed through the documented rng_state/set_rng_state hook instead."""
+
+    def __init__(self, p: float, seed: int):
+        self.p, self.seed = p, seed
+        self._generators = [backend.device("cpu").rng(seed)]
+
+    @property
+    def generator(self):
+        return self._generators[0]
+
+    def _moved(self, device, dtype):
+        if device is not None:
+            self._generators[0] = device.rng(self.seed)
+
+    def rng_state(self):
+        return {"wrapped": self._generators[0].get_state()}
+
+    def set_rng_state(self, state):
+        self._generators[0].set_state(state["wrapped"])
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    x = (np.eye(3, 5)[y] * 2 + rng.normal(scale=0.8, size=(n, 5))).astype(np.float32)
+    return x, y
+
+
+def build(seed=0, dropout=GeneratorDropout):
+    return gf.Sequential(L.Linear(5, 16, rng=seed), L.ReLU(), dropout(0.3, seed=seed + 7), L.Linear(16, 3, rng=seed + 1))
+
+
+def schedule():
+    return LinearWarmup(CosineAnnealing(0.02, total_steps=40), warmup_steps=5)
+
+
+def weights(model):
+    return {k: gf.to_numpy(v).copy() for k, v in model.state_dict().items()}
+
+
+def slots(optimizer):
+    return {k: gf.to_numpy(v).copy() for k, v in optimizer.state_dict()["slots"].items()}
+
+
+def assert_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("dropout", [GeneratorDropout, HookDropout], ids=["generator-attribute", "rng-state-hook"])
+def test_resume_gives_bit_identical_weights_to_an_uninterrupted_run(tmp_path, dropout):
+    x, y = data()
+    loss = SoftmaxCrossEntropy()
+    straight = build(dropout=dropout)
+    straight_opt = Adam(straight, lr=schedule(), weight_decay=1e-3)
+    straight_history = fit(straight, loss, straight_opt, (x, y), 4, batch_size=16, seed=5, validation=(x, y),
+                           verbose=0)
+
+    path = tmp_path / "run.safetensors"
+    first = build(dropout=dropout)
+    fit(first, loss, Adam(first, lr=schedule(), weight_decay=1e-3), (x, y), 2, batch_size=16, seed=5,
+        validation=(x, y), callbacks=[ModelCheckpoint(path)], verbose=0)
+    fresh = build(seed=99, dropout=dropout)  # other initial weights and dropout seed: all must be overwritten
+    fresh_opt = Adam(fresh, lr=schedule(), weight_decay=1e-3)
+    resumed_history = fit(fresh, loss, fresh_opt, (x, y), 4, batch_size=16, seed=5, validation=(x, y),
+                          resume=path, verbose=0)
+
+    assert_identical(weights(fresh), weights(straight))
+    assert_identical(slots(fresh_opt), slots(straight_opt))
+    assert fresh_opt.step_count == straight_opt.step_count == 24
+    assert resumed_history.epochs == [1, 2, 3, 4]
+    assert resumed_history["loss"] == straight_history["loss"]
+
+
+def test_manual_save_and_load_resume_exactly_and_need_the_rng_states(tmp_path):
+    x, y = data()
+    loss = SoftmaxCrossEntropy()
+
+    def run(model, optimizer, batches, epochs):
+        for _ in range(epochs):
+            for xb, yb in batches:
+                out, backprop = model(xb, train=True)
+                _, delta = loss(out, yb)
+                optimizer.zero_grad()
+                backprop(delta)
+                optimizer.step()
+
+    straight = build()
+    straight_opt = SGD(straight, lr=0.05, momentum=0.9)
+    run(straight, straight_opt, BatchIterator(x, y, 16, seed=1), 4)
+
+    first = build()
+    first_opt = SGD(first, lr=0.05, momentum=0.9)
+    first_batches = BatchIterator(x, y, 16, seed=1)
+    run(first, first_opt, first_batches, 2)
+    path = gf.save(tmp_path / "manual.safetensors", first, first_opt, epoch=2, data=first_batches, extra={"note": "hi"})
+
+    results = {}
+    for restore_rng in (True, False):
+        fresh, batches = build(seed=42), BatchIterator(x, y, 16, seed=123)
+        fresh_opt = SGD(fresh, lr=0.05, momentum=0.9)
+        loaded = gf.load(path, fresh, fresh_opt, data=batches, restore_rng=restore_rng)
+        assert loaded.epoch == 2 and loaded.extra == {"note": "hi"}
+        run(fresh, fresh_opt, batches, 2)
+        results[restore_rng] = weights(fresh)
+    assert_identical(results[True], weights(straight))
+    assert not np.array_equal(results[False]["0.weight"], weights(straight)["0.weight"])  # dropout masks differ
+
+
+def test_metadata_describes_the_run(tmp_path):
+    model = build()
+    optimizer = Adam(model, lr=schedule(), betas=(0.8, 0.9))
+    x, y = data(32)
+    fit(model, SoftmaxCrossEntropy(), optimizer, (x, y), 1, validation=(x, y),
+        callbacks=[EarlyStopping(patience=3)], verbose=0)
+    callbacks = [EarlyStopping(patience=3)]
+    callbacks[0].wait, callbacks[0].best_epoch = 2, 1
+    path = gf.save(tmp_path / "m.safetensors", model, optimizer, epoch=1, step=2, callbacks=callbacks)
+    meta = ck.read(path).metadata
+    assert meta["format"] == "gradflow-checkpoint" and meta["format_version"] == 1
+    assert meta["model"]["architecture"] == repr(model)
+    assert meta["optimizer"]["class"] == "Adam"
+    assert meta["optimizer"]["hyperparameters"]["beta1"] == 0.8
+    assert meta["optimizer"]["schedule"]["class"] == "LinearWarmup"
+    assert meta["rng"]["init"]["bit_generator"] == "PCG64"
+    assert "2" in meta["rng"]["layers"]  # the dropout layer, by its path
+    assert meta["epoch"] == 1 and meta["step"] == 2 and meta["device"] == "cpu"
+    assert meta["callbacks"]["0.EarlyStopping"]["wait"] == 2
+    # the arrays are plain safetensors, readable without gradflow
+    import safetensors.numpy
+
+    arrays = safetensors.numpy.load(path.read_bytes())
+    assert set(arrays) >= {"model/0.weight", "model/3.bias", "optimizer/0.exp_avg"}
+    restored = [EarlyStopping(patience=3)]
+    gf.load(path, callbacks=restored)
+    assert restored[0].wait == 2 and restored[0].best_epoch == 1
+
+
+def test_a_save_that_fails_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = build()
+    path = gf.save(tmp_path / "keep.safetensors", model)
+    before = path.read_bytes()
+    model[0].weight.value[...] = 0.0
+
+    def crash(handle, payload):
+        handle.write(payload[:100])
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C halfway
+
+    monkeypatch.setattr(ck, "_write_chunks", crash)
+    with pytest.raises(KeyboardInterrupt):
+        gf.save(path, model)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]  # the temporary file is gone
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        gf.save(path, model)
+    assert path.read_bytes() == before
+    restored = build(seed=5)
+    gf.load(path, restored)
+    assert not np.array_equal(gf.to_numpy(restored[0].weight.value), 0.0)
+
+
+def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "run.safetensors"
+    gf.save(path, gf.Sequential(L.Linear(256, 256, rng=0)))
+    before = path.read_bytes()
+    script = (
+        "import sys, time\n"
+        "import gradflow as gf, gradflow.checkpoint as ck\n"
+        "from gradflow import layers as L\n"
+        "def slow(handle, payload):\n"
+        "    handle.write(payload[:4096]); handle.flush()\n"
+        "    print('writing', flush=True); time.sleep(60)\n"
+        "ck._write_chunks = slow\n"
+        "gf.save(sys.argv[1], gf.Sequential(L.Linear(256, 256, rng=1)))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert process.stdout.readline().strip() == "writing"
+    finally:
+        process.kill()
+        process.wait()
+    assert path.read_bytes() == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p != path]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".run.safetensors.") and leftovers[0].endswith(".tmp")
+    gf.load(path, gf.Sequential(L.Linear(256, 256, rng=2)))
+
+
+def test_loading_into_another_architecture_lists_every_mismatch_and_changes_nothing(tmp_path):
+    path = gf.save(tmp_path / "a.safetensors", build())
+    other = gf.Sequential(L.Linear(5, 8, rng=0), L.ReLU(), L.Linear(8, 3, rng=1))
+    before = weights(other)
+    with pytest.raises(ck.CheckpointError) as caught:
+        gf.load(path, other)
+    message = str(caught.value)
+    assert "0.weight: model (5, 8) vs given (5, 16)" in message
+    assert "missing keys: ['2.weight', '2.bias']" in message
+    assert "unexpected keys: ['3.weight', '3.bias']" in message  # in the saved model's order
+    assert "saved architecture" in message and "GeneratorDropout" in message
+    assert_identical(weights(other), before)
+
+
+def test_an_optimizer_of_another_class_or_shape_is_refused_before_anything_changes(tmp_path):
+    model = build()
+    optimizer = Adam(model)
+    x, y = data(16)
+    fit(model, SoftmaxCrossEntropy(), optimizer, (x, y), 1, verbose=0)
+    path = gf.save(tmp_path / "o.safetensors", model, optimizer)
+    target = build(seed=3)
+    before = weights(target)
+    with pytest.raises(ck.CheckpointError, match="holds Adam state, not SGD's"):
+        gf.load(path, target, SGD(target))
+    assert_identical(weights(target), before)
+    with pytest.raises(ck.CheckpointError, match="holds no optimizer state"):
+        gf.load(gf.save(tmp_path / "no-opt.safetensors", model), target, Adam(target))
+
+
+def test_truncated_and_foreign_files_raise_clear_errors(tmp_path):
+    path = gf.save(tmp_path / "full.safetensors", build())
+    payload = path.read_bytes()
+    cases = {
+        "half.safetensors": (payload[: len(payload) // 2], "truncated"),
+        "header-cut.safetensors": (payload[:40], "truncated"),
+        "tiny.safetensors": (payload[:5], "truncated, or not a gradflow checkpoint"),
+        "empty.safetensors": (b"", "truncated, or not a gradflow checkpoint"),
+        "image.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "not a gradflow checkpoint"),
+        "notes.json": (json.dumps({"hello": "world"}).encode(), "not a gradflow checkpoint"),
+    }
+    import safetensors.numpy
+
+    cases["plain.safetensors"] = (safetensors.numpy.save({"w": np.zeros(3, np.float32)}),
+                                  "without gradflow metadata")
+    for name, (content, pattern) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ck.CheckpointError, match=pattern):
+            gf.load(tmp_path / name, build())
+    newer = safetensors.numpy.save({"model/x": np.zeros(1, np.float32)},
+                                   metadata={"gradflow": json.dumps({"format": "gradflow-checkpoint",
+                                                                     "format_version": 99})})
+    (tmp_path / "newer.safetensors").write_bytes(newer)
+    with pytest.raises(ck.CheckpointError, match="newer gradflow"):
+        ck.read(tmp_path / "newer.safetensors")
+
+
+def test_a_checkpoint_saved_on_the_cpu_loads_on_another_device(tmp_path):
+    pytest.importorskip("array_api_strict")
+    strict = gf.device("strict")
+    x, y = data(48)
+    model = build()
+    optimizer = Adam(model, lr=0.01)
+    fit(model, SoftmaxCrossEntropy(), optimizer, (x, y), 1, batch_size=16, verbose=0)
+    path = gf.save(tmp_path / "cpu.safetensors", model, optimizer)
+    other = build(seed=9).to(strict)
+    other_opt = Adam(other, lr=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the dropout generator's state fits the strict device's too
+        gf.load(path, other, other_opt)
+    for key, value in other.state_dict().items():
+        assert backend.device_of(value) == strict
+        assert np.array_equal(gf.to_numpy(value), weights(model)[key])
+    assert all(backend.device_of(v) == strict for v in other_opt.state_dict()["slots"].values())
+    for net, opt in ((model, optimizer), (other, other_opt)):
+        net[2].p = 0.0  # same masks on both: compare the optimizer step itself
+        fit(net, SoftmaxCrossEntropy(), opt, (x, y), 1, batch_size=16, verbose=0)
+    for key, value in weights(other).items():
+        np.testing.assert_allclose(value, weights(model)[key], rtol=1e-5, atol=1e-6)
+
+
+def test_an_rng_state_that_does_not_fit_is_skipped_with_a_warning(tmp_path):
+    model = build()
+    path = gf.save(tmp_path / "r.safetensors", model)
+    document = ck.read(path).metadata
+    document["rng"]["layers"]["2"]["attributes"]["generator"] = {"kind": "counter", "seed": 1, "counter": 2}
+    import safetensors.numpy
+
+    arrays = {f"model/{k}": v for k, v in weights(model).items()}
+    (tmp_path / "cuda.safetensors").write_bytes(safetensors.numpy.save(arrays, {"gradflow": json.dumps(document)}))
+    with pytest.warns(RuntimeWarning, match="RNG state of layer '2' .*was not restored"):
+        gf.load(tmp_path / "cuda.safetensors", build(seed=1))
+
+
+def test_save_refuses_a_directory_and_unserialisable_extra(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        gf.save(tmp_path, build())
+    with pytest.raises(ck.CheckpointError, match="not JSON-serialisable"):
+        gf.save(tmp_path / "x.safetensors", build(), extra={"array": np.zeros(2)})
+    assert not (tmp_path / "x.safetensors").exists()

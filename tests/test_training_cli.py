@@ -1,0 +1,105 @@
+"""The gradflow command: train, info, gradcheck, and python -m gradflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow import cli, layers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_train_runs_checkpoints_resumes_and_plots(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("safetensors")
+    checkpoint = tmp_path / "run.safetensors"
+    base = ["train", "--limit", "200", "--batch-size", "50", "--verbose", "2", "--checkpoint", str(checkpoint)]
+    assert cli.main(base + ["--epochs", "1", "--metrics", "accuracy,f1", "--schedule", "cosine"]) == 0
+    first = capsys.readouterr().out
+    assert "mlp on digits, 180 training / 20 validation / 359 test samples" in first
+    assert "epoch 1/1" in first and "test loss" in first and "f1" in first
+    assert gf.checkpoint.read(checkpoint).epoch == 1
+    plots = ["--plots", str(tmp_path / "plots")] if _has("matplotlib") else []
+    assert cli.main(base + ["--epochs", "2", "--resume", str(checkpoint), "--schedule", "onecycle"] + plots) == 0
+    resumed = capsys.readouterr().out
+    assert "resuming" in resumed and "schedule=cosine" in resumed  # the checkpoint's settings win
+    assert "epoch 2/2" in resumed and "epoch 1/2" not in resumed
+    assert gf.checkpoint.read(checkpoint).epoch == 2
+    if plots:
+        assert (tmp_path / "plots" / "curves.png").stat().st_size > 10_000
+        assert (tmp_path / "plots" / "gradient_flow.png").stat().st_size > 10_000
+
+
+def _has(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("model, needs", [("cnn", "Conv2d"), ("gru", "GRU")])
+def test_cnn_and_gru_models_fail_clearly_without_their_layers_or_train_with_them(model, needs, capsys):
+    pytest.importorskip("sklearn")
+    argv = ["train", "--model", model, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--verbose", "0"]
+    if hasattr(layers, needs):
+        assert cli.main(argv) == 0
+        assert "test loss" in capsys.readouterr().out
+    else:
+        with pytest.raises(SystemExit, match=f"needs gradflow.layers.{needs}.*use --model mlp"):
+            cli.main(argv)
+
+
+def test_last_time_step_takes_the_final_step_and_routes_its_delta_back():
+    x = gf.device("cpu").send(np.arange(24.0).reshape(2, 3, 4), "float64")
+    y, backprop = cli.LastTimeStep()(x, train=True)
+    np.testing.assert_array_equal(gf.to_numpy(y), gf.to_numpy(x)[:, -1])
+    dx = gf.to_numpy(backprop(gf.backend.namespace(y).ones_like(y)))
+    assert dx.shape == (2, 3, 4) and dx[:, -1].sum() == 8 and dx[:, :-1].sum() == 0
+
+
+def test_info_lists_devices_with_reasons_libraries_and_blas(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"gradflow {gf.__version__}")
+    assert "cpu     available" in out
+    assert ("cuda    available" in out) or ("cuda    missing" in out and "CuPy" in out)
+    assert "numpy" in out and "BLAS:" in out
+
+
+def test_gradcheck_prints_a_layer_by_device_table(capsys):
+    assert cli.main(["gradcheck", "--devices", "cpu,strict"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header == ["layer", "cpu", "strict"]
+    rows = {line.split("  ")[0].strip(): line.split()[-2:] for line in lines[1:] if line.startswith(("Linear(5, 3)", "GELU"))}
+    assert rows["Linear(5, 3)"] == ["ok", "ok"] and rows["GELU()"] == ["ok", "ok"]
+    assert len(cli.gradcheck_cases()) >= len(layers.__all__)
+
+
+def test_gradcheck_reports_a_failing_layer(monkeypatch, capsys):
+    from gradflow.core import Layer
+
+    class WrongBackward(Layer):
+        def forward(self, x, train):
+            return 2.0 * x, lambda dy: dy  # should be 2 dy
+
+    monkeypatch.setattr(cli, "gradcheck_cases", lambda: [("WrongBackward()", WrongBackward, (3, 4), "", {})])
+    assert cli.main(["gradcheck", "--devices", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "WrongBackward()" in out and "FAIL" in out and "FAIL WrongBackward() on cpu" in out
+
+
+def test_python_dash_m_gradflow_and_no_command(capsys):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "gradflow", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == f"gradflow {gf.__version__}"
+    assert cli.main([]) == 2
+    assert "train" in capsys.readouterr().out
