@@ -206,6 +206,158 @@ def concat_examples(draw):
                    lambda p, x: np.concatenate([x @ p["branches.0.weight"] + p["branches.0.bias"], _sigmoid(x)], -1))
 
 
+# -- vision layers (when exported) -----------------------------------------------------------
+
+
+def _windows(xp_pad: np.ndarray, kernel, stride, dilation, out):
+    """(offset, view of x̃ at that kernel offset for every output position) for each offset."""
+    import itertools
+
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(i * d, i * d + s * (o - 1) + 1, s) for i, d, s, o in zip(offset, dilation, stride, out))
+        yield offset, xp_pad[(slice(None), slice(None)) + index]
+
+
+def _conv_reference(x, weight, bias, stride, padding, dilation, groups):
+    dims = x.ndim - 2
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    kernel = weight.shape[2:]
+    out = tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(padded.shape[2:], kernel, stride, dilation))
+    c_out, c_in_g = weight.shape[0], weight.shape[1]
+    y = np.zeros((x.shape[0], c_out) + out)
+    o_g = c_out // groups
+    for offset, view in _windows(padded, kernel, stride, dilation, out):
+        for g in range(groups):
+            w = weight[(slice(g * o_g, (g + 1) * o_g), slice(None)) + offset]  # (o_g, c_in_g)
+            y[:, g * o_g:(g + 1) * o_g] += np.einsum("nc...,oc->no...", view[:, g * c_in_g:(g + 1) * c_in_g], w)
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * dims)
+    return y
+
+
+def _conv_examples(dims: int):
+    cls = getattr(L, f"Conv{dims}d", None)
+
+    @st.composite
+    def examples(draw):
+        groups = draw(st.integers(1, 2))
+        c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+        kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+        dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
+        same = draw(st.booleans()) and all(k % 2 == 1 for k in kernel)  # odd kernels: symmetric 'same'
+        stride = (1,) * dims if same else tuple(draw(st.integers(1, 2)) for _ in range(dims))
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)) if same else \
+            tuple(draw(st.integers(0, 2)) for _ in range(dims))
+        spatial = tuple(max(d * (k - 1) + 1 - 2 * p, 1) + draw(st.integers(0, 3))
+                        for k, d, p in zip(kernel, dilation, padding))
+        bias = draw(st.booleans())
+        x = _values(draw(seeds), (draw(st.integers(1, 2)), c_in) + spatial)
+
+        def make():
+            return cls(c_in, c_out, kernel, stride=stride, padding="same" if same else padding, dilation=dilation,
+                       groups=groups, bias=bias, rng=5)
+
+        return Example(make, x, lambda p, x: _conv_reference(x, p["weight"], p.get("bias"), stride, padding, dilation, groups))
+
+    return examples()
+
+
+def _pool_examples(kind: str, dims: int):
+    cls = getattr(L, f"{kind}Pool{dims}d", None)
+
+    @st.composite
+    def examples(draw):
+        kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+        stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+        padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+        spatial = tuple(max(k - 2 * p, 1) + draw(st.integers(0, 3)) for k, p in zip(kernel, padding))
+        include_pad = draw(st.booleans())
+        shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + spatial
+        rng = np.random.default_rng(draw(seeds))
+        # distinct values at least 0.01 apart: max-pooling has no ties for finite differences to trip on
+        x = (rng.permutation(math.prod(shape)).reshape(shape) - math.prod(shape) / 2) * 0.05
+
+        def reference(p, x):
+            fill = -np.inf if kind == "Max" else 0.0
+            padded = np.pad(x, [(0, 0), (0, 0)] + [(q, q) for q in padding], constant_values=fill)
+            real = np.pad(np.ones(x.shape), [(0, 0), (0, 0)] + [(q, q) for q in padding])
+            out = tuple((n - k) // s + 1 for n, k, s in zip(padded.shape[2:], kernel, stride))
+            views = [v for _, v in _windows(padded, kernel, stride, (1,) * dims, out)]
+            if kind == "Max":
+                return np.max(views, axis=0)
+            counts = sum(v for _, v in _windows(real, kernel, stride, (1,) * dims, out))
+            return np.sum(views, axis=0) / (math.prod(kernel) if include_pad else counts)
+
+        def make():
+            if kind == "Max":
+                return cls(kernel, stride=stride, padding=padding)
+            return cls(kernel, stride=stride, padding=padding, count_include_pad=include_pad)
+
+        return Example(make, x, reference)
+
+    return examples()
+
+
+def _normalised(x, axes, eps):
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+
+
+def _batch_norm_examples(dims: int):
+    cls = getattr(L, f"BatchNorm{dims}d", None)
+
+    @st.composite
+    def examples(draw):
+        channels = draw(st.integers(1, 3))
+        spatial = tuple(draw(st.integers(1, 3)) for _ in range(dims if dims == 2 else draw(st.integers(0, 1))))
+        shape = (draw(st.integers(2, 4)), channels) + spatial
+        eps, momentum = draw(st.sampled_from([1e-5, 1e-3, 0.1])), draw(st.floats(0.0, 1.0))
+        affine = draw(st.booleans())
+        x = _values(draw(seeds), shape, draw(st.floats(0.5, 3.0))) + draw(st.floats(-2, 2))
+        axes = (0, *range(2, len(shape)))
+
+        def reference(p, x):
+            y = _normalised(x, axes, eps)
+            if affine:
+                per_channel = (1, -1) + (1,) * (x.ndim - 2)
+                y = y * p["weight"].reshape(per_channel) + p["bias"].reshape(per_channel)
+            return y
+
+        def make():
+            layer = cls(channels, eps=eps, momentum=momentum, affine=affine)
+            if affine:  # a scale and shift that are not 1 and 0
+                layer.weight.value = gf.device("cpu").send(np.linspace(0.5, 1.5, channels), "float32")
+                layer.bias.value = gf.device("cpu").send(np.linspace(-0.3, 0.3, channels), "float32")
+            return layer
+
+        return Example(make, x, reference, train=True)
+
+    return examples()
+
+
+@st.composite
+def group_norm_examples(draw):
+    groups = draw(st.integers(1, 3))
+    channels = groups * draw(st.integers(1, 2))
+    shape = (draw(st.integers(1, 3)), channels) + tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
+    eps = draw(st.sampled_from([1e-5, 1e-2]))
+    x = _values(draw(seeds), shape, draw(st.floats(0.5, 3.0)))
+
+    def reference(p, x):
+        grouped = x.reshape(x.shape[0], groups, -1)
+        y = _normalised(grouped, (2,), eps).reshape(x.shape)
+        per_channel = (1, -1) + (1,) * (x.ndim - 2)
+        return y * p["weight"].reshape(per_channel) + p["bias"].reshape(per_channel)
+
+    def make():
+        layer = L.GroupNorm(groups, channels, eps=eps)
+        layer.weight.value = gf.device("cpu").send(np.linspace(0.5, 1.5, channels), "float32")
+        layer.bias.value = gf.device("cpu").send(np.linspace(-0.3, 0.3, channels), "float32")
+        return layer
+
+    return Example(make, x, reference)
+
+
 # Exported class name -> strategy of Examples.
 DEDICATED: dict[str, Any] = {
     "Linear": linear_examples(),
@@ -225,6 +377,14 @@ DEDICATED: dict[str, Any] = {
     "Residual": residual_examples(),
     "Concat": concat_examples(),
 }
+_VISION = {
+    "Conv1d": lambda: _conv_examples(1), "Conv2d": lambda: _conv_examples(2),
+    "MaxPool1d": lambda: _pool_examples("Max", 1), "MaxPool2d": lambda: _pool_examples("Max", 2),
+    "AvgPool1d": lambda: _pool_examples("Avg", 1), "AvgPool2d": lambda: _pool_examples("Avg", 2),
+    "BatchNorm1d": lambda: _batch_norm_examples(1), "BatchNorm2d": lambda: _batch_norm_examples(2),
+    "GroupNorm": group_norm_examples,
+}
+DEDICATED.update({name: strategy() for name, strategy in _VISION.items() if hasattr(L, name)})
 
 
 @pytest.mark.parametrize("name", sorted(DEDICATED))
