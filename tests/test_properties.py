@@ -358,6 +358,58 @@ def group_norm_examples(draw):
     return Example(make, x, reference)
 
 
+# -- sequence layers (when exported) ---------------------------------------------------------
+
+
+@st.composite
+def dropout_examples(draw):
+    p = draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))
+    seed = draw(st.integers(0, 1000))
+    train = draw(st.booleans())
+    x = _values(draw(seeds), draw(shapes))
+
+    def reference(params, x):
+        return x if not train or p == 0.0 else None
+
+    # Each forward redraws the mask: restart the stream so finite differences see the same one.
+    return Example(lambda: L.Dropout(p, seed=seed), x, None if train and p else reference, train=train,
+                   before_forward=lambda layer: layer.reset_rng(), parity=not train or PROPERTY_DEVICES[-1].kind != "cuda")
+
+
+@st.composite
+def layer_norm_examples(draw):
+    normalized = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+    leading = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    eps, affine = draw(st.sampled_from([1e-5, 1e-3, 0.1])), draw(st.booleans())
+    x = _values(draw(seeds), leading + normalized, draw(st.floats(0.3, 3.0))) + draw(st.floats(-2, 2))
+    axes = tuple(range(-len(normalized), 0))
+
+    def make():
+        layer = L.LayerNorm(normalized, eps=eps, elementwise_affine=affine)
+        if affine:
+            size = math.prod(normalized)
+            layer.weight.value = gf.device("cpu").send(np.linspace(0.5, 1.5, size).reshape(normalized), "float32")
+            layer.bias.value = gf.device("cpu").send(np.linspace(-0.3, 0.3, size).reshape(normalized), "float32")
+        return layer
+
+    def reference(p, x):
+        y = _normalised(x, axes, eps)
+        return y * p["weight"] + p["bias"] if affine else y
+
+    return Example(make, x, reference)
+
+
+@st.composite
+def embedding_examples(draw):
+    vocab, dim = draw(st.integers(2, 8)), draw(st.integers(1, 4))
+    padding = draw(st.one_of(st.none(), st.integers(0, vocab - 1)))
+    ids = np.random.default_rng(draw(seeds)).integers(0, vocab - (padding is not None), size=draw(shapes))
+    if padding is not None:  # the padding row gets no gradient by definition: keep its id out of the input
+        ids = np.where(ids >= padding, ids + 1, ids)
+    return Example(lambda: L.Embedding(vocab, dim, padding_idx=padding, rng=3), ids, lambda p, x: p["weight"][x],
+                   check_input_gradient=False)
+
+
 # Exported class name -> strategy of Examples.
 DEDICATED: dict[str, Any] = {
     "Linear": linear_examples(),
@@ -377,14 +429,15 @@ DEDICATED: dict[str, Any] = {
     "Residual": residual_examples(),
     "Concat": concat_examples(),
 }
-_VISION = {
+_LANDED_LATER = {
     "Conv1d": lambda: _conv_examples(1), "Conv2d": lambda: _conv_examples(2),
     "MaxPool1d": lambda: _pool_examples("Max", 1), "MaxPool2d": lambda: _pool_examples("Max", 2),
     "AvgPool1d": lambda: _pool_examples("Avg", 1), "AvgPool2d": lambda: _pool_examples("Avg", 2),
     "BatchNorm1d": lambda: _batch_norm_examples(1), "BatchNorm2d": lambda: _batch_norm_examples(2),
     "GroupNorm": group_norm_examples,
+    "Dropout": dropout_examples, "LayerNorm": layer_norm_examples, "Embedding": embedding_examples,
 }
-DEDICATED.update({name: strategy() for name, strategy in _VISION.items() if hasattr(L, name)})
+DEDICATED.update({name: strategy() for name, strategy in _LANDED_LATER.items() if hasattr(L, name)})
 
 
 @pytest.mark.parametrize("name", sorted(DEDICATED))
