@@ -339,7 +339,8 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
     shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
 
     def checked(dy: Array) -> Array:
-        if type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype or dy.device != device:
+        if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
+                or getattr(dy, "device", None) != device):
             _delta_error(layer, dy, y)
         return backprop(dy)
 

@@ -662,6 +662,29 @@ def test_a_schedule_going_negative_or_nan_stops_the_step_before_any_update(cls, 
 
 
 @pytest.mark.parametrize("cls", list(OPTIMIZERS.values()), ids=list(OPTIMIZERS))
+def test_a_bad_gradient_stops_the_step_before_any_parameter_is_updated(cls, device):
+    model, _ = _model_with_state(device)
+    optimizer = cls(model, lr=0.01)
+    optimizer.step()
+    last = model.parameters()[-1]  # the others come first: a step that updated as it went would move them
+    rows = [
+        ("wrong shape", device.send(np.ones((7,)), "float32"), r"has shape \(7,\), dtype float32"),
+        ("wrong dtype", device.send(np.ones(last.shape), "float64"), r"has shape \(2,\), dtype float64 on .*expected"),
+        ("another device", _other_device(device).send(np.ones(last.shape), "float32"),
+         rf"has shape \(2,\), dtype float32 on {re.escape(_other_device(device).name)}; .* on {re.escape(device.name)}"),
+        ("a python list", np.ones(last.shape).tolist(), r"has a list"),
+    ]
+    for description, grad, pattern in rows:
+        for p in model.parameters():
+            p.grad = device.send(np.full(p.shape, 0.5), p.dtype)
+        last.grad = grad
+        before = snapshot(model, optimizer)
+        with raises_in_row(description, ValueError, rf"{cls.__name__}.step: the gradient of parameter 3 {pattern}"):
+            optimizer.step()
+        assert_unchanged(before, snapshot(model, optimizer))
+
+
+@pytest.mark.parametrize("cls", list(OPTIMIZERS.values()), ids=list(OPTIMIZERS))
 def test_loading_a_bad_optimizer_state_changes_nothing(cls, device):
     model, _ = _model_with_state(device)
     optimizer = cls(model, lr=0.01)

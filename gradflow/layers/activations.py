@@ -144,17 +144,16 @@ class _AlongAxis(_Elementwise):
             raise TypeError(f"{type(self).__name__}: axis must be an int, got {axis!r}")
         self.axis = axis
 
-    def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
-        check_input(self, x)
+    def _check_axis(self, x: Array) -> None:
         if not -x.ndim <= self.axis < x.ndim or x.shape[self.axis] == 0:
             raise ValueError(f"{self.describe()}: expected input with entries along axis {self.axis}, got shape {tuple(x.shape)}")
-        return self._forward(x, backend.namespace(x))
 
 
 class Softmax(_AlongAxis):
     """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
 
     def _forward(self, x, xp):
+        self._check_axis(x)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         e = xp.exp(shifted)
         y = e / xp.sum(e, axis=self.axis, keepdims=True)
@@ -168,6 +167,7 @@ class LogSoftmax(_AlongAxis):
     """``y = x − logsumexp(x)`` along ``axis``; δ: ``dx = dy − softmax(x) Σ_j dy_j``."""
 
     def _forward(self, x, xp):
+        self._check_axis(x)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         log_norm = xp.log(xp.sum(xp.exp(shifted), axis=self.axis, keepdims=True))
         y = shifted - log_norm

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import backend
 from ..backend import Array
-from ..core import Layer, Parameter
+from ..core import Layer, Parameter, _device_name as _where
 from .clip import clip_grad_norm, clip_grad_value
 
 LearningRate = "float | Callable[[int], float]"
@@ -87,6 +87,11 @@ class Optimizer:
         with_grad = [p for p in self.params if p.grad is not None]
         if not with_grad:
             return
+        for p in with_grad:  # all checked before any is updated, so a bad one changes nothing
+            g, v = p.grad, p.value
+            if (type(g) is not type(v) or g.shape != v.shape or g.dtype != v.dtype
+                    or getattr(g, "device", None) != getattr(v, "device", None)):
+                self._bad_gradient(p)
         lr = self.lr
         if self.schedule is not None and not 0.0 <= lr < math.inf:
             raise ValueError(
@@ -104,6 +109,16 @@ class Optimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def _bad_gradient(self, p: Parameter) -> None:
+        index = next(i for i, q in enumerate(self.params) if q is p)
+        g = p.grad
+        got = (f"a {type(g).__name__}" if not backend.is_array(g) else
+               f"shape {tuple(g.shape)}, dtype {backend.dtype_name(g.dtype)} on {_where(g)}")
+        raise ValueError(
+            f"{type(self).__name__}.step: the gradient of parameter {index} has {got}; expected the parameter's "
+            f"shape {p.shape}, dtype {backend.dtype_name(p.dtype)} on {_where(p.value)} (nothing was updated)"
+        )
 
     def _update(self, p: Parameter, grad: Array, lr: float, xp: Any) -> None:
         raise NotImplementedError
