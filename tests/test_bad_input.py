@@ -744,6 +744,107 @@ def test_constructors_reject_bad_arguments(make, error, pattern):
         make()
 
 
+def _landed_constructor_rows() -> list:
+    """Construction rows for layers other work adds; each class's rows appear once it is exported."""
+    table = {
+        "Conv2d": [(lambda c: c(0, 2, 3), r"Conv2d: in_channels must be a positive int, got 0"),
+                   (lambda c: c(2, 2, 0), r"Conv2d: kernel_size must be an int >= 1"),
+                   (lambda c: c(2, 2, 3, stride=0), r"Conv2d: stride must be an int >= 1"),
+                   (lambda c: c(2, 2, 3, padding=-1), r"Conv2d: padding must be a non-negative int"),
+                   (lambda c: c(2, 2, 3, dilation=0), r"Conv2d: dilation must be an int >= 1"),
+                   (lambda c: c(4, 4, 3, groups=3), r"Conv2d: groups=3 must divide both in_channels=4 and out_channels=4"),
+                   (lambda c: c(2, 2, 3, stride=2, padding="same"), r"Conv2d: padding='same' needs stride 1"),
+                   (lambda c: c(2, 2, (3, 3, 3)), r"Conv2d: kernel_size must be .* a tuple of 2 such ints")],
+        "Conv1d": [(lambda c: c(2, 2, 3, padding="full"), r"Conv1d: padding must be an int, a tuple of ints, 'same' or 'valid'")],
+        "ConvTranspose2d": [(lambda c: c(2, 2, 3, stride=1, output_padding=1),
+                             r"ConvTranspose2d: output_padding must be smaller than stride or dilation")],
+        "MaxPool2d": [(lambda c: c(0), r"MaxPool2d: kernel_size must be an int >= 1"),
+                      (lambda c: c(2, stride=0), r"MaxPool2d: stride must be an int >= 1")],
+        "AvgPool2d": [(lambda c: c(2, padding=2), r"AvgPool2d: padding must be at most half the kernel size")],
+        "BatchNorm2d": [(lambda c: c(0), r"BatchNorm2d: num_features must be a positive int"),
+                        (lambda c: c(3, eps=0), r"BatchNorm2d: eps must be > 0"),
+                        (lambda c: c(3, momentum=1.5), r"BatchNorm2d: momentum must be in \[0, 1\]"),
+                        (lambda c: c(3, momentum=-0.1), r"BatchNorm2d: momentum must be in \[0, 1\]")],
+        "GroupNorm": [(lambda c: c(3, 4), r"GroupNorm: num_groups=3 must divide num_channels=4"),
+                      (lambda c: c(2, 4, eps=-1), r"GroupNorm: eps must be > 0")],
+        "Dropout": [(lambda c: c(-0.1), r"Dropout: p must be a number in \[0, 1\), got -0.1"),
+                    (lambda c: c(1.0), r"Dropout: p must be a number in \[0, 1\), got 1.0"),
+                    (lambda c: c(math.nan), r"Dropout: p must be a number in \[0, 1\), got nan"),
+                    (lambda c: c(True), r"Dropout: p must be a number in \[0, 1\)")],
+        "LayerNorm": [(lambda c: c(0), r"LayerNorm: normalized_shape must be a positive int"),
+                      (lambda c: c(4, eps=0), r"LayerNorm: eps must be > 0")],
+        "Embedding": [(lambda c: c(0, 3), r"Embedding: num_embeddings must be a positive int"),
+                      (lambda c: c(5, 3, padding_idx=5), r"Embedding: padding_idx must be an int in \[0, 5\)")],
+        "MultiHeadAttention": [(lambda c: c(6, 4), r"MultiHeadAttention: embed_dim \(6\) must be divisible by num_heads \(4\)"),
+                               (lambda c: c(6, 2, dropout=1.0), r"Dropout: p must be a number in \[0, 1\)")],
+        "LSTM": [(lambda c: c(3, 0), r"LSTM: hidden_size must be a positive int")],
+        "GRU": [(lambda c: c(3, 2, num_layers=0), r"GRU: num_layers must be a positive int")],
+        "LearnedPositionalEncoding": [(lambda c: c(0, 4), r"LearnedPositionalEncoding: max_len must be a positive int")],
+        "TransformerEncoderBlock": [(lambda c: c(6, 2, mlp_ratio=0), r"TransformerEncoderBlock: mlp_ratio \* embed_dim must be >= 1")],
+    }
+    return [pytest.param(name, make, pattern, id=f"{name}-{i}")
+            for name, rows in table.items() if hasattr(layers, name) for i, (make, pattern) in enumerate(rows)]
+
+
+@pytest.mark.parametrize("name,make,pattern", _landed_constructor_rows())
+def test_constructors_of_later_layers_reject_out_of_range_hyper_parameters(name, make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make(getattr(layers, name))
+
+
+# -- learning-rate schedules ---------------------------------------------------------------------
+
+SCHEDULE_VALID = {"lr": 0.1, "max_lr": 0.1, "after": 0.1, "total_steps": 10, "step_size": 2, "gamma": 0.5,
+                  "warmup_steps": 3}
+_NUMBER = [(0.0, ValueError), (-0.1, ValueError), (math.nan, TypeError), ("0.1", TypeError)]
+_COUNT = [(0, ValueError), (-1, ValueError), (2.5, TypeError)]
+SCHEDULE_ROWS: dict[str, list[tuple[Any, type]]] = {
+    "lr": _NUMBER, "max_lr": _NUMBER, "after": [(0.0, ValueError), (-1.0, ValueError)],
+    "total_steps": _COUNT, "step_size": _COUNT, "warmup_steps": _COUNT,
+    "gamma": [(0.0, ValueError), (1.5, ValueError)], "factor": [(0.0, ValueError), (1.0, ValueError)],
+    "pct_start": [(0.0, ValueError), (1.0, ValueError)],
+    "div_factor": [(0.0, ValueError), (-1.0, ValueError)], "final_div_factor": [(0.0, ValueError)],
+    "min_lr": [(-0.1, ValueError)], "start_factor": [(-0.1, ValueError), (1.5, ValueError)],
+    "patience": [(-1, ValueError), (1.5, TypeError)], "cooldown": [(-1, ValueError)],
+    "min_delta": [(-1.0, ValueError)], "mode": [("sideways", ValueError)],
+}
+SCHEDULE_WITHOUT_ROWS = {"monitor": "any metric name; fit checks it against the logs"}
+
+
+def exported_schedule_classes() -> dict[str, type]:
+    base = getattr(optim, "Schedule", None)
+    if base is None:
+        return {}
+    return {name: getattr(optim, name) for name in optim.__all__
+            if isinstance(getattr(optim, name), type) and issubclass(getattr(optim, name), base) and getattr(optim, name) is not base}
+
+
+def _schedule_parameters(cls: type) -> list[str]:
+    return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+
+
+SCHEDULE_PARAMS = [
+    pytest.param(cls, param, value, error, id=f"{name}-{param}={value!r}")
+    for name, cls in exported_schedule_classes().items()
+    for param in _schedule_parameters(cls) if param in SCHEDULE_ROWS
+    for value, error in SCHEDULE_ROWS[param]
+]
+
+
+@pytest.mark.parametrize("cls,param,value,error", SCHEDULE_PARAMS)
+def test_every_schedule_rejects_out_of_range_settings(cls, param, value, error):
+    kwargs = {p: SCHEDULE_VALID[p] for p in _schedule_parameters(cls) if p in SCHEDULE_VALID}
+    kwargs[param] = value
+    with pytest.raises(error, match=rf"{cls.__name__}: {re.escape(param)}\b.*must"):
+        cls(**kwargs)
+
+
+def test_every_schedule_setting_has_rows():
+    unknown = {f"{name}.{param}" for name, cls in exported_schedule_classes().items() for param in _schedule_parameters(cls)
+               if param not in SCHEDULE_ROWS and param not in SCHEDULE_WITHOUT_ROWS}
+    assert not unknown, f"schedule arguments without bad-value rows in SCHEDULE_ROWS: {sorted(unknown)}"
+
+
 @pytest.mark.parametrize("spec,error,pattern", [
     ("gpu", ValueError, r"unknown device 'gpu'"),
     (3, TypeError, r"device must be a string"),
