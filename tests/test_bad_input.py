@@ -1000,6 +1000,25 @@ def test_saving_into_a_read_only_directory_is_a_permission_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _sysfs_is_read_only() -> bool:
+    probe = "/sys/gradflow-write-probe"
+    try:
+        open(probe, "wb").close()
+    except OSError:
+        return os.path.isdir("/sys")
+    os.unlink(probe)
+    return False
+
+
+@needs_checkpoints
+@pytest.mark.skipif(not _sysfs_is_read_only(), reason="needs Linux's sysfs, where no one (not even root) creates files")
+def test_saving_into_a_directory_no_one_may_write_is_a_permission_error():
+    model, first = _model_with_state(gf.device("cpu"))
+    with pytest.raises(PermissionError):
+        gf.save("/sys/gradflow-run.safetensors", model, first)
+    assert not os.path.exists("/sys/gradflow-run.safetensors")
+
+
 @needs_checkpoints
 def test_saving_over_a_directory_fails_and_keeps_it(tmp_path):
     model, first = _model_with_state(gf.device("cpu"))
