@@ -102,6 +102,7 @@ class TrainingState:
     stop_reason: str | None = None
     callbacks: list["Callback"] = field(default_factory=list)
     train_metrics: list[Any] = field(default_factory=list)
+    before_step: Any = None  # fit's hook between backprop and the optimizer step
 
     def stop(self, reason: str) -> None:
         """Ask ``fit`` to stop after the current step, recording why."""

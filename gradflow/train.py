@@ -23,7 +23,7 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,7 @@ def fit(
     verbose: Any = "auto",
     initial_epoch: int = 0,
     resume: "str | os.PathLike | None" = None,
+    before_step: Callable[[], None] | None = None,
 ) -> History:
     """Train ``model`` until epoch ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
 
@@ -137,6 +138,8 @@ def fit(
     :func:`gradflow.save` with ``data``; model, optimizer, data order, RNG states, history and
     callback states are restored and training continues after the saved epoch, giving the same
     weights as an uninterrupted run. initial_epoch: the epoch to start at without a checkpoint.
+    before_step: called between backprop and the optimizer step (e.g.
+    ``lambda: allreduce_gradients(model, comm)`` for data-parallel training).
 
     Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
     (the learning rate of the epoch's last step).
@@ -170,7 +173,8 @@ def fit(
         step = int(checkpoint.step or 0)
     state = TrainingState(model=model, optimizer=optimizer, loss=loss, data=batches, history=history,
                           epochs=epochs, steps_per_epoch=len(batches), epoch=initial_epoch, step=step,
-                          first_step=step, callbacks=callbacks, train_metrics=train_metrics)
+                          first_step=step, callbacks=callbacks, train_metrics=train_metrics,
+                          before_step=before_step)
     schedule = getattr(optimizer, "schedule", None)
     observer = schedule if callable(getattr(schedule, "observe", None)) else None
     eval_size = validation_batch_size or max(batch_size, 256)
@@ -244,6 +248,8 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
                 optimizer.zero_grad()
                 backprop(delta)
                 dispatch("on_after_backward", state)
+                if state.before_step is not None:
+                    state.before_step()
                 optimizer.step()
             except Exception as error:
                 if hasattr(error, "add_note"):

@@ -27,8 +27,9 @@ def test_digits_cnn_example_trains_and_reports_accuracy(capsys):
 def test_mnist1d_example_writes_a_table_beside_the_papers_numbers(tmp_path, capsys):
     pytest.importorskip("mnist1d")
     out = tmp_path / "mnist1d.md"
-    rows = _load("mnist1d").main(["--steps", "4", "--limit", "200", "--out", str(out)])
+    rows = _load("mnist1d").main(["--steps", "4", "--limit", "200", "--seeds", "0,1", "--out", str(out)])
     assert [row["model"] for row in rows] == ["logistic", "mlp", "cnn"]
+    assert all(len(row["accuracies"]) == 2 for row in rows)
     table = out.read_text()
     assert "| Logistic regression | 32% |" in table and "| MLP" in table and "| CNN" in table
     assert "94%" in capsys.readouterr().out
@@ -42,3 +43,18 @@ def test_autoencoder_example_saves_png_and_reports_mse(tmp_path, capsys):
     assert mse > 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "reconstruction MSE" in capsys.readouterr().out
+
+
+def test_cnn_step_benchmark_builders_each_run_a_training_step():
+    spec = importlib.util.spec_from_file_location("gradflow_benchmark_cnn_step",
+                                                  EXAMPLES.parent / "benchmarks" / "cnn_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    step = module.build_gradflow_step(batch=4)
+    first_conv = step.model.layers[0].weight
+    before = first_conv.value.copy()
+    step()
+    assert first_conv.value.shape == (32, 1, 5, 5) and first_conv.grad is not None
+    assert not (first_conv.value == before).all()  # SGD moved the weights
+    if importlib.util.find_spec("torch") is not None:
+        module.build_torch_step(batch=4)()

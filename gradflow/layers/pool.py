@@ -149,7 +149,6 @@ class _AvgPoolNd(_PoolNd):
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         padded, out, indices = self._prepare(x, 0.0)
-        xp = backend.namespace(x)
         total = padded[indices[0]]
         for index in indices[1:]:
             total = total + padded[index]

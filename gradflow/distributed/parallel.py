@@ -1,0 +1,129 @@
+"""DataParallel: a model whose backprop also averages its gradients over all ranks.
+
+    comm = gfd.init()
+    model = gfd.DataParallel(build_model(), comm)        # broadcasts rank 0's parameters
+    optimizer = Adam(model, lr=1e-3)
+    for xb, yb in gfd.DistributedBatchIterator(x, y, batch_size=32, comm=comm):
+        output, backprop = model(xb, train=True)
+        value, delta = loss(output, yb)
+        optimizer.zero_grad()
+        backprop(delta)                                   # gradients, then all-reduce
+        optimizer.step()                                  # the same step on every rank
+
+It is a layer that delegates to the wrapped model (same parameters, same ``state_dict`` keys),
+so ``gradflow.train.fit`` and optimizers take it as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from ..backend import Array
+from ..core import Backprop, Layer
+from .communicator import Communicator
+from .gradients import GradientReducer, broadcast_parameters
+
+AVERAGES = ("samples", "ranks", "sum")
+
+
+class DataParallel(Layer):
+    """Wrap ``model`` for data-parallel training over ``comm`` (default: :func:`init` on the model's device).
+
+    average: ``"samples"`` (default) weighs each rank by its batch size (axis 0 of the input), so
+    gradients are the mean over the global batch even when ranks hold unequal batches;
+    ``"ranks"`` is the plain mean over ranks; ``"sum"`` leaves the sum. bucket_bytes: see
+    :class:`GradientReducer`. broadcast: copy rank 0's parameters and buffers to every rank now.
+    Gradients are reduced at the end of each backprop, except inside :meth:`no_sync` (gradient
+    accumulation): the samples seen there are counted into the next reduction.
+    """
+
+    def __init__(self, model: Layer, comm: Communicator | None = None, *, average: str = "samples",
+                 bucket_bytes: int | None = None, broadcast: bool = True):
+        if not isinstance(model, Layer):
+            raise TypeError(f"DataParallel: expected a Layer, got {type(model).__name__}")
+        if average not in AVERAGES:
+            raise ValueError(f"DataParallel: average must be one of {AVERAGES}, got {average!r}")
+        if comm is None:
+            from .launch import init
+
+            comm = init(device=model.device)
+        self.module = model
+        self.comm = comm
+        self.average = average
+        self.reducer = GradientReducer(model, comm, bucket_bytes)
+        self._sync = True
+        self._pending_samples = 0
+        if broadcast:
+            broadcast_parameters(model, comm)
+
+    # -- delegation: the wrapper owns nothing, the model owns everything ---------------------
+    def named_children(self):
+        return self.module.named_children()
+
+    def _named_own(self, kind: type):
+        return self.module._named_own(kind)
+
+    def sublayers(self):
+        return self.module.sublayers()
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        return self.module.training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        self.module.training = mode
+
+    def predict(self, x: Array, **kwargs: Any) -> Array:
+        return self.module.predict(x, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.comm!r}, average={self.average!r}, buckets={len(self.reducer.buckets)}"
+
+    def __repr__(self) -> str:
+        inner = repr(self.module).replace("\n", "\n  ")
+        return f"DataParallel({self.extra_repr()},\n  {inner}\n)"
+
+    # -- training -----------------------------------------------------------------------------
+    def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
+        y, module_backprop = self.module(x, train, **kwargs)
+        samples = int(x.shape[0]) if x.ndim else 1
+
+        def backprop(dy: Array) -> Array:
+            dx = module_backprop(dy)
+            self._pending_samples += samples
+            if self._sync:
+                self.allreduce_gradients()
+            return dx
+
+        return y, backprop
+
+    def allreduce_gradients(self) -> None:
+        """Reduce the gradients now (done by backprop unless inside :meth:`no_sync`)."""
+        samples = self._pending_samples if self.average == "samples" else None
+        self._pending_samples = 0
+        self.reducer.reduce(samples=samples, average=self.average != "sum")
+
+    @contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backprops inside only accumulate locally; the first backprop after it reduces everything."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+
+def reduce_metrics(metrics: Mapping[str, float], comm: Communicator, weight: float = 1.0) -> dict[str, float]:
+    """The weighted mean of each metric over all ranks (e.g. ``weight`` = samples seen by this rank).
+
+    Every rank must pass the same names. The result is identical on every rank.
+    """
+    names = sorted(metrics)
+    summed = comm.allreduce_floats([float(metrics[name]) * weight for name in names] + [float(weight)])
+    total = summed[-1]
+    if total == 0:
+        raise ValueError("reduce_metrics: the weights sum to zero over all ranks")
+    return {name: value / total for name, value in zip(names, summed[:-1])}
