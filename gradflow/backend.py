@@ -639,18 +639,41 @@ def dtype_name(dtype: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+_DETERMINISTIC = False
+
+
+def set_deterministic(enabled: bool = True) -> bool:
+    """Prefer bit-reproducible kernels over faster ones; returns the previous setting.
+
+    Today this changes one thing: :func:`scatter_add_rows` (embedding backward) uses the
+    portable one-hot matrix product on CuPy instead of ``cupyx.scatter_add``, whose atomic adds
+    sum duplicate rows in a different order from run to run. NumPy and torch-CPU paths are
+    deterministic already and stay as they are.
+    """
+    global _DETERMINISTIC
+    previous, _DETERMINISTIC = _DETERMINISTIC, bool(enabled)
+    return previous
+
+
+def is_deterministic() -> bool:
+    """Whether :func:`set_deterministic` is on."""
+    return _DETERMINISTIC
+
+
 def scatter_add_rows(target: Array, indices: Array, values: Array, *, portable: bool = False) -> Array:
     """``target[indices[i]] += values[i]`` for every i, duplicates summed. Returns ``target``.
 
     target: (V, D); indices: (N,) integers; values: (N, D). Uses ``np.add.at`` on NumPy,
-    ``cupyx.scatter_add`` on CuPy, ``index_add_`` on torch; elsewhere (or with
-    ``portable=True``) a one-hot matrix product, which the tests run on every device.
+    ``cupyx.scatter_add`` on CuPy (atomic adds: not bit-reproducible; see
+    :func:`set_deterministic`), ``index_add_`` on torch; elsewhere (or with ``portable=True``,
+    or on CuPy in deterministic mode) a one-hot matrix product, which the tests run on every
+    device.
     """
     if not portable:
         if isinstance(target, np.ndarray):
             np.add.at(target, np.asarray(indices), values)
             return target
-        if array_api_compat.is_cupy_array(target):
+        if array_api_compat.is_cupy_array(target) and not _DETERMINISTIC:
             import cupyx
 
             cupyx.scatter_add(target, indices, values)
@@ -658,12 +681,24 @@ def scatter_add_rows(target: Array, indices: Array, values: Array, *, portable: 
         if array_api_compat.is_torch_array(target):
             target.index_add_(0, indices, values)
             return target
+    return _scatter_add_rows_one_hot(target, indices, values)
+
+
+_ONE_HOT_BLOCK = 1 << 24  # entries of the (rows, N) one-hot block built at a time
+
+
+def _scatter_add_rows_one_hot(target: Array, indices: Array, values: Array) -> Array:
+    """The portable scatter-add: ``target[r0:r1] += onehot(indices)[r0:r1] @ values``, in blocks
+    of target rows so the one-hot matrix stays under ``_ONE_HOT_BLOCK`` entries. A fixed order
+    of plain matrix products, so the result does not change from run to run."""
     xp = namespace(target)
-    one_hot = xp.astype(
-        indices[None, :] == xp.arange(target.shape[0], device=target.device, dtype=indices.dtype)[:, None],
-        target.dtype,
-    )
-    target += one_hot @ values
+    rows = target.shape[0]
+    block = max(1, _ONE_HOT_BLOCK // max(int(indices.shape[0]), 1))
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        ids = xp.arange(start, stop, device=target.device, dtype=indices.dtype)
+        one_hot = xp.astype(indices[None, :] == ids[:, None], target.dtype)
+        target[start:stop, ...] += one_hot @ values
     return target
 
 

@@ -129,6 +129,8 @@ class Residual(Layer):
     skips_input_grad = True
 
     def __init__(self, body: Layer):
+        if not isinstance(body, Layer):
+            raise TypeError(f"Residual: the body is a {type(body).__name__}, not a Layer")
         self.body = body
 
     def forward(self, x: Array, train: bool, input_grad: bool = True, **kwargs: Any) -> tuple[Array, Backprop]:
@@ -156,6 +158,11 @@ class Concat(Layer):
     skips_input_grad = True
 
     def __init__(self, *branches: Layer, axis: int = -1):
+        if not branches:
+            raise ValueError("Concat: needs at least one branch")
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, Layer):
+                raise TypeError(f"Concat: branch {i} is a {type(branch).__name__}, not a Layer")
         self.branches = list(branches)
         self.axis = axis
 

@@ -58,6 +58,8 @@ class Parameter:
     __slots__ = ("value", "grad", "state")
 
     def __init__(self, value: Array):
+        if not backend.is_floating(value.dtype):
+            raise TypeError(f"Parameter: a trainable array must be floating-point, got dtype {backend.dtype_name(value.dtype)}")
         self.value = value
         self.grad: Array | None = None
         self.state: dict[str, Array] = {}
@@ -136,7 +138,7 @@ class Layer:
         if _CALL_HOOKS:
             for hook in tuple(_CALL_HOOKS):
                 backprop = hook(self, x, y, backprop)
-        return y, backprop
+        return y, _delta_checked(self, y, backprop)
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
         """Inference: eval-mode output, nothing kept for backward."""
@@ -202,6 +204,8 @@ class Layer:
     def to(self, device: "str | Device | None" = None, dtype: str | None = None) -> "Layer":
         """Move (and/or cast) every parameter, gradient, optimizer slot and buffer. Returns self."""
         target = backend.device(device) if device is not None else None
+        if dtype is not None and dtype not in backend.DTYPES:
+            raise ValueError(f"{type(self).__name__}.to: dtype must be one of {backend.DTYPES}, got {dtype!r}")
         for _, p in self.named_parameters():
             dev = target or p.device
             p.value = dev.send(p.value, dtype)
@@ -364,6 +368,40 @@ def _check_array(layer: Layer, x: Any, like: Array | None, what: str) -> None:
         _ACCEPTED_FLOATING.add((type(x), x.dtype))
     except TypeError:  # an unhashable dtype: always take the full path
         pass
+
+
+def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
+    """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
+    δ raises before any gradient is touched (and never broadcasts into a wrong one). Outputs
+    that are not single arrays (tuples with states) are handed on unchecked."""
+    if not backend.is_array(y):
+        return backprop
+    shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
+
+    def checked(dy: Array) -> Array:
+        if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
+                or getattr(dy, "device", None) != device):
+            _delta_error(layer, dy, y)
+        return backprop(dy)
+
+    return checked
+
+
+def _delta_error(layer: Layer, dy: Any, y: Array) -> None:
+    if not backend.is_array(dy):
+        raise TypeError(f"{layer.describe()}: backprop expected a δ array, got {type(dy).__name__}")
+    if not backend.same_device(dy, y):
+        raise DeviceError(
+            f"{layer.describe()}: backprop expected a δ on device {_device_name(y)} (the output's), got one on {_device_name(dy)}"
+        )
+    if tuple(dy.shape) != tuple(y.shape):
+        raise ValueError(
+            f"{layer.describe()}: backprop expected a δ of shape {tuple(y.shape)} (the forward output's), got {tuple(dy.shape)}"
+        )
+    raise TypeError(
+        f"{layer.describe()}: backprop expected a δ of dtype {backend.dtype_name(y.dtype)} (the output's), "
+        f"got {backend.dtype_name(dy.dtype)}"
+    )
 
 
 def _device_name(x: Array) -> str:

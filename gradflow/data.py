@@ -34,19 +34,22 @@ class BatchIterator:
         device: "str | Device" = "cpu",
         dtype: str = "float32",
     ):
-        x = backend.to_numpy(x) if backend.is_array(x) else np.asarray(x)
+        x = _host_samples(x, "x")
         if x.ndim == 0 or len(x) == 0:
             raise ValueError(f"BatchIterator: the dataset is empty (x has shape {x.shape})")
         if y is not None:
-            y = backend.to_numpy(y) if backend.is_array(y) else np.asarray(y)
-            if len(y) != len(x):
-                raise ValueError(f"BatchIterator: x has {len(x)} samples but y has {len(y)}")
+            y = _host_samples(y, "y")
+            if y.ndim == 0 or len(y) != len(x):
+                got = len(y) if y.ndim else "none (a 0-d array)"
+                raise ValueError(f"BatchIterator: x has {len(x)} samples but y has {got}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"BatchIterator: batch_size must be a positive int, got {batch_size!r}")
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last = shuffle, drop_last
         self.device = backend.device(device)
+        if not backend.is_floating(self.device.dtype(dtype)):
+            raise ValueError(f"BatchIterator: dtype must be a floating-point dtype, got {dtype!r}")
         self.dtype = dtype
         self._rng = np.random.default_rng(seed)
 
@@ -80,3 +83,13 @@ class BatchIterator:
 
     def set_state(self, state: dict) -> None:
         self._rng.bit_generator.state = state
+
+
+def _host_samples(data: Any, what: str) -> np.ndarray:
+    """``data`` as a host array of numbers (bool, int or float); anything else is a TypeError."""
+    host = backend.to_numpy(data) if backend.is_array(data) else np.asarray(data)
+    if host.dtype.kind not in "biuf":
+        raise TypeError(
+            f"BatchIterator: {what} must hold real numbers (bool, int or float), got dtype {host.dtype}"
+        )
+    return host

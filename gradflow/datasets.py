@@ -23,6 +23,8 @@ def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0) -> S
     mean and standard deviation. Shapes: (N, 64), or (N, 1, 8, 8) with ``images=True``.
     Needs scikit-learn (``pip install 'gradflow[data]'``).
     """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"digits: test_fraction must be in (0, 1), got {test_fraction!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
@@ -55,6 +57,8 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = False) -> 
     downloaded. Inputs are standardised with the training set's global mean and std. Shapes:
     (N, 40), or (N, 1, 40) with ``channels=True`` (for Conv1d) . Needs ``pip install mnist1d``.
     """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
+        raise ValueError(f"mnist1d: num_samples must be an int >= 10 (one per class), got {num_samples!r}")
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:

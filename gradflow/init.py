@@ -23,6 +23,8 @@ _default_generator = np.random.default_rng(0)
 def seed(value: int) -> None:
     """Reseed the generator layers draw from when they are given no ``rng`` of their own."""
     global _default_generator
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {value!r}")
     _default_generator = np.random.default_rng(value)
 
 

@@ -40,7 +40,7 @@ class Loss:
             value = value * scale
             delta = delta * scale
         if self.validate:
-            self._check_finite(value, output, xp)
+            self._check_finite(value, output, xp, target)
         return value, delta
 
     def value(self, output: Array, target: Any) -> Array:
@@ -69,15 +69,17 @@ class Loss:
             raise ValueError(f"{self._name()}: expected an output with a batch axis, got a 0-d array")
         return backend.namespace(output)
 
-    def _check_same_shape(self, output: Array, target: Array) -> None:
+    def _check_same_shape(self, output: Array, target: Array) -> Array:
+        """The target, checked and cast to the output's dtype (so value and δ keep that dtype)."""
         if tuple(output.shape) != tuple(target.shape):
             raise ValueError(
                 f"{self._name()}: expected target of shape {tuple(output.shape)} (the output's), got {tuple(target.shape)}"
             )
         if not backend.is_floating(target.dtype):
             raise TypeError(f"{self._name()}: expected a floating-point target, got {backend.dtype_name(target.dtype)}")
+        return target if target.dtype == output.dtype else backend.namespace(target).astype(target, output.dtype)
 
-    def _check_finite(self, value: Array, output: Array, xp: Any) -> None:
+    def _check_finite(self, value: Array, output: Array, xp: Any, target: Any = None) -> None:
         if bool(xp.isfinite(value)):
             return
         bad = ~xp.isfinite(output)
@@ -88,7 +90,13 @@ class Loss:
                 f"{self._name()}: the model output contains NaN or Inf (first at index {first}); "
                 "lower the learning rate, clip gradients, or use gradflow's anomaly mode to find the layer"
             )
-        raise FloatingPointError(f"{self._name()}: the loss is not finite although the output is; check the target")
+        if target is not None and backend.is_floating(target.dtype) and not bool(xp.all(xp.isfinite(target))):
+            raise FloatingPointError(f"{self._name()}: the loss is not finite although the output is; check the target")
+        largest = backend.to_float(xp.max(xp.abs(output)))
+        raise FloatingPointError(
+            f"{self._name()}: the loss overflowed although the model output is finite (largest |output| {largest:.3g}); "
+            "the model is diverging: lower the learning rate or clip gradients"
+        )
 
     def _compute(self, output: Array, target: Array, xp: Any) -> tuple[Array, Array, int]:
         raise NotImplementedError
@@ -101,7 +109,7 @@ class MSE(Loss):
     """Mean squared error ``L = mean((y − t)²)`` over every element; δ = ``2(y − t)/n``."""
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         return r * r, 2.0 * r, _size(output)
 
@@ -110,7 +118,7 @@ class L1(Loss):
     """Mean absolute error ``L = mean|y − t|``; δ = ``sign(y − t)/n`` (0 at y = t)."""
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         return xp.abs(r), xp.sign(r), _size(output)
 
@@ -125,7 +133,7 @@ class Huber(Loss):
         self.delta = float(delta)
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         r = output - target
         a = xp.abs(r)
         quadratic = a <= self.delta
@@ -140,7 +148,7 @@ class BCEWithLogits(Loss):
     """
 
     def _compute(self, output, target, xp):
-        self._check_same_shape(output, target)
+        target = self._check_same_shape(output, target)
         if self.validate and bool(xp.any((target < 0) | (target > 1))):
             raise ValueError(f"{self._name()}: targets must lie in [0, 1]")
         z = output

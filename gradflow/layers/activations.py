@@ -147,13 +147,24 @@ class GELU(_Elementwise):
         return f"approximate={self.approximate!r}"
 
 
-class Softmax(_Elementwise):
-    """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
+class _AlongAxis(_Elementwise):
+    """Softmax-like layers: normalise along ``axis``, which the input must have (non-empty)."""
 
     def __init__(self, axis: int = -1):
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"{type(self).__name__}: axis must be an int, got {axis!r}")
         self.axis = axis
 
+    def _check_axis(self, x: Array) -> None:
+        if not -x.ndim <= self.axis < x.ndim or x.shape[self.axis] == 0:
+            raise ValueError(f"{self.describe()}: expected input with entries along axis {self.axis}, got shape {tuple(x.shape)}")
+
+
+class Softmax(_AlongAxis):
+    """``y_i = e^{x_i} / Σ_j e^{x_j}`` along ``axis``; δ: ``dx = y ⊙ (dy − Σ_j dy_j y_j)``."""
+
     def _forward(self, x, xp):
+        self._check_axis(x)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         e = xp.exp(shifted)
         y = e / xp.sum(e, axis=self.axis, keepdims=True)
@@ -163,13 +174,11 @@ class Softmax(_Elementwise):
         return f"axis={self.axis}"
 
 
-class LogSoftmax(_Elementwise):
+class LogSoftmax(_AlongAxis):
     """``y = x − logsumexp(x)`` along ``axis``; δ: ``dx = dy − softmax(x) Σ_j dy_j``."""
 
-    def __init__(self, axis: int = -1):
-        self.axis = axis
-
     def _forward(self, x, xp):
+        self._check_axis(x)
         shifted = x - xp.max(x, axis=self.axis, keepdims=True)
         log_norm = xp.log(xp.sum(xp.exp(shifted), axis=self.axis, keepdims=True))
         y = shifted - log_norm

@@ -126,7 +126,9 @@ class Reshape(Layer):
     def __init__(self, *shape: int):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        self.shape = tuple(int(s) for s in shape)
+        if any(isinstance(s, bool) or not isinstance(s, int) or (s <= 0 and s != -1) for s in shape) or list(shape).count(-1) > 1:
+            raise ValueError(f"Reshape: the shape must be positive ints with at most one -1, got {shape!r}")
+        self.shape = tuple(shape)
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         check_input(self, x, min_ndim=1)

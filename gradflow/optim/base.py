@@ -12,12 +12,13 @@ so ``model.to(device)`` moves them along with the weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import backend
 from ..backend import Array
-from ..core import Layer, Parameter
+from ..core import Layer, Parameter, _device_name as _where
 from .clip import clip_grad_norm, clip_grad_value
 
 LearningRate = "float | Callable[[int], float]"
@@ -25,13 +26,13 @@ LearningRate = "float | Callable[[int], float]"
 
 def check_hyper(owner: str, name: str, value: float, low: float, high: float | None = None,
                 low_inclusive: bool = True, high_inclusive: bool = False) -> float:
-    """Validate one hyper-parameter against [low, high) (bounds configurable); returns it as float."""
+    """Validate one finite hyper-parameter against [low, high) (bounds configurable); returns it as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
     value = float(value)
     ok_low = value >= low if low_inclusive else value > low
     ok_high = True if high is None else (value <= high if high_inclusive else value < high)
-    if not (ok_low and ok_high) or value != value:
+    if not (ok_low and ok_high) or not math.isfinite(value):
         left = "[" if low_inclusive else "("
         right = "]" if high_inclusive else ")"
         upper = "inf" if high is None else f"{high:g}"
@@ -59,7 +60,8 @@ class Optimizer:
                 raise TypeError(f"{name}: expected Parameters (or a Layer), got {type(p).__name__}")
         if callable(lr):
             self.schedule: Callable[[int], float] | None = lr
-            self.base_lr = float(lr(0))
+            # A schedule may start at 0 (warm-up), never below it.
+            self.base_lr = check_hyper(name, "lr(0) of the schedule", lr(0), 0.0)
         else:
             self.schedule = None
             self.base_lr = check_hyper(name, "lr", lr, 0.0, low_inclusive=False)
@@ -85,11 +87,21 @@ class Optimizer:
         with_grad = [p for p in self.params if p.grad is not None]
         if not with_grad:
             return
+        for p in with_grad:  # all checked before any is updated, so a bad one changes nothing
+            g, v = p.grad, p.value
+            if (type(g) is not type(v) or g.shape != v.shape or g.dtype != v.dtype
+                    or getattr(g, "device", None) != getattr(v, "device", None)):
+                self._bad_gradient(p)
+        lr = self.lr
+        if self.schedule is not None and not 0.0 <= lr < math.inf:
+            raise ValueError(
+                f"{type(self).__name__}: the lr schedule gave {lr} at step {self.step_count}; "
+                "it must be finite and >= 0 (nothing was updated)"
+            )
         if self.clip_value is not None:
             clip_grad_value(with_grad, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(with_grad, self.clip_norm)
-        lr = self.lr
         self.step_count += 1
         for p in with_grad:
             self._update(p, p.grad, lr, backend.namespace(p.value))
@@ -97,6 +109,16 @@ class Optimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def _bad_gradient(self, p: Parameter) -> None:
+        index = next(i for i, q in enumerate(self.params) if q is p)
+        g = p.grad
+        got = (f"a {type(g).__name__}" if not backend.is_array(g) else
+               f"shape {tuple(g.shape)}, dtype {backend.dtype_name(g.dtype)} on {_where(g)}")
+        raise ValueError(
+            f"{type(self).__name__}.step: the gradient of parameter {index} has {got}; expected the parameter's "
+            f"shape {p.shape}, dtype {backend.dtype_name(p.dtype)} on {_where(p.value)} (nothing was updated)"
+        )
 
     def _update(self, p: Parameter, grad: Array, lr: float, xp: Any) -> None:
         raise NotImplementedError

@@ -55,6 +55,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, **clip: Any):
         super().__init__(params, lr, weight_decay, **clip)
         name = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
         self.beta1 = check_hyper(name, "betas[0]", betas[0], 0.0, 1.0)
         self.beta2 = check_hyper(name, "betas[1]", betas[1], 0.0, 1.0)
         self.eps = check_hyper(name, "eps", eps, 0.0, low_inclusive=False)
