@@ -113,3 +113,12 @@ def test_a_diverging_fit_stops_under_terminate_on_nan_naming_the_step():
                     history.stop_reason), history.stop_reason
     assert guard.bad_step is not None and guard.bad_step < 100
     assert len(history.epochs) <= guard.bad_step // 8 + 1, "training went on after the first non-finite loss"
+
+
+@pytest.mark.skipif(not hasattr(gf, "callbacks"), reason="the callback version of fit is not merged yet")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+def test_a_diverging_fit_without_callbacks_stops_after_the_epoch_with_a_warning():
+    model, optimizer, x, y = _diverging_setup()
+    with pytest.warns(RuntimeWarning, match=r"fit: the training loss of epoch 1 is (nan|inf); training stopped"):
+        history = train.fit(model, losses.MSE(), optimizer, (x, y), epochs=100, batch_size=8, verbose=0)
+    assert history.epochs == [1] and history.stop_reason.startswith("fit: the training loss of epoch 1")
