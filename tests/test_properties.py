@@ -410,6 +410,37 @@ def embedding_examples(draw):
                    check_input_gradient=False)
 
 
+def _recurrent_examples(kind: str):
+    from tests.cases.sequence import recurrent_ref  # the registry's loop reference, written from the equations
+
+    @st.composite
+    def examples(draw):
+        cls = getattr(L, kind.upper())
+        options = dict(num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+                       batch_first=draw(st.booleans()), return_sequences=draw(st.booleans()))
+        features, hidden = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        n, t = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+        shape = (n, t, features) if options["batch_first"] else (t, n, features)
+        x = _values(draw(seeds), shape)
+        return Example(lambda: cls(features, hidden, rng=4, **options), x,
+                       lambda p, x: recurrent_ref(kind, p, x, **options)[0], max_full=24)
+
+    return examples()
+
+
+@st.composite
+def attention_examples(draw):
+    from tests.cases.sequence import attention_ref
+
+    heads = draw(st.integers(1, 3))
+    embed = heads * draw(st.integers(1, 2))
+    causal = draw(st.booleans())
+    n, t = draw(st.integers(1, 2)), draw(st.integers(1, 4))
+    x = _values(draw(seeds), (n, t, embed))
+    return Example(lambda: L.MultiHeadAttention(embed, heads, causal=causal, rng=6), x,
+                   lambda p, x: attention_ref(p, x, heads, causal), max_full=24)
+
+
 # Exported class name -> strategy of Examples.
 DEDICATED: dict[str, Any] = {
     "Linear": linear_examples(),
@@ -436,6 +467,8 @@ _LANDED_LATER = {
     "BatchNorm1d": lambda: _batch_norm_examples(1), "BatchNorm2d": lambda: _batch_norm_examples(2),
     "GroupNorm": group_norm_examples,
     "Dropout": dropout_examples, "LayerNorm": layer_norm_examples, "Embedding": embedding_examples,
+    "RNN": lambda: _recurrent_examples("rnn"), "LSTM": lambda: _recurrent_examples("lstm"),
+    "GRU": lambda: _recurrent_examples("gru"), "MultiHeadAttention": attention_examples,
 }
 DEDICATED.update({name: strategy() for name, strategy in _LANDED_LATER.items() if hasattr(L, name)})
 
