@@ -235,7 +235,9 @@ def _fixed_costs(results: dict[str, Any], entry: dict[str, Any]) -> str:
     spread = entry.get("ratio_iqr", {}).get("gradflow/numpy")
     text = (f"gradflow's fixed per-step costs measured in this run: loss +{loss:.0f} µs, {layers} Linear + "
             f"{layers - 1} ReLU calls +{layers * linear + (layers - 1) * relu:.0f} µs, optimizer "
-            f"+{2 * layers * sgd:.0f} µs: {total:.0f} µs = {total / step_us:.1%} of the hand-written step; "
+            f"+{2 * layers * sgd:.0f} µs: {total:.0f} µs = {total / step_us:.1%} of the hand-written step "
+            "(measured in isolation; inside a step, after the GEMMs have evicted the caches, small array "
+            "operations cost several times more, and the validated loss makes ~20 of them vs ~12 by hand); "
             "the hand-written step also applies ReLU and its δ in place, where gradflow's layers must not "
             "overwrite their inputs.")
     if spread:

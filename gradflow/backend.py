@@ -901,3 +901,49 @@ def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
     if not portable and library_kind(x) != "other":
         return x * mask
     return x * namespace(x).astype(mask, x.dtype)
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, scale: float, *, check_labels: bool = True,
+                          portable: bool = False) -> tuple[Array | None, Array | None, Any]:
+    """Fused softmax cross-entropy for integer labels: ``(value, delta, labels_ok)``.
+
+    logits (N, C) floating; labels (N,) integers. ``value = scale · Σ_i (log Σ_c e^{z_ic} − z_i,label)``
+    and ``delta = scale · (softmax(z) − onehot(label))``, both in the logits' dtype.
+    ``labels_ok`` (only with ``check_labels``; else None) says every label lies in [0, C): a 0-d
+    boolean array on the portable path (so the caller can fold it into one host sync), a Python
+    bool on NumPy, where (value, delta) are (None, None) when it is False.
+
+    NumPy: the labels are checked on the host, the picked logits and the one-hot subtraction use
+    integer indexing, and the exponential is taken in place: ~14 array calls instead of ~20
+    (inside a training step, where each small call runs with cold caches, that is ~0.1 ms at
+    batch 64). The portable path builds the one-hot as a comparison mask.
+    """
+    n, classes = logits.shape
+    xp = namespace(logits)
+    if not portable and library_kind(logits) == "numpy":
+        labels_ok = None
+        if check_labels:
+            labels_ok = n == 0 or (int(labels.min()) >= 0 and int(labels.max()) < classes)
+            if not labels_ok:
+                return None, None, False
+        rows = xp.arange(n)
+        delta = logits - logits.max(axis=1, keepdims=True)
+        picked = delta[rows, labels]
+        xp.exp(delta, out=delta)
+        total = delta.sum(axis=1, keepdims=True)
+        value = (xp.log(total).sum() - picked.sum()) * scale
+        delta *= scale / total
+        delta[rows, labels] -= scale
+        return value, delta, labels_ok
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    # one-hot as a mask; a label outside [0, C) matches no class, which labels_ok reports
+    hit = labels[:, None] == xp.arange(classes, dtype=labels.dtype, device=labels.device)
+    value = xp.sum(xp.log(total)) - xp.sum(multiply_by_mask(shifted, hit))
+    if scale != 1.0:
+        value = value * scale
+    delta = e * (scale / total)
+    delta -= xp.astype(hit, delta.dtype) * scale
+    labels_ok = xp.sum(xp.astype(hit, xp.int32)) == n if check_labels else None
+    return value, delta, labels_ok

