@@ -80,8 +80,11 @@ class Loss:
         return target if target.dtype == output.dtype else backend.namespace(target).astype(target, output.dtype)
 
     def _check_finite(self, value: Array, output: Array, xp: Any, target: Any = None) -> None:
-        if bool(xp.isfinite(value)):
-            return
+        if not bool(xp.isfinite(value)):
+            self._raise_not_finite(output, xp, target)
+
+    def _raise_not_finite(self, output: Array, xp: Any, target: Any = None) -> None:
+        """Say why the loss is not finite: the output (where), the target, or an overflow."""
         bad = ~xp.isfinite(output)
         if bool(xp.any(bad)):
             where = backend.to_numpy(xp.astype(bad, xp.uint8)).nonzero()
@@ -240,13 +243,15 @@ class SoftmaxCrossEntropy(_ClassLoss):
         value, delta, labels_ok = backend.softmax_cross_entropy(output, target, scale, check_labels=check)
         if check:
             if labels_ok is False:  # the NumPy path checked on the host and computed nothing
-                self._explain_bad_labels_or_value(output, target, value, xp)
-            finite = xp.isfinite(value)
+                self._explain_bad_labels_or_value(output, target, xp)
+            # A -inf logit of a class that is not the label leaves the fused value finite, but
+            # Inf reaching the loss is an error all the same: check the logits too.
+            finite = xp.isfinite(value) & xp.all(xp.isfinite(output))
             if not bool(finite if labels_ok is True else finite & labels_ok):  # one host sync
-                self._explain_bad_labels_or_value(output, target, value, xp)
+                self._explain_bad_labels_or_value(output, target, xp)
         return value, delta
 
-    def _explain_bad_labels_or_value(self, output: Array, target: Array, value: Array, xp: Any) -> None:
+    def _explain_bad_labels_or_value(self, output: Array, target: Array, xp: Any) -> None:
         classes = output.shape[-1]
         low, high = int(xp.min(target)), int(xp.max(target))
         if low < 0 or high >= classes:
@@ -254,7 +259,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
                 f"{self._name()}: labels must lie in [0, {classes - 1}] for {classes} classes, "
                 f"got values in [{low}, {high}]"
             )
-        self._check_finite(value, output, xp)
+        self._raise_not_finite(output, xp)
 
     def _compute(self, output, target, xp):
         q, kept = self._labels(output, target, xp)
