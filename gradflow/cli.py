@@ -314,9 +314,9 @@ def _cuda_names() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, ...], str, dict[str, Any]]]:
-    """(label, factory or None, sample input shape, why skipped, check_layer options) for every
-    built-in layer.
+def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, Any, str, dict[str, Any]]]:
+    """(label, factory or None, sample input shape (or the sample itself), why skipped,
+    check_layer options) for every built-in layer.
 
     Layers whose modules are not part of this installation are left out; a layer of
     gradflow.layers without a known sample input is listed as skipped.
@@ -346,7 +346,20 @@ def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, 
                         ("BatchNorm2d(3), train mode", lambda: L.BatchNorm2d(3), (2, 3, 4, 3), {"train": True})],
         "GroupNorm": [("GroupNorm(2, 4)", lambda: L.GroupNorm(2, 4), (2, 4, 3, 3))],
         "GRU": [("GRU(3, 4)", lambda: L.GRU(3, 4, rng=0), (2, 5, 3))],
+        "LSTM": [("LSTM(3, 4, bidirectional)", lambda: L.LSTM(3, 4, bidirectional=True, rng=0), (2, 5, 3))],
+        "RNN": [("RNN(3, 4, num_layers=2)", lambda: L.RNN(3, 4, num_layers=2, rng=0), (2, 5, 3))],
         "Dropout": [("Dropout(0.5), eval mode", lambda: L.Dropout(0.5), (3, 4))],
+        "LayerNorm": [("LayerNorm(5)", lambda: L.LayerNorm(5), (3, 5))],
+        "Embedding": [("Embedding(6, 3)", lambda: L.Embedding(6, 3, rng=0), np.array([[0, 5, 2], [2, 2, 1]]),
+                       {"check_input_gradient": False, "noncontiguous": False})],
+        "MultiHeadAttention": [("MultiHeadAttention(6, 2, causal)", lambda: L.MultiHeadAttention(6, 2, causal=True, rng=0),
+                                (2, 4, 6))],
+        "TransformerEncoderBlock": [("TransformerEncoderBlock(6, 2)",
+                                     lambda: L.TransformerEncoderBlock(6, 2, mlp_ratio=2, rng=0), (2, 4, 6))],
+        "LearnedPositionalEncoding": [("LearnedPositionalEncoding(7, 6)",
+                                       lambda: L.LearnedPositionalEncoding(7, 6, rng=0), (2, 4, 6))],
+        "SinusoidalPositionalEncoding": [("SinusoidalPositionalEncoding(6)",
+                                          lambda: L.SinusoidalPositionalEncoding(6), (2, 4, 6))],
     }
     elementwise = ("ELU", "GELU", "LeakyReLU", "ReLU", "Sigmoid", "SiLU", "Tanh")
     cases = []
@@ -360,7 +373,9 @@ def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, tuple[int, 
     return cases
 
 
-def _sample(shape: tuple[int, ...]) -> np.ndarray:
+def _sample(shape: "tuple[int, ...] | np.ndarray") -> np.ndarray:
+    if isinstance(shape, np.ndarray):  # a fixed sample (e.g. token ids)
+        return shape
     x = np.random.default_rng(0).standard_normal(shape)
     return np.where(np.abs(x) < 1e-2, 0.5, x)  # keep away from kinks (ReLU at 0)
 

@@ -103,3 +103,11 @@ def test_python_dash_m_gradflow_and_no_command(capsys):
     assert done.returncode == 0 and done.stdout.strip() == f"gradflow {gf.__version__}"
     assert cli.main([]) == 2
     assert "train" in capsys.readouterr().out
+
+
+def test_gradcheck_knows_a_sample_input_for_every_exported_layer():
+    from gradflow import cli, layers
+
+    unknown = [label for label, factory, _, _, _ in cli.gradcheck_cases() if factory is None]
+    assert unknown == [], f"gradflow gradcheck has no sample input for {unknown}"
+    assert len(cli.gradcheck_cases()) >= len(layers.__all__)
