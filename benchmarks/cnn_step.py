@@ -56,7 +56,7 @@ def build_gradflow_step(batch: int = 64, device: str = "cpu") -> Callable[[], No
     x, y = dev.send(x_host, "float32"), dev.send(y_host)
 
     def step() -> None:
-        output, backprop = model(x, train=True)
+        output, backprop = model(x, train=True, input_grad=False)  # as fit does: x is data
         _, delta = loss(output, y)
         optimizer.zero_grad()
         backprop(delta)

@@ -96,7 +96,7 @@ class _MaxPoolNd(_PoolNd):
                 # Mask products, not xp.where: NumPy's where is ~10x slower on float32 here.
                 remaining = dy
                 for piece in slices[:-1]:
-                    part = remaining * xp.astype(piece == y, dy.dtype)
+                    part = backend.multiply_by_mask(remaining, piece == y)
                     yield part
                     remaining = remaining - part
                 yield remaining  # the max is attained somewhere: what is left belongs to the last tap
