@@ -111,8 +111,8 @@ def discover_slot(module_name: str) -> tuple[dict[str, dict[str, Callable]], str
     """``({workload: {contender: builder}}, why not available, batches)`` for a slot module.
 
     A module offers ``build_gradflow_step(batch)``/``build_torch_step(batch)`` (one workload)
-    or ``build_gradflow_<name>_step(batch)``/``build_torch_<name>_step(batch)`` (several), and
-    optionally ``BATCHES``.
+    or ``build_gradflow_<name>_step(batch)``/``build_torch_<name>_step(batch)`` (several), or
+    ``SLOT_BUILDERS = {workload: {contender: build(batch)}}``, and optionally ``BATCHES``.
     """
     try:
         module = importlib.import_module(module_name)
@@ -122,9 +122,10 @@ def discover_slot(module_name: str) -> tuple[dict[str, dict[str, Callable]], str
         return {}, f"not available (importing {module_name} failed: {error})", ()
     except Exception as error:  # a broken peer module must not stop the suite
         return {}, f"not available (importing {module_name} failed: {type(error).__name__}: {error})", ()
-    workloads: dict[str, dict[str, Callable]] = {}
+    workloads: dict[str, dict[str, Callable]] = {
+        name: dict(builders) for name, builders in getattr(module, "SLOT_BUILDERS", {}).items()}
     default = module_name.rsplit(".", 1)[-1].replace("_steps", "").replace("_step", "")
-    for attribute in sorted(dir(module)):
+    for attribute in sorted(dir(module)) if not workloads else ():
         match = _BUILDER.match(attribute)
         if match:
             workloads.setdefault(match.group(2) or default, {})[match.group(1)] = getattr(module, attribute)
@@ -146,7 +147,10 @@ def run_slot(module_name: str, rounds: int, block_seconds: float, quick: bool) -
             key = f"{workload} (batch {batch})"
             try:
                 steps = {name: build(batch) for name, build in builders.items()}
-                timing = time_interleaved(steps, rounds=rounds, block_seconds=block_seconds)
+                # Steps of tens of ms need blocks of several steps: alternating single steps lets
+                # each library's spinning BLAS/OpenMP threads slow the other (measured: PyTorch's
+                # CNN step went from 17 to 41 ms), which flatters whichever runs second.
+                timing = time_interleaved(steps, rounds=rounds, block_seconds=max(block_seconds, 0.25))
             except Exception as error:
                 results["workloads"][key] = {"status": f"failed: {type(error).__name__}: {error}"}
                 continue

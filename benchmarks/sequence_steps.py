@@ -157,3 +157,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":
     main()
+
+
+# For the benchmark suite (python -m benchmarks): one builder per workload and contender, taking
+# the batch size, at the sizes stated in this module's docstring.
+BATCHES = (32,)
+SLOT_BUILDERS = {
+    name: {"gradflow": (lambda batch, name=name: build_gradflow_step(name, batch=batch)),
+           "torch": (lambda batch, name=name: build_torch_step(name, batch=batch))}
+    for name in ("lstm", "transformer_block")
+}

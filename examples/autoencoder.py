@@ -12,7 +12,6 @@ image) and saves a PNG with test inputs above their reconstructions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -59,17 +58,6 @@ def save_comparison(path: Path, inputs: np.ndarray, outputs: np.ndarray, title: 
     plt.close(figure)
 
 
-def blas_threads(count: int):
-    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
-
-    This model's matrices are small: a second BLAS thread costs more in hand-offs than it saves,
-    and on a machine shared with other jobs, spinning BLAS threads slow every step down.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -89,7 +77,7 @@ def main(argv: list[str] | None = None) -> float:
     x_train = data.x_train[: args.limit]
     model = build_model(args.seed).to(device)
     print(f"gradflow on {device}: autoencoder on {len(x_train)} training digits, code of 8x2x2 = 32 numbers")
-    with blas_threads(args.blas_threads):
+    with gf.backend.limit_blas_threads(args.blas_threads):
         started = time.perf_counter()
         history = fit(model, MSE(), Adam(model, lr=args.lr), (x_train, x_train), epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, verbose=False)

@@ -16,7 +16,6 @@ foormating.\n\nReturn and docting the arguments formation."
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import inspect
 import math
@@ -106,18 +105,6 @@ def sample(model: gf.Sequential, vocabulary: Vocabulary, prompt: str, length: in
     return vocabulary.decode(ids)
 
 
-def blas_threads(count: int):
-    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
-
-    The recurrent and attention steps run many small matrix products: a second BLAS thread
-    costs more in hand-offs than it saves, and on a machine shared with other jobs spinning
-    BLAS threads made every step 3x slower.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -161,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     loss = SoftmaxCrossEntropy()
     started = time.perf_counter()
     history: dict[str, float] = {}
-    with blas_threads(args.blas_threads):
+    with gf.backend.limit_blas_threads(args.blas_threads):
         for epoch in range(args.epochs):
             trained = fit(model, loss, optimizer, (x_train, y_train), epochs=1, batch_size=args.batch_size,
                           seed=args.seed + epoch, verbose=False)

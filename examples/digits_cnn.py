@@ -10,7 +10,6 @@ with Adam. Expected: 99.2% test accuracy after 15 epochs, about 7 s on 2 CPU cor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import gradflow as gf
@@ -30,17 +29,6 @@ def build_model(seed: int = 0) -> gf.Sequential:
     )
 
 
-def blas_threads(count: int):
-    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
-
-    This model's matrices are small: a second BLAS thread costs more in hand-offs than it saves,
-    and on a machine shared with other jobs, spinning BLAS threads slow every step down.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -60,7 +48,7 @@ def main(argv: list[str] | None = None) -> float:
     model = build_model(args.seed).to(device)
     optimizer = Adam(model, lr=args.lr, weight_decay=1e-4)
     print(f"gradflow {gf.__version__} on {device}: {len(x_train)} training and {len(data.x_test)} test digits (1x8x8)")
-    with blas_threads(args.blas_threads):
+    with gf.backend.limit_blas_threads(args.blas_threads):
         started = time.perf_counter()
         fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed)

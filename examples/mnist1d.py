@@ -21,7 +21,6 @@ seed to seed). Prints our test accuracies beside the paper's and writes them as 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -81,17 +80,6 @@ def write_table(path: Path, rows: list[dict], settings: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def blas_threads(count: int):
-    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
-
-    This model's matrices are small: a second BLAS thread costs more in hand-offs than it saves,
-    and on a machine shared with other jobs, spinning BLAS threads slow every step down.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -121,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         accuracies, seconds = [], []
         for seed in seeds:
             model = build(name, seed).to(device)
-            with blas_threads(args.blas_threads):
+            with gf.backend.limit_blas_threads(args.blas_threads):
                 started = time.perf_counter()
                 fit(model, SoftmaxCrossEntropy(), Adam(model, lr=args.lr), (x_train, y_train), epochs=epochs,
                     batch_size=args.batch_size, seed=seed, verbose=False)

@@ -13,7 +13,6 @@ cores; ``--hidden 6`` gives about 90%, ``--hidden 32`` about 96%.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
 
@@ -35,18 +34,6 @@ def build_model(hidden: int = 6, steps: int = 40, seed: int = 0) -> gf.Sequentia
     )
 
 
-def blas_threads(count: int):
-    """Limit NumPy's BLAS to ``count`` threads while training (a no-op without threadpoolctl).
-
-    The recurrent and attention steps run many small matrix products: a second BLAS thread
-    costs more in hand-offs than it saves, and on a machine shared with other jobs spinning
-    BLAS threads made every step 3x slower.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -76,7 +63,7 @@ def main(argv: list[str] | None = None) -> float:
     print(f"gradflow {gf.__version__} on {device}: MNIST-1D, {len(x_train)} training and {len(x_test)} test "
           f"sequences of {x_train.shape[1]} steps; GRU({args.hidden}), {args.epochs} epochs")
     started = time.perf_counter()
-    with blas_threads(args.blas_threads):
+    with gf.backend.limit_blas_threads(args.blas_threads):
         fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
             batch_size=args.batch_size, validation=(x_test, y_test), seed=args.seed)
         accuracy = evaluate(model, None, (x_test, y_test))["accuracy"]

@@ -838,6 +838,22 @@ def _erf_portable(x: Array) -> Array:
     return xp.where(x < 0, -result, result)
 
 
+def limit_blas_threads(count: int) -> Any:
+    """A context manager limiting the host BLAS (NumPy's) to ``count`` threads.
+
+    For small models a second BLAS thread costs more in hand-offs than it saves, and on a busy
+    machine spinning BLAS threads slow every step. A no-op without threadpoolctl (it comes with
+    scikit-learn) and for GPU work, which does not use the host BLAS.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=count, user_api="blas")
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the array libraries importable here (for ``gradflow info``)."""
     found = {}
