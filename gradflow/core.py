@@ -374,7 +374,7 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
     """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
     δ raises before any gradient is touched (and never broadcasts into a wrong one). Outputs
     that are not single arrays (tuples with states) are handed on unchecked."""
-    if not backend.is_array(y):
+    if isinstance(y, tuple) or not hasattr(y, "dtype"):
         return backprop
     shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
 

@@ -75,10 +75,9 @@ class Linear(Layer):
         bias = self.bias
         if bias is not None:
             y += bias.value
-        out_shape = y.shape
 
         def backprop(dy: Array) -> Array | None:
-            check_delta(self, dy, out_shape)
+            # dy's shape, dtype and device are checked by Layer.__call__'s wrapper
             dy2 = dy if dy.ndim == 2 else xp.reshape(dy, (-1, self.out_features))
             self.weight.accumulate(x.T @ dy2)
             if bias is not None:
