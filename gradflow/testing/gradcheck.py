@@ -163,7 +163,9 @@ def _check_array(
         result.worst[name] = 0.0
         return
     if host.size <= max_full:
-        numeric = np.zeros_like(host)
+        # C order on purpose: zeros_like would copy an F-ordered host's layout, and reshape(-1)
+        # of that is a copy, so the differences written below would never reach ``numeric``.
+        numeric = np.zeros(host.shape, dtype=np.float64)
         flat_numeric = numeric.reshape(-1)
         for i in range(host.size):
             bumped = host.copy().reshape(-1)

@@ -28,7 +28,7 @@ from gradflow import layers as L
 from gradflow import losses
 from gradflow.testing import available_devices, check_layer, check_loss
 from tests.cases import LayerCase, layer_cases, loss_cases
-from tests.test_bad_input import LAYER_CLASSES, exported_loss_classes
+from tests.layers.test_bad_input import LAYER_CLASSES, exported_loss_classes
 
 PROPERTY_DEVICES = [dev for name, dev, _ in available_devices(("cpu", "strict", "cuda")) if dev is not None]
 pytestmark = pytest.mark.skipif(len(PROPERTY_DEVICES) < 2, reason="parity needs the strict device (pip install array-api-strict)")

@@ -1,8 +1,8 @@
-"""The program tests/test_distributed.py starts under ``mpirun -np 2 python -m mpi4py``.
+"""The program tests/distributed/test_distributed.py starts under ``mpirun -np 2 python -m mpi4py``.
 
-    python -m mpi4py tests/distributed_worker.py train OUT_DIR   # trains, dumps every rank's state
-    python -m mpi4py tests/distributed_worker.py raise OUT_DIR   # rank 1 raises mid-training
-    python -m mpi4py tests/distributed_worker.py train OUT_DIR cuda   # on each rank's GPU (gfd.default_device())
+    python -m mpi4py tests/distributed/distributed_worker.py train OUT_DIR   # trains, dumps every rank's state
+    python -m mpi4py tests/distributed/distributed_worker.py raise OUT_DIR   # rank 1 raises mid-training
+    python -m mpi4py tests/distributed/distributed_worker.py train OUT_DIR cuda   # on each rank's GPU (gfd.default_device())
 
 The training functions are also imported by the tests to compute the single-process reference.
 """

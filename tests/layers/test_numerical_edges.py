@@ -9,7 +9,7 @@ import pytest
 import gradflow as gf
 from gradflow import backend, layers as L, losses
 from tests.cases import layer_cases
-from tests.test_bad_input import _send
+from tests.layers.test_bad_input import _send
 
 DTYPES = ["float32", "float64"]
 EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, -1e4]])

@@ -24,7 +24,7 @@ from gradflow.optim import SGD, Adam, CosineAnnealing, LinearWarmup
 from gradflow.train import fit
 
 pytest.importorskip("safetensors")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class GeneratorDropout(Layer):

@@ -110,7 +110,7 @@ def test_digits_mlp_example_reaches_97_percent(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "digits_mlp.py"
     spec = importlib.util.spec_from_file_location("digits_mlp", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

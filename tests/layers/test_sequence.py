@@ -17,7 +17,7 @@ from gradflow import layers as L
 from gradflow.testing import gradcheck
 from tests.cases.sequence import attention_ref, recurrent_ref
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def host(x):

@@ -1,9 +1,9 @@
 """gradflow.distributed: communicators, sharding, gradient all-reduce, DataParallel, and real
 2-rank mpirun jobs.
 
-In-process tests run ranks as threads (tests/distributed_helpers.py) on every device; the NCCL
+In-process tests run ranks as threads (tests/distributed/distributed_helpers.py) on every device; the NCCL
 communicator runs against a fake ``cupy.cuda.nccl`` that sums host memory through the pointers
-it is given. The ``mpi`` tests start ``mpirun -np 2 python -m mpi4py tests/distributed_worker.py``
+it is given. The ``mpi`` tests start ``mpirun -np 2 python -m mpi4py tests/distributed/distributed_worker.py``
 and are skipped, with the reason, when mpirun or mpi4py is missing.
 """
 
@@ -34,7 +34,7 @@ from gradflow.train import fit
 from .distributed_helpers import FakeDeviceArray, FakeNccl, ThreadCommunicator, ThreadGroup, run_ranks
 from . import distributed_worker as worker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MPI_TIMEOUT_S = 120
 
 
@@ -512,7 +512,7 @@ def _require_mpi():
 def two_rank_training(tmp_path_factory):
     _require_mpi()
     out = tmp_path_factory.mktemp("ddp")
-    job = _mpirun([str(ROOT / "tests" / "distributed_worker.py"), "train", str(out)], timeout=MPI_TIMEOUT_S)
+    job = _mpirun([str(ROOT / "tests" / "distributed" / "distributed_worker.py"), "train", str(out)], timeout=MPI_TIMEOUT_S)
     assert job.returncode == 0, job.stdout + job.stderr
     return out
 
@@ -558,7 +558,7 @@ def test_mpi_job_uses_mpi_writes_the_checkpoint_on_rank0_only_and_handles_float1
 def test_mpi_a_failing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
     _require_mpi()
     started = time.perf_counter()
-    job = _mpirun([str(ROOT / "tests" / "distributed_worker.py"), "raise", str(tmp_path)], timeout=60)
+    job = _mpirun([str(ROOT / "tests" / "distributed" / "distributed_worker.py"), "raise", str(tmp_path)], timeout=60)
     assert job.returncode != 0
     assert "rank 1 fails on purpose" in job.stderr + job.stdout
     assert not (tmp_path / "rank0_finished").exists()
@@ -573,7 +573,7 @@ def test_mpi_training_on_gpus_keeps_ranks_identical_and_matches_the_cpu(tmp_path
     if gf.backend.cuda_device_count() == 0:
         pytest.skip("no CUDA GPU visible to CuPy")
     _require_mpi()
-    job = _mpirun([str(ROOT / "tests" / "distributed_worker.py"), "train", str(tmp_path), "cuda"], timeout=MPI_TIMEOUT_S)
+    job = _mpirun([str(ROOT / "tests" / "distributed" / "distributed_worker.py"), "train", str(tmp_path), "cuda"], timeout=MPI_TIMEOUT_S)
     assert job.returncode == 0, job.stdout + job.stderr
     reports = [json.loads((tmp_path / f"report_rank{r}.json").read_text()) for r in (0, 1)]
     expected = "NCCLCommunicator" if gf.backend.cuda_device_count() >= 2 and gfd.nccl_available() else "MPICommunicator"

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import gradflow as gf
+from gradflow.backend import placement
+from gradflow.backend.cupy_library import CuPyLibrary
 from gradflow import backend
 from gradflow.backend import DeviceError
 
@@ -32,7 +34,7 @@ def test_device_rejects_non_string():
 
 
 def test_auto_is_cpu_without_a_gpu(monkeypatch):
-    monkeypatch.setattr(backend, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(placement, "cuda_device_count", lambda: 0)
     assert gf.device("auto").name == "cpu"
 
 
@@ -62,7 +64,7 @@ def test_cuda_index_out_of_range_names_the_count(monkeypatch):
 
 
 def test_devices_lists_cpu_and_each_visible_gpu(monkeypatch):
-    monkeypatch.setattr(backend, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(placement, "cuda_device_count", lambda: 0)
     assert [d.name for d in gf.devices()] == ["cpu"]
 
 
@@ -179,7 +181,7 @@ class _Recorder:
 
 def test_cuda_adapter_allocates_and_frees_on_the_gpu_that_was_asked_for():
     recorder = _Recorder()
-    library = backend._CuPy.__new__(backend._CuPy)
+    library = CuPyLibrary.__new__(CuPyLibrary)
     library.index, library._cupy = 1, recorder
     library.from_host(np.ones(2))
     with library.context():
@@ -215,7 +217,7 @@ def test_cuda_rng_is_counter_based_and_resumes_exactly():
             return self.host.standard_normal(shape).astype(dtype)
 
     recorder.random = types.SimpleNamespace(default_rng=FakeGenerator)
-    library = backend._CuPy.__new__(backend._CuPy)
+    library = CuPyLibrary.__new__(CuPyLibrary)
     library.index, library._cupy = 1, recorder
     rng = backend.CuPyRNG(library, seed=5)
     first = rng.random((3,), np.float32)

@@ -18,8 +18,9 @@ import pytest
 
 import gradflow as gf
 from gradflow import backend
+from gradflow.backend import primitives
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Trains a small MLP (with Dropout when the layer exists) through fit() -- shuffled batches,
 # Adam, weight decay, gradient clipping -- and prints a hash of every parameter's bytes.
@@ -93,7 +94,7 @@ class _RecordingCuPy:
         real_is_cupy = array_api_compat.is_cupy_array
         monkeypatch.setattr(array_api_compat, "is_cupy_array",
                             lambda x: (self.active and x is stand_in) or real_is_cupy(x))
-        portable = backend._scatter_add_rows_one_hot
+        portable = primitives._scatter_add_rows_one_hot
 
         def fake_scatter_add(target, indices, values):
             self.calls.append("cupyx.scatter_add")
@@ -106,7 +107,7 @@ class _RecordingCuPy:
         fake = types.ModuleType("cupyx")
         fake.scatter_add = fake_scatter_add
         monkeypatch.setitem(sys.modules, "cupyx", fake)
-        monkeypatch.setattr(backend, "_scatter_add_rows_one_hot", spy)
+        monkeypatch.setattr(primitives, "_scatter_add_rows_one_hot", spy)
 
     def scatter_add_rows(self, *args):
         self.active = True
@@ -152,7 +153,7 @@ def test_the_one_hot_path_in_blocks_sums_duplicates_and_repeats_bit_for_bit(monk
     expected = np.full((37, 4), 0.5)
     np.add.at(expected, indices, values)
     for block in (1 << 24, 400, 1):  # one block; 8 rows per block; one row per block
-        monkeypatch.setattr(backend, "_ONE_HOT_BLOCK", block)
+        monkeypatch.setattr(primitives, "_ONE_HOT_BLOCK", block)
         runs = []
         for _ in range(2):
             target = device.send(np.full((37, 4), 0.5), "float32")

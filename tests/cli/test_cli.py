@@ -13,7 +13,7 @@ import pytest
 import gradflow as gf
 from gradflow import cli, layers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_train_runs_checkpoints_resumes_and_plots(tmp_path, capsys):

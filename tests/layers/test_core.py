@@ -192,3 +192,16 @@ def test_seed_makes_default_initialisation_reproducible():
     gf.seed(11)
     b = L.Linear(5, 5).weight.value
     np.testing.assert_array_equal(a, b)
+
+
+def test_gradcheck_sees_the_gradient_of_an_f_ordered_parameter():
+    # An orthogonal init with fewer rows than columns is a transposed (F-ordered) matrix; the
+    # finite differences of such a parameter were written into a copy and read back as zeros.
+    from gradflow.testing.gradcheck import gradcheck
+
+    dev = gf.device("cpu")
+    layer = gf.layers.Linear(2, 3, bias=False, init="orthogonal", rng=7).to(dev, "float64")
+    assert layer.weight.value.flags.f_contiguous and not layer.weight.value.flags.c_contiguous
+    x = dev.send(np.array([[0.12573022, -0.13210486]]), "float64")
+    result = gradcheck(layer, x)
+    assert result.checked["weight"] == "full" and result.worst["weight"] < 1

@@ -1,0 +1,134 @@
+"""What an array is, where it lives and how it reaches the host; dtype helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from . import placement as _placement
+from .common import Array, DeviceError, Namespace
+
+_NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
+
+
+def namespace(*arrays: Array) -> Namespace:
+    """The array namespace of ``arrays`` (cached per array type: a dict look-up)."""
+    kind = type(arrays[0])
+    xp = _NAMESPACE_BY_TYPE.get(kind)
+    if xp is None:
+        xp = array_api_compat.array_namespace(arrays[0])
+        _NAMESPACE_BY_TYPE[kind] = xp
+    return xp
+
+
+def is_array(x: object) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def device_of(x: Array) -> "_placement.Device":
+    """The gradflow :class:`Device` an array lives on."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _placement.device("cpu")
+    if array_api_compat.is_cupy_array(x):
+        return _placement.device(f"cuda:{x.device.id}")
+    if array_api_compat.is_torch_array(x):
+        if x.device.type != "cpu":
+            raise DeviceError(f"torch tensors on {x.device} are not a gradflow device")
+        return _placement.device("torch")
+    if type(x).__module__.startswith("array_api_strict"):
+        if str(x.device) != str(_placement.device("strict").native):
+            raise DeviceError(f"array-api-strict arrays on {x.device} are not a gradflow device; use 'strict' (device1)")
+        return _placement.device("strict")
+    raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """Copy any supported array to a NumPy array on the host (an explicit transfer)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, np.generic):
+        return np.asarray(x)
+    if not is_array(x):
+        return np.asarray(x)
+    return device_of(x)._library.to_host(x)
+
+
+def to_float(x: Array) -> float:
+    """A Python float from a 0-d array: a host transfer, so a sync on GPUs. Use outside hot loops."""
+    return float(to_numpy(x))
+
+
+def same_device(a: Array, b: Array) -> bool:
+    """True when two arrays are of the same library and on the same device."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return True  # subclasses too: np.memmap weights (unpickled with mmap_mode) are host arrays
+    if type(a) is not type(b):
+        return False
+    return a.device == b.device
+
+
+_DTYPE_KINDS: dict[tuple[type, Any], str] = {}  # keyed with the type: dtypes of two libraries
+                                                # may hash alike and must not be compared
+
+
+def _dtype_kind(dtype: Any) -> str:
+    """``"floating"``, ``"integral"`` or ``"other"``; cached per dtype, because ``str`` of a
+    NumPy dtype runs Python code (a few µs, on every loss and layer call otherwise)."""
+    key = (type(dtype), dtype)
+    try:
+        return _DTYPE_KINDS[key]
+    except (KeyError, TypeError):
+        pass
+    name = dtype_name(dtype)
+    kind = ("floating" if "float" in name and "complex" not in name
+            else "integral" if name.startswith(("int", "uint")) else "other")
+    try:
+        _DTYPE_KINDS[key] = kind
+    except TypeError:  # an unhashable dtype object: not cached
+        pass
+    return kind
+
+
+def is_floating(dtype: Any) -> bool:
+    """True for real floating dtypes of any namespace."""
+    return _dtype_kind(dtype) == "floating"
+
+
+def is_integral(dtype: Any) -> bool:
+    """True for signed and unsigned integer dtypes (not bool) of any namespace."""
+    return _dtype_kind(dtype) == "integral"
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` for np.float32, torch.float32, array_api_strict.float32..."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+_KIND_BY_TYPE: dict[type, str] = {}
+
+
+def library_kind(x: Array) -> str:
+    """Which library's fast paths apply to ``x``: ``"numpy"``, ``"cupy"``, ``"torch"`` or
+    ``"other"`` (array-api-strict and anything else: portable code only). Cached per type.
+
+    A measuring proxy (``gradflow.testing.counting``) declares the library it wraps with a
+    ``gradflow_library`` class attribute, so counted steps take the same paths as real ones.
+    """
+    kind = _KIND_BY_TYPE.get(type(x))
+    if kind is None:
+        declared = getattr(type(x), "gradflow_library", None)
+        if declared is not None:
+            kind = declared
+        elif isinstance(x, np.ndarray):
+            kind = "numpy"
+        elif array_api_compat.is_cupy_array(x):
+            kind = "cupy"
+        elif array_api_compat.is_torch_array(x):
+            kind = "torch"
+        else:
+            kind = "other"
+        _KIND_BY_TYPE[type(x)] = kind
+    return kind
+
