@@ -52,10 +52,12 @@ class Parameter:
 
     ``grad`` is ``None`` until a backward pass adds to it (and again after ``zero_grad``).
     ``state`` holds optimizer slots (momentum, Adam moments...), so that moving the model moves
-    them too.
+    them too. ``version`` counts in-place changes of ``value``: whoever writes into ``value``
+    (an optimizer step) calls :meth:`mark_modified`, so a backprop can tell that the weights it
+    closed over changed since its forward.
     """
 
-    __slots__ = ("value", "grad", "state")
+    __slots__ = ("value", "grad", "state", "version")
 
     def __init__(self, value: Array):
         if not backend.is_floating(value.dtype):
@@ -63,6 +65,11 @@ class Parameter:
         self.value = value
         self.grad: Array | None = None
         self.state: dict[str, Array] = {}
+        self.version = 0
+
+    def mark_modified(self) -> None:
+        """Record that ``value`` was changed in place (optimizers call this after each update)."""
+        self.version += 1
 
     def accumulate(self, gradient: Array) -> None:
         """Add ``gradient`` into ``.grad``; a fresh array is taken over, not copied."""
@@ -370,6 +377,28 @@ def _check_array(layer: Layer, x: Any, like: Array | None, what: str) -> None:
         pass
 
 
+def check_delta(layer: Layer, dy: Any, expected_shape: tuple) -> None:
+    """The δ handed to a backprop must have the forward output's shape (the generic wrapper of
+    :meth:`Layer.__call__` checks single-array outputs fully; layers call this for parts)."""
+    if dy.shape != expected_shape and tuple(dy.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"{layer.describe()}: backprop expected a δ of shape {tuple(expected_shape)} "
+            f"(the forward output's), got {tuple(dy.shape)}"
+        )
+
+
+def check_delta_like(layer: Layer, dy: Any, like: Array, what: str = "δ") -> None:
+    """Raise unless ``dy`` is an array of ``like``'s type, shape, dtype and device.
+
+    For the parts of an output the generic wrapper does not see (the state δs of a recurrent
+    layer, the attention weights' δ): ``what`` names the part in the message, e.g.
+    ``"δ of the final state h"``. Never broadcasts: a (1, 1, H) δ for an (L, N, H) state fails.
+    """
+    if (type(dy) is not type(like) or tuple(dy.shape) != tuple(like.shape) or dy.dtype != like.dtype
+            or getattr(dy, "device", None) != getattr(like, "device", None)):
+        _delta_error(layer, dy, like, what)
+
+
 def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
     """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
     δ raises before any gradient is touched (and never broadcasts into a wrong one). Outputs
@@ -387,20 +416,27 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
     return checked
 
 
-def _delta_error(layer: Layer, dy: Any, y: Array) -> None:
-    if not backend.is_array(dy):
-        raise TypeError(f"{layer.describe()}: backprop expected a δ array, got {type(dy).__name__}")
+def _delta_error(layer: Layer, dy: Any, y: Array, what: str = "δ") -> None:
+    if not backend.is_array(dy) or not hasattr(dy, "shape"):
+        raise TypeError(f"{layer.describe()}: backprop expected a {what} array, got {type(dy).__name__}")
     if not backend.same_device(dy, y):
         raise DeviceError(
-            f"{layer.describe()}: backprop expected a δ on device {_device_name(y)} (the output's), got one on {_device_name(dy)}"
+            f"{layer.describe()}: backprop expected a {what} on device {_device_name(y)} (the output's), "
+            f"got one on {_device_name(dy)}"
         )
     if tuple(dy.shape) != tuple(y.shape):
         raise ValueError(
-            f"{layer.describe()}: backprop expected a δ of shape {tuple(y.shape)} (the forward output's), got {tuple(dy.shape)}"
+            f"{layer.describe()}: backprop expected a {what} of shape {tuple(y.shape)} (the forward output's), "
+            f"got {tuple(dy.shape)}"
+        )
+    if dy.dtype != y.dtype:
+        raise TypeError(
+            f"{layer.describe()}: backprop expected a {what} of dtype {backend.dtype_name(y.dtype)} (the output's), "
+            f"got {backend.dtype_name(dy.dtype)}"
         )
     raise TypeError(
-        f"{layer.describe()}: backprop expected a δ of dtype {backend.dtype_name(y.dtype)} (the output's), "
-        f"got {backend.dtype_name(dy.dtype)}"
+        f"{layer.describe()}: backprop expected a {what} of type {type(y).__name__} (the output's), "
+        f"got {type(dy).__module__}.{type(dy).__name__}"
     )
 
 

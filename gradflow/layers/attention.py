@@ -8,9 +8,9 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array, DeviceError
-from ..core import Backprop, Layer, _device_name, check_input
+from ..core import Backprop, Layer, _device_name, check_delta, check_input
 from .dropout import Dropout
-from .linear import Linear, check_delta
+from .linear import Linear
 
 
 class MultiHeadAttention(Layer):

@@ -27,8 +27,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array
-from ..core import Backprop, Layer, Parameter, check_input
-from .linear import check_delta
+from ..core import Backprop, Layer, Parameter, check_delta, check_input
 from .spatial import (
     Pads, check_fits, check_spatial_input, int_tuple, interior, offsets, pad, same_padding, symmetric,
     window_slices,

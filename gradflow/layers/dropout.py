@@ -7,8 +7,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array, DeviceRNG
-from ..core import Backprop, Layer, check_input
-from .linear import check_delta
+from ..core import Backprop, Layer, check_delta, check_input
 
 
 class Dropout(Layer):

@@ -8,8 +8,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array, DeviceError
-from ..core import Backprop, Layer, Parameter, _device_name
-from .linear import check_delta
+from ..core import Backprop, Layer, Parameter, _device_name, check_delta
 
 
 class Embedding(Layer):

@@ -8,8 +8,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array
-from ..core import Backprop, Layer, Parameter, check_input
-from .linear import check_delta
+from ..core import Backprop, Layer, Parameter, check_delta, check_input
 
 
 class GroupNorm(Layer):

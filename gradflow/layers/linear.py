@@ -8,16 +8,8 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array
-from ..core import Backprop, Layer, Parameter, check_input
+from ..core import Backprop, Layer, Parameter, check_delta, check_input
 
-
-def check_delta(layer: Layer, dy: Any, expected_shape: tuple) -> None:
-    """The δ handed to a backprop must have the forward output's shape."""
-    if dy.shape != expected_shape and tuple(dy.shape) != tuple(expected_shape):
-        raise ValueError(
-            f"{layer.describe()}: backprop expected a δ of shape {tuple(expected_shape)} "
-            f"(the forward output's), got {tuple(dy.shape)}"
-        )
 
 
 class Linear(Layer):

@@ -12,8 +12,7 @@ from typing import Any
 
 from .. import backend
 from ..backend import Array
-from ..core import Backprop, Layer, check_input
-from .linear import check_delta
+from ..core import Backprop, Layer, check_delta, check_input
 from .spatial import Pads, check_fits, check_spatial_input, int_tuple, interior, offsets, pad, symmetric, window_slices
 
 

@@ -28,8 +28,7 @@ from typing import Any
 
 from .. import backend
 from ..backend import Array, DeviceError
-from ..core import Layer, Parameter, _device_name, check_input
-from .linear import check_delta
+from ..core import Layer, Parameter, _device_name, check_delta, check_input
 
 State = Any  # an array (RNN, GRU) or a pair of arrays (LSTM)
 
