@@ -25,10 +25,11 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .layer_norm import LayerNorm
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
-from .recurrent import GRU, LSTM, RNN
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import TransformerEncoderBlock
 
 __all__ += [
     "MultiHeadAttention", "Dropout", "Embedding", "LayerNorm", "LearnedPositionalEncoding",
-    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "TransformerEncoderBlock",
+    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
+    "TransformerEncoderBlock",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.special import erf
 
 from gradflow import layers as L
+from gradflow.backend import DeviceError
 from tests.cases import LayerCase
 
 RNG = np.random.default_rng(7)
@@ -32,15 +33,28 @@ def layer_norm_ref(x, gamma, beta, axes, eps=1e-5):
 
 
 def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_first=True,
-                  return_sequences=True, state=None):
-    """(y, h_n, c_n) of a stacked (bi)directional RNN/LSTM/GRU, one sample-batched step at a time."""
+                  return_sequences=True, state=None, nonlinearity="tanh", lengths=None, padding_mask=None,
+                  dropout_masks=None):
+    """(y, h_n, c_n) of a stacked (bi)directional RNN/LSTM/GRU, one sample-batched step at a time.
+
+    Biases default to 0 when ``params`` has none (bias=False); a ``weight_hr`` projects h
+    (proj_size). ``lengths`` or ``padding_mask`` (N, T, True = padded): a padded step keeps the
+    states and outputs 0. ``dropout_masks[k - 1]`` (N, T, features) multiplies layer k's input.
+    """
     if not batch_first:
         x = x.transpose(1, 0, 2)
     N, T, _ = x.shape
     D = 2 if bidirectional else 1
-    H = params["weight_hh_l0"].shape[0]
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+    H = params["weight_ih_l0"].shape[1] // G
+    P = params["weight_hh_l0"].shape[0]
+    keep = np.ones((N, T), dtype=bool)
+    if lengths is not None:
+        keep = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    elif padding_mask is not None:
+        keep = ~np.asarray(padding_mask)
     if state is None:
-        h0 = np.zeros((num_layers * D, N, H))
+        h0 = np.zeros((num_layers * D, N, P))
         c0 = np.zeros((num_layers * D, N, H))
     elif kind == "lstm":
         h0, c0 = state
@@ -49,29 +63,36 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
     h_n, c_n = np.zeros_like(h0), np.zeros_like(c0)
     sequence = x
     for k in range(num_layers):
+        if k and dropout_masks is not None:
+            sequence = sequence * dropout_masks[k - 1]
         outputs = []
         for d in range(D):
             sfx = f"_l{k}" + ("_reverse" if d else "")
             Wi, Wh = params["weight_ih" + sfx], params["weight_hh" + sfx]
-            bi, bh = params["bias_ih" + sfx], params["bias_hh" + sfx]
+            bi, bh = params.get("bias_ih" + sfx, 0.0), params.get("bias_hh" + sfx, 0.0)
+            Wr = params.get("weight_hr" + sfx)
             h, c = h0[k * D + d], c0[k * D + d]
-            out = np.zeros((N, T, H))
+            out = np.zeros((N, T, P))
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 a = sequence[:, t] @ Wi + bi
                 b = h @ Wh + bh
                 if kind == "rnn":
-                    h = np.tanh(a + b)
+                    new_h, new_c = (np.maximum(a + b, 0) if nonlinearity == "relu" else np.tanh(a + b)), c
                 elif kind == "lstm":
                     z = a + b
                     i, f, g, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
-                    c = f * c + i * g
-                    h = o * np.tanh(c)
+                    new_c = f * c + i * g
+                    new_h = o * np.tanh(new_c)
+                    if Wr is not None:
+                        new_h = new_h @ Wr
                 else:
                     r = sigmoid(a[:, :H] + b[:, :H])
                     u = sigmoid(a[:, H:2 * H] + b[:, H:2 * H])
                     n = np.tanh(a[:, 2 * H:] + r * b[:, 2 * H:])
-                    h = (1 - u) * n + u * h
-                out[:, t] = h
+                    new_h, new_c = (1 - u) * n + u * h, c
+                real = keep[:, t][:, None]
+                h, c = np.where(real, new_h, h), np.where(real, new_c, c)
+                out[:, t] = np.where(real, h, 0.0)
             h_n[k * D + d], c_n[k * D + d] = h, c
             outputs.append(out)
         sequence = np.concatenate(outputs, axis=-1)
@@ -80,6 +101,15 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
     else:
         y = np.concatenate([h_n[(num_layers - 1) * D + d] for d in range(D)], axis=-1)
     return y, h_n, c_n
+
+
+def cell_ref(kind, params, x, state=None, nonlinearity="tanh"):
+    """One step of a cell: the layer reference on a one-step sequence."""
+    named = {key + "_l0": value for key, value in params.items()}
+    if state is not None:
+        state = tuple(s[None] for s in state) if kind == "lstm" else state[None]
+    y, h_n, c_n = recurrent_ref(kind, named, x[:, None, :], state=state, nonlinearity=nonlinearity)
+    return y[:, 0], h_n[0], c_n[0]
 
 
 def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
@@ -153,13 +183,32 @@ def layer_norm_with_affine(shape, seed):
 
 
 def recurrent_case(name, kind, x, *, H=3, num_layers=1, bidirectional=False, batch_first=True,
-                   return_sequences=True, state=None, seed=0, **extra):
+                   return_sequences=True, state=None, seed=0, options=None, call=None, with_reference=True, **extra):
+    """A registry case of RNN/LSTM/GRU; ``options`` go to the constructor (and the reference
+    where it takes them: nonlinearity), ``call`` to the call (lengths, padding_mask)."""
     cls = {"rnn": L.RNN, "lstm": L.LSTM, "gru": L.GRU}[kind]
-    options = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
-                   return_sequences=return_sequences)
+    layout = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                  return_sequences=return_sequences)
+    options = dict(options or {})
+    nonlinearity = options.get("nonlinearity", "tanh")
+
+    def reference(p, x, **kwargs):
+        return recurrent_ref(kind, p, x, nonlinearity=nonlinearity, **layout, **kwargs)[0]
+
+    kwargs = dict(call or {})
+    if state is not None:
+        kwargs["state"] = state
+    return LayerCase(name, lambda: cls(x.shape[-1], H, rng=seed, **layout, **options), x,
+                     reference if with_reference else None, call_kwargs=kwargs, **extra)
+
+
+def cell_case(name, kind, x, *, H=3, state=None, seed=0, options=None, **extra):
+    cls = {"rnn": L.RNNCell, "lstm": L.LSTMCell, "gru": L.GRUCell}[kind]
+    options = dict(options or {})
+    nonlinearity = options.get("nonlinearity", "tanh")
 
     def reference(p, x, state=None):
-        return recurrent_ref(kind, p, x, state=state, **options)[0]
+        return cell_ref(kind, p, x, state, nonlinearity)[0]
 
     kwargs = {} if state is None else {"state": state}
     return LayerCase(name, lambda: cls(x.shape[-1], H, rng=seed, **options), x, reference, call_kwargs=kwargs, **extra)
@@ -184,6 +233,21 @@ IDS = np.array([[1, 4, 1, 0], [6, 4, 4, 2], [3, 1, 5, 6]])  # duplicates on purp
 ONE_VISIBLE = np.array([[True, True, False, True, True], [True, True, True, True, False]])  # one key each
 SOME_PADDED = np.array([[False, False, False, True, True], [False, False, False, False, False]])
 FIRST_KEY_PADDED = np.array([[True, False, False, False, False], [False, False, False, False, True]])
+
+# Inputs of the option cases, from their own generator (the ones above keep their values).
+RNG_CELL = np.random.default_rng(17)
+X_PAD = RNG_CELL.normal(size=(3, 5, 2))     # (N, T, F); padded steps hold values that must not matter
+LENGTHS = np.array([5, 2, 3])
+GAPS = np.array([[False, True, False, False, True], [True, True, False, False, False]])  # not a prefix mask
+X_STEP = RNG_CELL.normal(size=(4, 3))       # (N, F): one step for the cells
+
+
+def _other(device):
+    """Another device than ``device`` (for state-placement rows)."""
+    from gradflow import backend as _backend
+
+    return _backend.device("strict" if device.name == "cpu" else "cpu")
+
 
 SEQ_BAD = [
     ("wrong feature size", np.ones((2, 4, 5)), ValueError, r"\(3, 3.*expected input with 3 features on axis -1, got shape \(2, 4, 5\)"),
@@ -241,6 +305,82 @@ LAYER_CASES = [
     recurrent_case("gru_two_layer_bidirectional_time_major", "gru", X_TIME_MAJOR, H=2, num_layers=2,
                    bidirectional=True, batch_first=False, seed=4, max_full=24),
     recurrent_case("gru_bidirectional_last_step", "gru", X_SEQ, bidirectional=True, return_sequences=False),
+    # options (issue 14): ReLU, no biases, projections, padded batches, dropout between layers, cells
+    recurrent_case("rnn_relu", "rnn", X_SEQ, options={"nonlinearity": "relu"}, bad_inputs=[
+        ("state as a tuple", np.ones((2, 4, 3)), TypeError, r"RNN\(3, 3, nonlinearity='relu'\): expected the state as one array h0, got a tuple",
+         {"state": (np.zeros((1, 2, 3)),)}),
+        ("state as a python list", np.ones((2, 4, 3)), TypeError, r"RNN.*expected the state as one array h0, got a list",
+         {"state": np.zeros((1, 2, 3)).tolist()}),
+        ("integer state", np.ones((2, 4, 3)), TypeError, r"RNN.*state h0 of dtype float32.*got int64",
+         {"state": np.zeros((1, 2, 3), dtype=np.int64)}),
+        ("state on another device", np.ones((2, 4, 3)), DeviceError, r"RNN.*state h0 is on .* but the input on",
+         {"state": lambda dev: _other(dev).send(np.zeros((1, 2, 3)), "float32")}),
+        ("state without the layer axis (broadcastable)", np.ones((2, 4, 3)), ValueError,
+         r"RNN.*expected state h0 of shape \(1, 2, 3\).*got \(2, 3\)", {"state": np.zeros((2, 3))}),
+    ]),
+    recurrent_case("rnn_relu_no_bias_two_layer", "rnn", X_SEQ, num_layers=2, seed=5,
+                   options={"nonlinearity": "relu", "bias": False}),
+    recurrent_case("lstm_no_bias_bidirectional", "lstm", X_SEQ, bidirectional=True, seed=6, options={"bias": False}),
+    recurrent_case("gru_no_bias_with_state", "gru", X_SEQ, state=states("gru", 1, 2, 3, 4), seed=7, options={"bias": False}),
+    recurrent_case("lstm_proj_with_state", "lstm", X_SEQ, H=4, seed=8, options={"proj_size": 2},
+                   state=(states("lstm", 1, 2, 2, 5)[0], states("lstm", 1, 2, 4, 6)[1]), bad_inputs=[
+        ("c0 of the projected size", np.ones((2, 4, 3)), ValueError, r"LSTM\(3, 4, proj_size=2\).*state c0 of shape \(1, 2, 4\).*got \(1, 2, 2\)",
+         {"state": (np.zeros((1, 2, 2)), np.zeros((1, 2, 2)))}),
+        ("state as a triple", np.ones((2, 4, 3)), TypeError, r"LSTM.*expected the state as a pair \(h0, c0\) of arrays, got a tuple of 3",
+         {"state": (np.zeros((1, 2, 2)), np.zeros((1, 2, 4)), np.zeros((1, 2, 4)))}),
+        ("one array for the pair", np.ones((2, 4, 3)), TypeError, r"LSTM.*expected the state as a pair \(h0, c0\) of arrays, got \w+",
+         {"state": np.zeros((2, 1, 2, 2))}),
+    ]),
+    recurrent_case("lstm_proj_two_layer_bidirectional_last_step", "lstm", X_SEQ, H=3, num_layers=2, bidirectional=True,
+                   return_sequences=False, seed=9, options={"proj_size": 2}, max_full=24),
+    recurrent_case("lstm_lengths_two_layer_bidirectional", "lstm", X_PAD, num_layers=2, bidirectional=True, H=2, seed=10,
+                   call={"lengths": LENGTHS}, max_full=24, bad_inputs=[
+        ("a length of zero", np.ones((3, 5, 2)), ValueError, r"LSTM.*lengths must lie in \[1, 5\].*got values in \[0, 5\]",
+         {"lengths": [5, 0, 3]}),
+        ("a length beyond the sequence", np.ones((3, 5, 2)), ValueError, r"LSTM.*lengths must lie in \[1, 5\].*\[2, 6\]",
+         {"lengths": np.array([6, 2, 3])}),
+        ("lengths for another batch", np.ones((3, 5, 2)), ValueError, r"LSTM.*expected lengths of shape \(N,\) = \(3,\), got \(2,\)",
+         {"lengths": [5, 2]}),
+        ("float lengths", np.ones((3, 5, 2)), TypeError, r"LSTM.*expected integer lengths, got dtype float32",
+         {"lengths": np.array([5.0, 2.0, 3.0])}),
+        ("lengths and a padding mask", np.ones((3, 5, 2)), ValueError, r"LSTM.*give lengths or padding_mask, not both",
+         {"lengths": [5, 2, 3], "padding_mask": np.zeros((3, 5), dtype=bool)}),
+    ]),
+    recurrent_case("lstm_proj_lengths", "lstm", X_PAD, H=3, seed=11, options={"proj_size": 2}, call={"lengths": LENGTHS}),
+    recurrent_case("gru_lengths_bidirectional_last_step", "gru", X_PAD, bidirectional=True, return_sequences=False, seed=12,
+                   call={"lengths": LENGTHS}),
+    recurrent_case("rnn_padding_mask_time_major", "rnn", X_TIME_MAJOR, batch_first=False, bidirectional=True, seed=13,
+                   call={"padding_mask": GAPS}, bad_inputs=[
+        ("mask of the wrong shape", np.ones((5, 2, 3)), ValueError, r"RNN.*padding_mask of shape \(N, T\) = \(2, 5\), got \(5, 2\)",
+         {"padding_mask": np.zeros((5, 2), dtype=bool)}),
+        ("float mask", np.ones((5, 2, 3)), TypeError, r"RNN.*bool padding_mask \(True = padded\), got dtype float32",
+         {"padding_mask": np.zeros((2, 5))}),
+    ]),
+    recurrent_case("gru_padding_mask_two_layer", "gru", X_PAD, num_layers=2, H=2, seed=14,
+                   call={"padding_mask": ~(np.arange(5)[None, :] < LENGTHS[:, None])}),
+    recurrent_case("lstm_dropout_between_layers", "lstm", X_SEQ, num_layers=3, H=2, seed=15, train=True,
+                   options={"dropout": 0.4, "seed": 3}, before_forward=reset_dropout, parity=False, max_full=24,
+                   with_reference=False),  # the masks differ by device: tests/layers/test_sequence.py checks them
+    recurrent_case("gru_dropout_eval_is_plain", "gru", X_SEQ, num_layers=2, seed=16, options={"dropout": 0.5, "seed": 1}),
+    cell_case("rnn_cell", "rnn", X_STEP, bad_inputs=[
+        ("3-D input", np.ones((2, 4, 3)), ValueError, r"RNNCell\(3, 3\): expected a 2-D input, got shape \(2, 4, 3\)"),
+        ("wrong feature size", np.ones((4, 2)), ValueError, r"RNNCell.*3 features on axis -1, got shape \(4, 2\)"),
+        ("state with the layer axis", np.ones((4, 3)), ValueError, r"RNNCell.*state h0 of shape \(4, 3\).*got \(1, 4, 3\)",
+         {"state": np.zeros((1, 4, 3))}),
+    ]),
+    cell_case("rnn_cell_relu_no_bias_with_state", "rnn", X_STEP, H=2, seed=1, state=0.5 * RNG_CELL.normal(size=(4, 2)),
+              options={"nonlinearity": "relu", "bias": False}),
+    cell_case("lstm_cell_with_state", "lstm", X_STEP, seed=2,
+              state=(0.5 * RNG_CELL.normal(size=(4, 3)), 0.5 * RNG_CELL.normal(size=(4, 3))), bad_inputs=[
+        ("state without the cell", np.ones((4, 3)), TypeError, r"LSTMCell\(3, 3\): expected the state as a pair \(h0, c0\)",
+         {"state": np.zeros((4, 3))}),
+        ("c0 of the wrong dtype", np.ones((4, 3)), TypeError, r"LSTMCell.*state c0 of dtype float32.*got float64",
+         {"state": lambda dev: (dev.send(np.zeros((4, 3)), "float32"), dev.send(np.zeros((4, 3)), "float64"))}),
+    ]),
+    cell_case("lstm_cell_no_bias", "lstm", X_STEP, H=2, seed=3, options={"bias": False}),
+    cell_case("gru_cell_with_state", "gru", X_STEP, seed=4, state=0.5 * RNG_CELL.normal(size=(4, 3)), bad_inputs=[
+        ("1-D input", np.ones(3), ValueError, r"GRUCell\(3, 3\): expected a 2-D input, got shape \(3,\)"),
+    ]),
     # -- Attention -------------------------------------------------------------------------------
     LayerCase("attention", lambda: L.MultiHeadAttention(6, 2, rng=0), X_EMBED,
               lambda p, x: attention_ref(p, x, 2),
