@@ -279,6 +279,74 @@ def test_every_layer_rejects_a_bad_delta_before_touching_gradients(case, device)
 
 
 # --------------------------------------------------------------------------------------------
+# δs of recurrent states (return_state=True): checked like output δs, never broadcast or split
+# --------------------------------------------------------------------------------------------
+
+def _state_delta_rows(kind: str, y, final, device) -> list[tuple[str, Any, type, str]]:
+    """(description, δ given to backprop, error, pattern) for a layer called with return_state=True."""
+    pair = kind in ("LSTM", "LSTMCell")
+    h = final[0] if pair else final
+    dtype = backend.dtype_name(h.dtype)
+    good_h = device.send(np.full(tuple(h.shape), 0.5), dtype)
+    good = (good_h, device.send(np.full(tuple(final[1].shape), 0.5), dtype)) if pair else good_h
+    dy = device.send(np.full(tuple(y.shape), 0.5), dtype)
+
+    def with_h(bad):
+        return (dy, (bad, good[1]) if pair else bad)
+
+    broadcastable = device.send(np.full((1,) * (h.ndim - 1) + (h.shape[-1],), 0.5), dtype)
+    rows = [
+        ("state δ that broadcasts", with_h(broadcastable), ValueError, r"δ of the final state h of shape"),
+        ("state δ of another float dtype", with_h(device.send(np.full(tuple(h.shape), 0.5), "float64" if dtype != "float64" else "float32")),
+         TypeError, r"δ of the final state h of dtype"),
+        ("integer state δ", with_h(device.send(np.ones(tuple(h.shape), dtype=np.int32))), TypeError,
+         r"δ of the final state h of dtype"),
+        ("state δ on another device", with_h(_other_device(device).send(np.full(tuple(h.shape), 0.5), dtype)), DeviceError,
+         r"δ of the final state h on device"),
+        ("state δ as a python list", with_h(np.full(tuple(h.shape), 0.5).tolist()), TypeError, r"δ of the final state h array"),
+        ("output δ of another dtype", (device.send(np.full(tuple(y.shape), 0.5), "float64" if dtype != "float64" else "float32"), good),
+         TypeError, r"backprop expected a δ of dtype"),
+        ("three parts instead of (dy, d_state)", (dy, good, good), TypeError, r"backprop expected \(dy, d_final_state\), a pair"),
+    ]
+    if pair:
+        stacked = device.send(np.full((2,) + tuple(h.shape), 0.5), dtype)  # used to be split along axis 0
+        rows += [
+            ("one array for the (δh, δc) pair", (dy, stacked), TypeError, r"final-state δ as a pair \(δh, δc\)"),
+            ("a triple for the (δh, δc) pair", (dy, (good_h, good[1], good[1])), TypeError, r"final-state δ as a pair \(δh, δc\)"),
+            ("cell δ that broadcasts", (dy, (good_h, broadcastable)), ValueError, r"δ of the final state c of shape"),
+        ]
+    return rows
+
+
+STATE_DELTA_LAYERS = {
+    "RNN": lambda: layers.RNN(3, 4, num_layers=2, rng=0),
+    "LSTM": lambda: layers.LSTM(3, 4, num_layers=2, bidirectional=True, rng=0),
+    "LSTM-proj": lambda: layers.LSTM(3, 4, num_layers=2, proj_size=2, rng=0),
+    "GRU": lambda: layers.GRU(3, 4, bidirectional=True, return_sequences=False, rng=0),
+    "RNNCell": lambda: layers.RNNCell(3, 4, rng=0),
+    "LSTMCell": lambda: layers.LSTMCell(3, 4, rng=0),
+    "GRUCell": lambda: layers.GRUCell(3, 4, rng=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_DELTA_LAYERS))
+def test_recurrent_state_deltas_are_checked_before_touching_gradients(name, device):
+    layer = STATE_DELTA_LAYERS[name]().to(device)
+    kind = type(layer).__name__
+    x = device.send(np.random.default_rng(0).normal(size=(2, 5, 3) if "Cell" not in kind else (2, 3)), "float32")
+    optimizer = optim.SGD(layer, lr=0.01, momentum=0.9)
+    (y, final), backprop = layer(x, True, return_state=True)
+    backprop((device.send(np.full(tuple(y.shape), 0.1), "float32"), None))
+    optimizer.step()
+    before = snapshot(layer, optimizer)
+    rows = _state_delta_rows(kind, y, final, device)
+    for description, delta, error, pattern in rows:
+        with raises_in_row(description, error, rf"{kind}\(.*" + pattern):
+            backprop(delta)
+        assert_unchanged(before, snapshot(layer, optimizer))
+
+
+# --------------------------------------------------------------------------------------------
 # Layer inputs: explicit rows, layer by layer (the registry's bad_inputs plus this table)
 # --------------------------------------------------------------------------------------------
 
@@ -777,8 +845,21 @@ def _landed_constructor_rows() -> list:
                       (lambda c: c(5, 3, padding_idx=5), r"Embedding: padding_idx must be an int in \[0, 5\)")],
         "MultiHeadAttention": [(lambda c: c(6, 4), r"MultiHeadAttention: embed_dim \(6\) must be divisible by num_heads \(4\)"),
                                (lambda c: c(6, 2, dropout=1.0), r"Dropout: p must be a number in \[0, 1\)")],
-        "LSTM": [(lambda c: c(3, 0), r"LSTM: hidden_size must be a positive int")],
-        "GRU": [(lambda c: c(3, 2, num_layers=0), r"GRU: num_layers must be a positive int")],
+        "LSTM": [(lambda c: c(3, 0), r"LSTM: hidden_size must be a positive int"),
+                 (lambda c: c(3, 4, proj_size=4), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got 4"),
+                 (lambda c: c(3, 4, proj_size=-1), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got -1"),
+                 (lambda c: c(3, 4, forget_bias=math.nan), r"LSTM: forget_bias must be a finite number, got nan"),
+                 (lambda c: c(3, 4, forget_bias=1.0, bias=False), r"LSTM: forget_bias=1.0 needs bias=True"),
+                 (lambda c: c(3, 4, num_layers=2, dropout=1.0), r"LSTM: dropout must be a number in \[0, 1\), got 1.0"),
+                 (lambda c: c(3, 4, num_layers=2, dropout=-0.1), r"LSTM: dropout must be a number in \[0, 1\), got -0.1")],
+        "GRU": [(lambda c: c(3, 2, num_layers=0), r"GRU: num_layers must be a positive int"),
+                (lambda c: c(3, 2, dropout=math.nan), r"GRU: dropout must be a number in \[0, 1\), got nan")],
+        "RNN": [(lambda c: c(3, 2, nonlinearity="sigmoid"), r"RNN: nonlinearity must be 'tanh' or 'relu', got 'sigmoid'")],
+        "RNNCell": [(lambda c: c(0, 2), r"RNNCell: input_size must be a positive int, got 0"),
+                    (lambda c: c(3, 2, nonlinearity="gelu"), r"RNNCell: nonlinearity must be 'tanh' or 'relu'")],
+        "LSTMCell": [(lambda c: c(3, 0), r"LSTMCell: hidden_size must be a positive int, got 0"),
+                     (lambda c: c(3, 2, forget_bias=math.inf), r"LSTMCell: forget_bias must be a finite number, got inf")],
+        "GRUCell": [(lambda c: c(3, True), r"GRUCell: hidden_size must be a positive int, got True")],
         "LearnedPositionalEncoding": [(lambda c: c(0, 4), r"LearnedPositionalEncoding: max_len must be a positive int")],
         "TransformerEncoderBlock": [(lambda c: c(6, 2, mlp_ratio=0), r"TransformerEncoderBlock: mlp_ratio \* embed_dim must be >= 1")],
     }

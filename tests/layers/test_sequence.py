@@ -417,3 +417,283 @@ def test_evaluate_accuracy_counts_every_position_of_a_sequence():
     labels = ids % 3
     labels[0, 0] = 1  # one wrong position out of 8
     assert evaluate(Echo(), None, (ids, labels))["accuracy"] == pytest.approx(7 / 8)
+
+
+# --------------------------------------------------------------------------------------------
+# Recurrent options (issue 14) against torch.nn in float64, and the cells
+# --------------------------------------------------------------------------------------------
+
+TORCH_LAYERS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _copy_into_torch(ours, theirs):
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():
+        for name, p in ours.named_parameters():  # ours is stored transposed for x @ W
+            getattr(theirs, name).copy_(torch.from_numpy(np.ascontiguousarray(host(p.value).T)))
+
+
+def _torch_run(kind, theirs, x, state, dy, d_final, lengths=None):
+    """Outputs, final states and the gradients of x, the initial state and every parameter."""
+    torch = pytest.importorskip("torch")
+    theirs.zero_grad()
+    x_t = torch.tensor(x, requires_grad=True)
+    parts = [torch.tensor(s, requires_grad=True) for s in (state if kind == "lstm" else (state,))]
+    source = x_t
+    if lengths is not None:
+        source = torch.nn.utils.rnn.pack_padded_sequence(x_t, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    out, final = theirs(source, tuple(parts) if kind == "lstm" else parts[0])
+    if lengths is not None:
+        out = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+    finals = final if kind == "lstm" else (final,)
+    loss = (out * torch.from_numpy(dy)).sum()
+    for f, d in zip(finals, d_final if kind == "lstm" else (d_final,)):
+        loss = loss + (f * torch.from_numpy(d)).sum()
+    loss.backward()
+    return (out.detach().numpy(), [f.detach().numpy() for f in finals], x_t.grad.numpy(), [p.grad.numpy() for p in parts],
+            {name: p.grad.numpy() for name, p in theirs.named_parameters()})
+
+
+def _compare_with_torch(kind, ours, theirs, N, T, F, seed=0, lengths=None, padding_mask=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, T, F))
+    h_size, LD = ours.output_size, ours.num_layers * ours.directions
+    h0 = rng.normal(size=(LD, N, h_size))
+    state = (h0, rng.normal(size=(LD, N, ours.hidden_size))) if kind == "lstm" else h0
+    dy = rng.normal(size=(N, T, ours.directions * h_size))
+    if lengths is not None:
+        dy = dy * (np.arange(T)[None, :, None] < np.asarray(lengths)[:, None, None])  # torch pads with constants
+    d_final = tuple(rng.normal(size=s.shape) for s in state) if kind == "lstm" else rng.normal(size=h0.shape)
+    _copy_into_torch(ours, theirs)
+    y_t, finals_t, dx_t, d0_t, grads_t = _torch_run(kind, theirs, x, state, dy, d_final, lengths)
+    call = {"lengths": lengths} if padding_mask is None else {"padding_mask": padding_mask}
+    ours.zero_grad()
+    (y, final), backprop = ours(x, state=state, return_state=True, **(call if lengths is not None else {}))
+    dx, d0 = backprop((dy, d_final))
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(y), y_t, **tol)
+    for a, b in zip(_host_state(final), finals_t):
+        np.testing.assert_allclose(a, b, **tol)
+    np.testing.assert_allclose(host(dx), dx_t, **tol)
+    for a, b in zip(_host_state(d0), d0_t):
+        np.testing.assert_allclose(a, b, **tol)
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(host(p.grad), grads_t[name].T, err_msg=name, **tol)
+
+
+@pytest.mark.parametrize("kind,options,torch_options", [
+    ("rnn", {"nonlinearity": "relu"}, {"nonlinearity": "relu"}),
+    ("rnn", {"nonlinearity": "relu", "bias": False}, {"nonlinearity": "relu", "bias": False}),
+    ("lstm", {"bias": False}, {"bias": False}),
+    ("gru", {"bias": False}, {"bias": False}),
+    ("lstm", {"proj_size": 2}, {"proj_size": 2}),
+    ("lstm", {"proj_size": 3, "bias": False}, {"proj_size": 3, "bias": False}),
+    ("gru", {"dropout": 0.5, "seed": 0}, {"dropout": 0.5}),  # eval mode: no dropout in either
+])
+def test_recurrent_options_match_torch_nn_outputs_states_and_gradients(kind, options, torch_options):
+    torch = pytest.importorskip("torch")
+    N, T, F, H, layers = 3, 5, 4, 5, 2
+    ours = RECURRENT[kind](F, H, layers, bidirectional=True, rng=0, **options).to("cpu", "float64")
+    theirs = getattr(torch.nn, TORCH_LAYERS[kind])(F, H, layers, bidirectional=True, batch_first=True,
+                                                   dtype=torch.float64, **torch_options)
+    if "dropout" in options:
+        ours.eval()
+        theirs.eval()
+    _compare_with_torch(kind, ours, theirs, N, T, F)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+@pytest.mark.parametrize("options", [{}, {"proj_size": 2}], ids=["plain", "proj"])
+def test_padded_batches_match_torch_pack_padded_sequence(kind, options):
+    torch = pytest.importorskip("torch")
+    if options and kind != "lstm":
+        pytest.skip("proj_size is an LSTM option")
+    N, T, F, H, layers = 4, 6, 3, 4, 2
+    lengths = [6, 2, 4, 1]
+    ours = RECURRENT[kind](F, H, layers, bidirectional=True, rng=1, **options).to("cpu", "float64")
+    theirs = getattr(torch.nn, TORCH_LAYERS[kind])(F, H, layers, bidirectional=True, batch_first=True,
+                                                   dtype=torch.float64, **options)
+    _compare_with_torch(kind, ours, theirs, N, T, F, seed=2, lengths=lengths)
+    # the same through padding_mask (True = padded)
+    mask = ~(np.arange(T)[None, :] < np.array(lengths)[:, None])
+    _compare_with_torch(kind, ours, theirs, N, T, F, seed=2, lengths=lengths, padding_mask=mask)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+def test_padded_steps_change_neither_states_nor_gradients(kind, device):
+    N, T, F, H = 3, 5, 2, 3
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(N, T, F))
+    mask = np.array([[False, True, False, True, True], [False] * 5, [True, False, False, True, False]])
+    layer = RECURRENT[kind](F, H, 2, bidirectional=True, rng=3).to(device, "float64")
+    results = []
+    for fill in (0.0, 7.0):  # what the padded steps hold must not matter
+        layer.zero_grad()
+        x_filled = np.where(mask[:, :, None], fill, x)
+        (y, final), backprop = layer(device.send(x_filled, "float64"), True, padding_mask=device.send(mask),
+                                     return_state=True)
+        dx, _ = backprop((device.send(rng.normal(size=tuple(y.shape)), "float64") if fill == 0.0 else dy, None))
+        if fill == 0.0:
+            dy = device.send(rng.normal(size=tuple(y.shape)), "float64")
+            layer.zero_grad()
+            dx, _ = backprop((dy, None))
+        results.append((host(y), _host_state(final), host(dx), {n: host(p.grad) for n, p in layer.named_parameters()}))
+    (y0, f0, dx0, g0), (y1, f1, dx1, g1) = results
+    np.testing.assert_array_equal(y0, y1)
+    assert np.all(y0[mask] == 0)  # padded outputs are 0
+    assert np.all(dx0[mask] == 0)  # and padded inputs get no δ
+    np.testing.assert_array_equal(dx0, dx1)
+    for a, b in zip(f0, f1):
+        np.testing.assert_array_equal(a, b)
+    for name in g0:
+        np.testing.assert_allclose(g0[name], g1[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    # a sample with every step real gives what it gives alone, unpadded
+    alone = RECURRENT[kind](F, H, 2, bidirectional=True, rng=3).to(device, "float64")
+    y_alone = host(alone(device.send(x[1:2], "float64"), True)[0])
+    np.testing.assert_allclose(y0[1:2], y_alone, rtol=1e-12, atol=1e-12)
+
+
+def _dropout_masks(layer, device, T, N, p, seed):
+    """The masks the layer's dropout draws, from a twin Dropout on the same device, batch-major."""
+    twin = L.Dropout(p, seed=seed)
+    features = layer.directions * layer.output_size
+    masks = []
+    for _ in range(layer.num_layers - 1):
+        ones = device.send(np.ones((T, N, features)), "float64")
+        masks.append(host(twin(ones, True)[0]).transpose(1, 0, 2))
+    return masks
+
+
+def test_dropout_between_layers_uses_seeded_masks_and_matches_a_reference_and_torch(device):
+    N, T, F, H, p = 2, 4, 3, 3, 0.4
+    layer = L.LSTM(F, H, 3, bidirectional=True, dropout=p, seed=5, rng=0).to(device, "float64")
+    x = np.random.default_rng(0).normal(size=(N, T, F))
+    masks = _dropout_masks(layer, device, T, N, p, 5)
+    assert any(np.any(m == 0) for m in masks) and all(set(np.unique(m)) <= {0.0, 1 / (1 - p)} for m in masks)
+    params = {k: host(v) for k, v in layer.state_dict().items()}
+    y, backprop = layer(device.send(x, "float64"), True)
+    expected = recurrent_ref("lstm", params, x, num_layers=3, bidirectional=True, dropout_masks=masks)[0]
+    np.testing.assert_allclose(host(y), expected, rtol=1e-12, atol=1e-12)
+    # reproducible: the same seed gives the same masks; the stream moves on between calls
+    again = L.LSTM(F, H, 3, bidirectional=True, dropout=p, seed=5, rng=0).to(device, "float64")
+    np.testing.assert_array_equal(host(again(device.send(x, "float64"), True)[0]), host(y))
+    assert not np.array_equal(host(again(device.send(x, "float64"), True)[0]), host(y))
+    # off in eval mode and with train=False
+    plain = recurrent_ref("lstm", params, x, num_layers=3, bidirectional=True)[0]
+    np.testing.assert_allclose(host(layer.predict(device.send(x, "float64"))), plain, rtol=1e-12, atol=1e-12)
+    # gradients against torch.nn, one torch layer per level with the same masks in between
+    torch = pytest.importorskip("torch")
+    dy = np.random.default_rng(1).normal(size=tuple(y.shape))
+    layer.zero_grad()
+    dx = host(backprop(device.send(dy, "float64")))
+    x_t = torch.tensor(x, requires_grad=True)
+    sequence, levels = x_t, []
+    for k in range(3):
+        level = torch.nn.LSTM(F if k == 0 else 2 * H, H, bidirectional=True, batch_first=True, dtype=torch.float64)
+        with torch.no_grad():
+            for name, q in level.named_parameters():
+                getattr(level, name).copy_(torch.from_numpy(np.ascontiguousarray(params[name.replace("_l0", f"_l{k}")].T)))
+        if k:
+            sequence = sequence * torch.from_numpy(masks[k - 1])
+        sequence = level(sequence)[0]
+        levels.append(level)
+    (sequence * torch.from_numpy(dy)).sum().backward()
+    np.testing.assert_allclose(host(y), sequence.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for k, level in enumerate(levels):
+        for name, q in level.named_parameters():
+            ours_name = name.replace("_l0", f"_l{k}")
+            np.testing.assert_allclose(host(getattr(layer, ours_name).grad), q.grad.numpy().T, rtol=1e-10, atol=1e-12,
+                                       err_msg=ours_name)
+
+
+@pytest.mark.parametrize("kind,options", [("rnn", {}), ("rnn", {"nonlinearity": "relu", "bias": False}),
+                                          ("lstm", {}), ("lstm", {"bias": False}), ("gru", {}), ("gru", {"bias": False})])
+def test_cells_match_torch_nn_cells(kind, options):
+    torch = pytest.importorskip("torch")
+    cls = {"rnn": L.RNNCell, "lstm": L.LSTMCell, "gru": L.GRUCell}[kind]
+    N, F, H = 3, 4, 5
+    ours = cls(F, H, rng=0, **options).to("cpu", "float64")
+    theirs = getattr(torch.nn, TORCH_LAYERS[kind] + "Cell")(F, H, dtype=torch.float64, **options)
+    _copy_into_torch(ours, theirs)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(N, F))
+    state = (rng.normal(size=(N, H)), rng.normal(size=(N, H))) if kind == "lstm" else rng.normal(size=(N, H))
+    dy = rng.normal(size=(N, H))
+    d_state = (rng.normal(size=(N, H)), rng.normal(size=(N, H))) if kind == "lstm" else rng.normal(size=(N, H))
+    x_t = torch.tensor(x, requires_grad=True)
+    parts = [torch.tensor(s, requires_grad=True) for s in (state if kind == "lstm" else (state,))]
+    out = theirs(x_t, tuple(parts) if kind == "lstm" else parts[0])
+    outs = out if kind == "lstm" else (out,)
+    loss = (outs[0] * torch.from_numpy(dy)).sum()
+    for o, d in zip(outs, d_state if kind == "lstm" else (d_state,)):
+        loss = loss + (o * torch.from_numpy(d)).sum()
+    loss.backward()
+    (y, new_state), backprop = ours(x, True, state=state, return_state=True)
+    dx, d0 = backprop((dy, d_state))
+    np.testing.assert_allclose(y, outs[0].detach().numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(_host_state(new_state), outs):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(_host_state(d0), parts):
+        np.testing.assert_allclose(a, b.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(host(p.grad), getattr(theirs, name).grad.numpy().T, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+def test_a_hand_written_cell_loop_equals_the_layer_with_gradients(kind, device):
+    N, T, F, H = 2, 4, 3, 3
+    rng = np.random.default_rng(6)
+    x_host, dy_host = rng.normal(size=(N, T, F)), rng.normal(size=(N, T, H))
+    layer = RECURRENT[kind](F, H, rng=0).to(device, "float64")
+    cell = {"rnn": L.RNNCell, "lstm": L.LSTMCell, "gru": L.GRUCell}[kind](F, H, rng=1).to(device, "float64")
+    cell.load_state_dict({name.replace("_l0", ""): value for name, value in layer.state_dict().items()})
+    x, dy = device.send(x_host, "float64"), device.send(dy_host, "float64")
+    y, backprop = layer(x, True)
+    dx = host(backprop(dy))
+    state, outputs, backs = None, [], []
+    for t in range(T):
+        (h, state), back = cell(x[:, t, :], True, state=state, return_state=True)
+        outputs.append(host(h))
+        backs.append(back)
+    np.testing.assert_allclose(np.stack(outputs, axis=1), host(y), rtol=1e-12, atol=1e-12)
+    d_state, d_steps = None, [None] * T
+    for t in reversed(range(T)):
+        d_x_t, d_state = backs[t]((dy[:, t, :], d_state))
+        d_steps[t] = host(d_x_t)
+    np.testing.assert_allclose(np.stack(d_steps, axis=1), dx, rtol=1e-10, atol=1e-12)
+    for name, p in cell.named_parameters():
+        np.testing.assert_allclose(host(p.grad), host(getattr(layer, name + "_l0").grad), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_initial_state_delta_with_lengths_and_projection_matches_finite_differences(kind, device):
+    N, T, F, H = 3, 4, 2, 3
+    rng = np.random.default_rng(7)
+    options = {"proj_size": 2} if kind == "lstm" else {}
+    layer = RECURRENT[kind](F, H, 2, bidirectional=True, rng=2, **options).to(device, "float64")
+    P = layer.output_size
+    x = device.send(rng.normal(size=(N, T, F)), "float64")
+    h0 = rng.normal(size=(4, N, P))
+    c0 = rng.normal(size=(4, N, H))
+    lengths = [4, 1, 2]
+
+    def call(value):
+        state = (value, device.send(c0, "float64")) if kind == "lstm" else value
+        (out, fin), backprop = layer(x, True, state=state, lengths=lengths, return_state=True)
+        fin_h = fin[0] if kind == "lstm" else fin
+        xp = backend.namespace(out)
+        joined = xp.concat([xp.reshape(out, (-1,)), xp.reshape(fin_h, (-1,))])
+
+        def back(w):
+            n = int(np.prod(out.shape))
+            dy = xp.reshape(w[:n], tuple(out.shape))
+            d_h = xp.reshape(w[n:], tuple(fin_h.shape))
+            d_initial = backprop((dy, (d_h, None) if kind == "lstm" else d_h))[1]
+            return d_initial[0] if kind == "lstm" else d_initial
+
+        return joined, back
+
+    gradcheck(call, device.send(h0, "float64"))
