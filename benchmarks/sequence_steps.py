@@ -4,8 +4,10 @@
 
 Two steps, each built identically in both libraries (forward, loss, backward, Adam update):
 
-- ``lstm``: LSTM(hidden -> hidden) over (batch, seq, hidden), the last step through a Linear to
-  10 classes, softmax cross-entropy.
+- ``lstm``, ``gru``: LSTM or GRU (input_size -> hidden; input_size defaults to hidden) over
+  (batch, seq, input_size), the last step through a Linear to 10 classes, softmax cross-entropy.
+  gradflow's step passes ``input_grad=False`` as ``fit`` does (x is data; torch computes no δx
+  for it either). Issue 12's target sizes: ``--batch 32 --seq 50 --input-size 32 --hidden 128``.
 - ``transformer_block``: one pre-norm encoder block (embed hidden, 4 heads, MLP 4·hidden, GELU,
   no dropout) over (batch, seq, hidden), MSE against a fixed target. PyTorch's counterpart is
   ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu", dropout=0)``.
@@ -26,22 +28,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-STEPS = ("lstm", "transformer_block")
+STEPS = ("lstm", "gru", "transformer_block")
 CLASSES = 10
 HEADS = 4
 
 
-def _data(batch: int, seq: int, hidden: int, seed: int) -> dict[str, np.ndarray]:
+def _data(batch: int, seq: int, hidden: int, seed: int, features: int | None = None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        "x": rng.normal(size=(batch, seq, hidden)).astype(np.float32),
+        "x": rng.normal(size=(batch, seq, features or hidden)).astype(np.float32),
         "labels": rng.integers(0, CLASSES, size=batch),
         "target": rng.normal(size=(batch, seq, hidden)).astype(np.float32),
     }
 
 
 def build_gradflow_step(name: str, *, batch: int = 32, seq: int = 64, hidden: int = 128,
-                        device: str = "cpu", seed: int = 0) -> Callable[[], None]:
+                        device: str = "cpu", seed: int = 0, input_size: int | None = None) -> Callable[[], None]:
     """One gradflow training step of ``name`` (see :data:`STEPS`) as a zero-argument callable."""
     import gradflow as gf
     from gradflow import layers as L
@@ -49,10 +51,11 @@ def build_gradflow_step(name: str, *, batch: int = 32, seq: int = 64, hidden: in
     from gradflow.optim import Adam
 
     dev = gf.device(device)
-    data = _data(batch, seq, hidden, seed)
+    data = _data(batch, seq, hidden, seed, input_size)
     x = dev.send(data["x"], "float32")
-    if name == "lstm":
-        model = gf.Sequential(L.LSTM(hidden, hidden, return_sequences=False, rng=seed),
+    if name in ("lstm", "gru"):
+        recurrent = {"lstm": L.LSTM, "gru": L.GRU}[name]
+        model = gf.Sequential(recurrent(input_size or hidden, hidden, return_sequences=False, rng=seed),
                               L.Linear(hidden, CLASSES, rng=seed + 1)).to(dev)
         loss, target = SoftmaxCrossEntropy(), dev.send(data["labels"])
     elif name == "transformer_block":
@@ -63,7 +66,7 @@ def build_gradflow_step(name: str, *, batch: int = 32, seq: int = 64, hidden: in
     optimizer = Adam(model, lr=1e-3)
 
     def step() -> None:
-        output, backprop = model(x, train=True)
+        output, backprop = model(x, train=True, input_grad=False)  # as fit does: x is data
         _, delta = loss(output, target)
         optimizer.zero_grad()
         backprop(delta)
@@ -74,15 +77,15 @@ def build_gradflow_step(name: str, *, batch: int = 32, seq: int = 64, hidden: in
 
 
 def build_torch_step(name: str, *, batch: int = 32, seq: int = 64, hidden: int = 128,
-                     seed: int = 0) -> Callable[[], None]:
+                     seed: int = 0, input_size: int | None = None) -> Callable[[], None]:
     """The same step in PyTorch eager on the CPU."""
     import torch
 
     torch.manual_seed(seed)
-    data = _data(batch, seq, hidden, seed)
+    data = _data(batch, seq, hidden, seed, input_size)
     x = torch.from_numpy(data["x"])
-    if name == "lstm":
-        lstm = torch.nn.LSTM(hidden, hidden, batch_first=True)
+    if name in ("lstm", "gru"):
+        lstm = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](input_size or hidden, hidden, batch_first=True)
         head = torch.nn.Linear(hidden, CLASSES)
         parameters = [*lstm.parameters(), *head.parameters()]
         target = torch.from_numpy(data["labels"])
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="input features of the lstm/gru steps (default: --hidden)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for torch and for NumPy's BLAS (threadpoolctl) alike (default 2)")
     parser.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
@@ -147,8 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
           f"{args.threads} thread(s) each; median of {args.repeats} interleaved steps after warm-up")
     results = {}
     for name in args.steps:
-        medians = time_interleaved({"gradflow": build_gradflow_step(name, **sizes),
-                                    "torch": build_torch_step(name, **sizes)}, args.repeats)
+        extra = {"input_size": args.input_size} if name in ("lstm", "gru") else {}
+        medians = time_interleaved({"gradflow": build_gradflow_step(name, **sizes, **extra),
+                                    "torch": build_torch_step(name, **sizes, **extra)}, args.repeats)
         results[name] = medians
         print(f"{name:>18}: gradflow {medians['gradflow'] * 1e3:7.2f} ms   torch {medians['torch'] * 1e3:7.2f} ms   "
               f"torch/gradflow {medians['torch'] / medians['gradflow']:.2f}x")
@@ -165,5 +171,5 @@ BATCHES = (32,)
 SLOT_BUILDERS = {
     name: {"gradflow": (lambda batch, name=name: build_gradflow_step(name, batch=batch)),
            "torch": (lambda batch, name=name: build_torch_step(name, batch=batch))}
-    for name in ("lstm", "transformer_block")
+    for name in ("lstm", "gru", "transformer_block")
 }

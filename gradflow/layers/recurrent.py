@@ -183,6 +183,7 @@ class _Recurrent(Layer):
 
     gates = 1
     has_cell_state = False
+    skips_input_grad = True
 
     def __init__(
         self,
@@ -240,7 +241,7 @@ class _Recurrent(Layer):
 
     # -- forward and BPTT --------------------------------------------------------------------------
     def forward(self, x: Array, train: bool, state: State = None, return_state: bool = False,
-                lengths: Any = None, padding_mask: Array | None = None):
+                lengths: Any = None, padding_mask: Array | None = None, input_grad: bool = True):
         """Run the stack over ``x``; see the class and module docstrings for every argument.
 
         x: (N, T, F) with ``batch_first`` (else (T, N, F)), the layer's dtype and device.
@@ -248,6 +249,8 @@ class _Recurrent(Layer):
         state, and take ``(dy, d_final_state)`` in backprop. lengths: N ints in [1, T] (host
         list/tuple/array, or an array on any device: read on the host). padding_mask: bool
         (N, T) on x's device, True at padded steps. Give at most one of lengths/padding_mask.
+        input_grad=False: the caller will not use δx (x is data), so backprop skips that GEMM and
+        returns ``None`` in its place.
         """
         check_input(self, x, ndim=3, features=self.input_size, like=self._cells[0][0][0].value)
         xp = backend.namespace(x)
@@ -330,12 +333,20 @@ class _Recurrent(Layer):
                     w_ih.accumulate(layer_inputs[k].T @ d_flat)
                     if b_ih is not None:
                         b_ih.accumulate(xp.sum(d_flat, axis=0))
+                    if k == 0 and not input_grad:
+                        continue
                     part = d_flat @ input_weights[k][d].T
                     d_inputs = part if d_inputs is None else d_inputs + part
+                if d_inputs is None:
+                    d_sequence = None
+                    break
                 d_sequence = xp.reshape(d_inputs, (T, N, d_inputs.shape[-1]))
                 if k:
                     d_sequence = drop_backs[k - 1](d_sequence) if drop_backs else d_sequence
-            dx = xp.permute_dims(d_sequence, (1, 0, 2)) if self.batch_first else d_sequence
+            if d_sequence is None:
+                dx = None
+            else:
+                dx = xp.permute_dims(d_sequence, (1, 0, 2)) if self.batch_first else d_sequence
             d_h0 = xp.stack(d_initial_h, axis=0)
             d_state = (d_h0, xp.stack(d_initial_c, axis=0)) if self.has_cell_state else d_h0
             return dx, d_state
@@ -560,6 +571,7 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     projection *= half
     h0, c0 = h, c = starts
     gate_list: list[Any] = [None] * T
+    u_list: list[Any] = [None] * T
     cell_list: list[Any] = [None] * T
     tanh_list: list[Any] = [None] * T
     hs: list[Any] = [None] * T
@@ -567,7 +579,8 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     for t in _steps(T, reverse):
         z = h @ W_half
         z += projection[t, ...]
-        a = gate_list[t] = xp.tanh(z) * half + offset
+        u = u_list[t] = xp.tanh(z)
+        a = gate_list[t] = u * half + offset
         c_new = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
         tanh_c = tanh_list[t] = xp.tanh(c_new)
         m = ms[t] = a[:, 3 * H:] * tanh_c
@@ -582,10 +595,9 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     outputs = xp.stack(hs, axis=0)
 
     def backward(d_outputs, d_h_last, d_c_last):
-        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
+        gates, us, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, u_list, cell_list, tanh_list))
         # Everything the loop needs that does not depend on δ, for all steps at once.
-        u = (gates - offset) / half
-        derivative = (1.0 - u * u) * (half * half)  # ∂gate/∂z
+        derivative = (1.0 - us * us) * (half * half)  # ∂gate/∂z
         i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
         d_from_c = _masked(xp, None if keep is None else keep[..., None], xp.reshape(
             xp.concat([g, _previous(xp, cells, c0, reverse), i], axis=-1) * derivative[..., :3 * H],

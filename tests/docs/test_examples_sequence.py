@@ -57,10 +57,10 @@ def test_vanishing_gradients_example_prints_a_table(capsys):
     assert "RNN (tanh)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["lstm", "transformer_block"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "transformer_block"])
 def test_benchmark_factories_build_steps_that_train(name):
     bench = load("benchmarks/sequence_steps.py")
-    sizes = {"batch": 4, "seq": 5, "hidden": 8}
+    sizes = {"batch": 4, "seq": 5, "hidden": 8, **({"input_size": 3} if name != "transformer_block" else {})}
     step = bench.build_gradflow_step(name, **sizes)
     step()
     step()
@@ -71,7 +71,7 @@ def test_benchmark_factories_build_steps_that_train(name):
 def test_benchmark_main_prints_ratios(capsys):
     pytest.importorskip("torch")
     results = load("benchmarks/sequence_steps.py").main(["--repeats", "1", "--batch", "2", "--seq", "3", "--hidden", "8"])
-    assert set(results) == {"lstm", "transformer_block"}
+    assert set(results) == {"lstm", "gru", "transformer_block"}
     assert "torch/gradflow" in capsys.readouterr().out
 
 

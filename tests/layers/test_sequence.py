@@ -697,3 +697,19 @@ def test_initial_state_delta_with_lengths_and_projection_matches_finite_differen
         return joined, back
 
     gradcheck(call, device.send(h0, "float64"))
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+def test_input_grad_false_skips_the_input_delta_and_keeps_every_gradient(kind):
+    rng = np.random.default_rng(8)
+    x, dy = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 8))
+    grads = []
+    for input_grad in (True, False):
+        layer = RECURRENT[kind](3, 4, 2, bidirectional=True, rng=0).to("cpu", "float64")
+        model = gf.Sequential(layer)
+        y, backprop = model(x, True, input_grad=input_grad)
+        dx = backprop(dy)
+        assert (dx is None) == (not input_grad)
+        grads.append({name: host(p.grad) for name, p in layer.named_parameters()})
+    for name in grads[0]:
+        np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)
