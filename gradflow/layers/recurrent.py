@@ -571,7 +571,6 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     projection *= half
     h0, c0 = h, c = starts
     gate_list: list[Any] = [None] * T
-    u_list: list[Any] = [None] * T
     cell_list: list[Any] = [None] * T
     tanh_list: list[Any] = [None] * T
     hs: list[Any] = [None] * T
@@ -579,8 +578,7 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     for t in _steps(T, reverse):
         z = h @ W_half
         z += projection[t, ...]
-        u = u_list[t] = xp.tanh(z)
-        a = gate_list[t] = u * half + offset
+        a = gate_list[t] = xp.tanh(z) * half + offset
         c_new = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
         tanh_c = tanh_list[t] = xp.tanh(c_new)
         m = ms[t] = a[:, 3 * H:] * tanh_c
@@ -595,8 +593,9 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     outputs = xp.stack(hs, axis=0)
 
     def backward(d_outputs, d_h_last, d_c_last):
-        gates, us, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, u_list, cell_list, tanh_list))
+        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
         # Everything the loop needs that does not depend on δ, for all steps at once.
+        us = (gates - offset) / half
         derivative = (1.0 - us * us) * (half * half)  # ∂gate/∂z
         i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
         d_from_c = _masked(xp, None if keep is None else keep[..., None], xp.reshape(
