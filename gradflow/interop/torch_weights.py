@@ -74,8 +74,8 @@ def _recurrent_transposed(layer: Layer, name: str) -> bool:
     if value.ndim != 2:
         return False
     rows = layer.hidden_size * layer.gates
-    if name.startswith("weight_hr"):
-        rows = layer.hidden_size
+    if name.startswith("weight_hr"):  # PyTorch's (proj_size, H); gradflow's (H, proj_size)
+        rows = layer.proj_size
     if value.shape[0] == rows and value.shape[1] != rows:
         return False
     if value.shape[1] == rows and value.shape[0] != rows:
@@ -96,7 +96,7 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
     from .. import layers as L
 
     kind = type(layer).__name__
-    if isinstance(layer, (L.RNN, L.LSTM, L.GRU)):
+    if isinstance(layer, (L.RNN, L.LSTM, L.GRU, L.RNNCell, L.LSTMCell, L.GRUCell)):
         out = []
         for name in _own_arrays(layer):
             flip = _recurrent_transposed(layer, name)
