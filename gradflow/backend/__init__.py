@@ -42,7 +42,7 @@ from .arrays import (device_of, dtype_name, is_array, is_floating, is_integral, 
                      namespace, same_device, to_float, to_numpy)
 from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_rows, set_deterministic,
                          sliding_windows, softmax_cross_entropy, window_count)
-from .host import blas_info, library_versions, limit_blas_threads
+from .host import blas_info, keep_freed_memory, library_versions, limit_blas_threads
 
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "Array", "DeviceError", "Namespace", "Library",
@@ -51,5 +51,5 @@ __all__ = [
     "namespace", "same_device", "to_float", "to_numpy",
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
-    "blas_info", "library_versions", "limit_blas_threads",
+    "blas_info", "keep_freed_memory", "library_versions", "limit_blas_threads",
 ]
