@@ -167,6 +167,24 @@ def test_batch_norm_cumulative_average_matches_pytorch():
     _compare(ours, theirs, rng.normal(size=(2, 3, 2, 3)), copy=("weight", "bias"), train=False)
 
 
+def test_batch_norm_cumulative_count_survives_a_checkpoint_and_a_move(tmp_path, device):
+    def model():
+        return gf.Sequential(L.Conv2d(1, 2, 3, rng=0), L.BatchNorm2d(2, momentum=None), L.BatchNorm2d(2, track_running_stats=False))
+
+    saved = model().to(device)
+    for i in range(3):
+        saved(device.send(np.random.default_rng(i).normal(size=(4, 1, 5, 5)), "float32"), train=True)
+    gf.save(tmp_path / "bn.safetensors", saved)
+    restored = model().to(device)
+    gf.load(tmp_path / "bn.safetensors", restored)
+    state = {k: backend.to_numpy(v) for k, v in restored.state_dict().items()}
+    assert state["1.num_batches_tracked"].shape == () and int(state["1.num_batches_tracked"]) == 3
+    assert "2.running_mean" not in state
+    np.testing.assert_array_equal(state["1.running_mean"], backend.to_numpy(saved[1].running_mean.value))
+    restored.to(device, "float64")  # the count stays an integer
+    assert backend.dtype_name(restored[1].num_batches_tracked.value.dtype) == "int64"
+
+
 def test_batch_norm_without_running_statistics_uses_the_batch_in_eval_too():
     ours, theirs = _batch_norm_pair(track_running_stats=False)
     assert ours.running_mean is None and "running_mean" not in ours.state_dict()
@@ -242,3 +260,24 @@ def test_embedding_takes_ids_of_any_integer_dtype_on_every_device(device, dtype)
 def test_global_avg_pool_of_zero_spatial_size_is_a_clear_error(device):
     with pytest.raises(ValueError, match=r"GlobalAvgPool\(\): expected a non-empty spatial size.*shape \(2, 3, 0, 4\)"):
         L.GlobalAvgPool()(device.send(np.ones((2, 3, 0, 4)), "float32"), train=True)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True),
+                                    dict(kernel_size=(2, 3), stride=1, dilation=(2, 1))])
+def test_max_pool_indices_are_the_same_on_every_device_and_unpool_puts_the_maxima_back(device, kwargs):
+    x = _distinct((2, 3, 7, 8), seed=5)
+    pool = L.MaxPool2d(**kwargs, return_indices=True)
+    (y_ref, idx_ref), _ = pool(x, train=False)
+    (y, idx), backprop = pool(device.send(x, "float64"), train=True)
+    np.testing.assert_array_equal(backend.to_numpy(y), y_ref)
+    np.testing.assert_array_equal(backend.to_numpy(idx), idx_ref)
+    assert backend.dtype_name(idx.dtype) == "int64"
+    assert backend.to_numpy(backprop(device.send(np.ones(y_ref.shape), "float64"))).shape == x.shape
+    # every index names the entry holding its max
+    flat = x.reshape(2, 3, -1)
+    np.testing.assert_array_equal(np.take_along_axis(flat, idx_ref.reshape(2, 3, -1), axis=2).reshape(y_ref.shape), y_ref)
+    if kwargs.get("dilation", 1) == 1 and not kwargs.get("ceil_mode"):
+        unpool = L.MaxUnpool2d(kwargs["kernel_size"], kwargs.get("stride"), kwargs.get("padding", 0))
+        z = backend.to_numpy(unpool(y, train=False, indices=idx, output_size=x.shape[2:])[0])
+        kept = z != 0
+        np.testing.assert_array_equal(z[kept], x[kept])
