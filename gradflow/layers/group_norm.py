@@ -42,6 +42,9 @@ class GroupNorm(Layer):
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"{self.describe()}: expected an input (N, {self.num_channels}, *spatial), "
                              f"got shape {tuple(x.shape)}")
+        if any(n == 0 for n in x.shape[2:]):
+            raise ValueError(f"{self.describe()}: expected a non-empty spatial size to normalise over, got an input "
+                             f"of shape {tuple(x.shape)}")
         xp = backend.namespace(x)
         shape = tuple(x.shape)
         grouped = (shape[0], self.num_groups, math.prod(shape[1:]) // self.num_groups)

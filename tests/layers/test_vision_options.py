@@ -281,3 +281,11 @@ def test_max_pool_indices_are_the_same_on_every_device_and_unpool_puts_the_maxim
         z = backend.to_numpy(unpool(y, train=False, indices=idx, output_size=x.shape[2:])[0])
         kept = z != 0
         np.testing.assert_array_equal(z[kept], x[kept])
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: L.GroupNorm(2, 4), (2, 4, 0)), (lambda: L.InstanceNorm2d(3), (2, 3, 4, 0)),
+                                        (lambda: L.AdaptiveMaxPool1d(2), (2, 3, 0))])
+def test_normalising_or_pooling_over_nothing_is_a_clear_error(device, make, shape):
+    layer = make().to(device)
+    with pytest.raises(ValueError, match=rf"{type(layer).__name__}\(.*\): expected a non-empty spatial size"):
+        layer(device.send(np.ones(shape), "float32"), train=True)
