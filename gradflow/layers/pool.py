@@ -52,6 +52,7 @@ class _PoolNd(Layer):
             raise ValueError(f"{name}: padding must be at most half the kernel size, got padding={self.padding} "
                              f"for kernel_size={self.kernel_size}")
         self._spans = spans
+        self.pads: Pads = tuple((p, p) for p in self.padding)  # the symmetric padding (ceil mode may add more per call)
         # Windows that do not overlap let backward assign each slice instead of adding to it.
         self._disjoint = all(s >= n for s, n in zip(self.stride, spans))
 

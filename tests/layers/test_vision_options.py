@@ -289,3 +289,18 @@ def test_normalising_or_pooling_over_nothing_is_a_clear_error(device, make, shap
     layer = make().to(device)
     with pytest.raises(ValueError, match=rf"{type(layer).__name__}\(.*\): expected a non-empty spatial size"):
         layer(device.send(np.ones(shape), "float32"), train=True)
+
+
+def test_batch_norm_options_cross_to_pytorch_with_their_counters():
+    from gradflow.interop import load_torch_state_dict, torch_state_dict
+
+    ours = gf.Sequential(L.BatchNorm2d(3, momentum=None), L.BatchNorm2d(3, track_running_stats=False)).to("cpu", "float64")
+    for i in range(2):
+        ours(np.random.default_rng(i).normal(size=(4, 3, 2, 2)), train=True)
+    theirs = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=None), torch.nn.BatchNorm2d(3, track_running_stats=False)).double()
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in torch_state_dict(ours).items()})  # strict
+    assert int(theirs[0].num_batches_tracked) == 2
+    back = gf.Sequential(L.BatchNorm2d(3, momentum=None), L.BatchNorm2d(3, track_running_stats=False)).to("cpu", "float64")
+    load_torch_state_dict(back, theirs.state_dict())
+    for key, value in ours.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(back.state_dict()[key]), np.asarray(value), err_msg=key)
