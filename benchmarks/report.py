@@ -82,13 +82,17 @@ def mlp_table(results: dict[str, Any], device: str = "cpu", section: dict[str, A
             row.append(" / ".join(f"{memory[n] / 2**20:.2f}" for n in ("gradflow", "numpy") if n in memory))
         if with_faults:
             faults = entry.get("minor_faults_per_step", {})
-            row.append(" / ".join(f"{faults[n]:.0f}" for n in names if n != "gemm_only" and n in faults))
+            alone = {n: o.get("minor_faults_per_step") for n, o in entry.get("solo", {}).items()}
+            row.append(" / ".join(f"{faults[n]:.0f}" + (f" ({alone[n]:.0f})" if alone.get(n) is not None else "")
+                                  for n in names if n != "gemm_only" and n in faults))
         rows.append(row)
     table = _table(header, rows)
     if with_solo:
         table += ("\n\nEach time is interleaved (pause before every block) and, in brackets, the same contender "
                   "timed alone in its own process with the same thread count; ⚠ marks an interleaved time more "
-                  "than 15% off the solo one (the interleaved figure is then not trustworthy).")
+                  "than 15% off the solo one (the interleaved figure is then not trustworthy). Minor page faults "
+                  "per step: in the interleaved process (in brackets: in the solo process, which starts fresh; "
+                  "a step that frees and reallocates large temporaries faults on each of their pages).")
     return table
 
 
@@ -166,6 +170,7 @@ def markdown(results: dict[str, Any]) -> str:
     parts += ["## Targets", "", targets_table(results), ""]
     parts += _slots_section(results)
     parts += _operations_section(results)
+    parts += _fused_section(results)
     parts += _overhead_section(results)
     parts += _memory_section(results)
     parts += _profile_section(results)
@@ -221,6 +226,30 @@ def _operations_section(results: dict[str, Any]) -> list[str]:
         f"NumPy by hand: {detail(n['by_name'])}.",
         "",
     ]
+
+
+def _fused_section(results: dict[str, Any]) -> list[str]:
+    found = results.get("fused_operations")
+    if not found:
+        return []
+    rows = []
+    for workload, entry in found.items():
+        if "status" in entry:
+            rows.append([workload, entry["status"], "", "", ""])
+            continue
+        portable, fused = entry["portable"], entry["fused"]
+        kernels = ", ".join(f"{k[6:]} {v}" for k, v in fused["by_name"].items() if k.startswith("fused:"))
+        rows.append([workload, portable["operations"], fused["operations"], f"{portable['syncs']} / {fused['syncs']}",
+                     kernels])
+    return ["## GPU-shaped cost: array operations per step, portable path vs fused kernels", "",
+            "Each array operation is at least one kernel launch on a GPU (5-10 µs each in CuPy). Counted on "
+            "proxies the backend takes for CuPy arrays (gradflow.testing.counting), once with the portable "
+            "array-API path and once with the fused kernels of gradflow.backend.fused (run here through their "
+            "host C++ build). Host syncs: conversions of an array to a Python value per step (the validated "
+            "loss's finiteness check is one; `validate=False` removes it). The optimizer updates are counted "
+            "on the portable path (multi-tensor optimizers are counted separately).", "",
+            _table(["step", "operations, portable", "operations, fused", "host syncs, portable / fused",
+                    "fused kernels per step"], rows), ""]
 
 
 def _overhead_section(results: dict[str, Any]) -> list[str]:

@@ -57,8 +57,10 @@ def build(spec: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], None]]:
     return step, getattr(step, "synchronize", None) or (lambda: None)
 
 
-def time_alone(spec: dict[str, Any], *, rounds: int, block_seconds: float, warmup: int = 3) -> list[float]:
-    """Seconds per step, one value per block of ``block_seconds``, after ``warmup`` steps."""
+def time_alone(spec: dict[str, Any], *, rounds: int, block_seconds: float, warmup: int = 3,
+               faults: list[float] | None = None) -> list[float]:
+    """Seconds per step, one value per block of ``block_seconds``, after ``warmup`` steps.
+    ``faults``: a list that receives the minor page faults per timed step (this process)."""
     step, sync = build(spec)
     for _ in range(max(warmup, 1)):
         step()
@@ -68,13 +70,24 @@ def time_alone(spec: dict[str, Any], *, rounds: int, block_seconds: float, warmu
     sync()
     per_block = max(1, int(block_seconds / max(time.perf_counter() - started, 1e-6)))
     times = []
+    before = _minor_faults()
     for _ in range(rounds):
         started = time.perf_counter()
         for _ in range(per_block):
             step()
         sync()
         times.append((time.perf_counter() - started) / per_block)
+    if faults is not None:
+        faults.append((_minor_faults() - before) / (rounds * per_block))
     return times
+
+
+def _minor_faults() -> float:
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def child_environment(threads: int) -> dict[str, str]:
@@ -102,8 +115,8 @@ def run_solo(spec: dict[str, Any], *, threads: int, rounds: int, block_seconds: 
             return {"status": f"failed: timed out after {timeout:.0f} s"}
         if done.returncode != 0 or not out.exists():
             return {"status": f"failed: {done.stderr.strip()[-400:]}"}
-        times = json.loads(out.read_text())["seconds"]
-    return summarize(times)
+        found = json.loads(out.read_text())
+    return dict(summarize(found["seconds"]), minor_faults_per_step=found.get("minor_faults_per_step"))
 
 
 def summarize(times: list[float]) -> dict[str, Any]:
@@ -128,12 +141,13 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = json.loads(args.spec)
     limiter = limit_threads(args.threads) if spec.get("contender") == "torch" else _limit_blas(args.threads)
+    faults: list[float] = []
     try:
-        times = time_alone(spec, rounds=args.rounds, block_seconds=args.block_seconds)
+        times = time_alone(spec, rounds=args.rounds, block_seconds=args.block_seconds, faults=faults)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
-    text = json.dumps({"spec": spec, "threads": args.threads, "seconds": times})
+    text = json.dumps({"spec": spec, "threads": args.threads, "seconds": times, "minor_faults_per_step": faults[0]})
     if args.out is None:
         print(text)
     else:
