@@ -370,3 +370,39 @@ def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZ
         except Exception as error:  # noqa: BLE001 - a peer's layer change must not stop the suite
             found[name] = {"status": f"failed: {type(error).__name__}: {error}"}
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Mixed precision in fit: speed and accuracy against float32
+# --------------------------------------------------------------------------------------------
+
+
+def mixed_precision_digits(epochs: int = 8, precisions: tuple[str, ...] = ("float32", "float16")) -> list[dict[str, Any]]:
+    """``fit(..., precision=p)`` of a Linear-BatchNorm-ReLU-Linear model on scikit-learn's digits
+    (Adam 3e-3, batch 128): seconds per epoch and test accuracy for each precision. On NumPy
+    float16 saves memory, not time (its float16 matmul does not use BLAS)."""
+    import time
+
+    import gradflow as gf
+    from gradflow import layers as L
+    from gradflow.datasets import digits
+    from gradflow.losses import SoftmaxCrossEntropy
+    from gradflow.optim import Adam
+    from gradflow.train import evaluate, fit
+
+    data = digits()
+    rows = []
+    for precision in precisions:
+        model = gf.Sequential(L.Linear(64, 64, rng=0), L.BatchNorm1d(64), L.ReLU(), L.Linear(64, 10, rng=1))
+        started = time.perf_counter()
+        try:
+            fit(model, SoftmaxCrossEntropy(), Adam(model, lr=3e-3), (data.x_train, data.y_train), epochs=epochs,
+                batch_size=128, verbose=0, precision=precision)
+        except Exception as error:  # noqa: BLE001 - e.g. bfloat16 on a device without it
+            rows.append({"precision": precision, "status": f"{type(error).__name__}: {error}"})
+            continue
+        seconds = time.perf_counter() - started
+        accuracy = evaluate(model, None, (data.x_test, data.y_test))["accuracy"]
+        rows.append({"precision": precision, "status": "ok", "seconds_per_epoch": seconds / max(epochs, 1),
+                     "accuracy": accuracy, "epochs": epochs})
+    return rows

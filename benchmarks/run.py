@@ -325,6 +325,12 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if growth:
         rows.append({"target": f"no memory growth over {growth['steps']} steps",
                      "value": f"{growth['growth']:+,d} bytes", "met": abs(growth["growth"]) <= TARGETS["growth_bytes"]})
+    mixed = {row["precision"]: row for row in results.get("mixed_precision", []) if row.get("status") == "ok"}
+    if "float32" in mixed and "float16" in mixed and mixed["float32"]["epochs"] >= 8:
+        gap = mixed["float32"]["accuracy"] - mixed["float16"]["accuracy"]
+        rows.append({"target": "fit(precision='float16') on digits (BatchNorm model): accuracy within 2 points of float32",
+                     "value": f"{mixed['float16']['accuracy']:.3f} vs {mixed['float32']['accuracy']:.3f}",
+                     "met": gap <= 0.02})
     operations = results["operations"]
     float64 = operations["gradflow"]["float64_results"]
     rows.append({"target": "no float64 results in a float32 step",
@@ -433,6 +439,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     results["operations"] = measure.count_operations(args.batches[0], args.optimizer, args.sizes)
     results["fused_operations"] = measure.count_fused_operations(
         8, args.sizes, workloads=("mlp",) if args.quick else ("mlp", "cnn", "lstm", "transformer_block"))
+    results["mixed_precision"] = measure.mixed_precision_digits(epochs=1 if args.quick else 8)
     growth_step = mlp_step.build_gradflow_step(args.batches[0], optimizer=args.optimizer, sizes=args.sizes)
     results["memory_growth"] = measure.memory_growth(growth_step, steps=args.memory_steps,
                                                      settle=max(1, args.memory_steps // 10))
