@@ -29,6 +29,7 @@ Files, one concern each
 ``host``             host BLAS threads and library versions.
 ``fused``            fused elementwise kernels (CuPy ``ElementwiseKernel``) for the hot paths, each
                      beside its portable fallback; ``backend.fused.available(x)`` says which runs.
+``dlpack``           zero-copy exchange with torch, JAX and others (:func:`from_dlpack`).
 
 Everything public is re-exported here, so code writes ``backend.device(...)``,
 ``backend.namespace(x)``, ``backend.erf(x)``.
@@ -46,6 +47,7 @@ from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_ro
                          sliding_windows, softmax_cross_entropy, window_count)
 from .host import blas_info, library_versions, limit_blas_threads
 from . import fused
+from .dlpack import from_dlpack
 
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "Array", "DeviceError", "Namespace", "Library",
@@ -54,5 +56,5 @@ __all__ = [
     "namespace", "same_device", "to_float", "to_numpy",
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
-    "blas_info", "library_versions", "limit_blas_threads", "fused",
+    "blas_info", "library_versions", "limit_blas_threads", "fused", "from_dlpack",
 ]
