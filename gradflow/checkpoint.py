@@ -86,7 +86,7 @@ def _safetensors() -> Any:
     try:
         import safetensors.numpy as st
     except ImportError as error:
-        raise ImportError("gradflow checkpoints need safetensors: pip install 'gradflow[io]'") from error
+        raise ImportError("gradflow checkpoints need safetensors: pip install 'gradflow-nn[io]'") from error
     return st
 
 

@@ -5,7 +5,7 @@
 
 Uses matplotlib's object-oriented API with the Agg canvas directly, so it never changes the
 global backend (safe in notebooks and on machines without a display). matplotlib is optional:
-``pip install 'gradflow[plot]'``.
+``pip install 'gradflow-nn[plot]'``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError("gradflow.plot needs matplotlib: pip install 'gradflow[plot]'") from error
+        raise ImportError("gradflow.plot needs matplotlib: pip install 'gradflow-nn[plot]'") from error
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

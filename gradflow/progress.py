@@ -6,7 +6,7 @@ otherwise, so logs and CI output get a line per epoch instead of bar redraws.
 
 The bar shows the running mean loss and training metrics. Showing them needs their values on
 the host: the bar fetches them (one transfer) at most every ``refresh_seconds``, never per step.
-tqdm is optional: ``pip install 'gradflow[progress]'``.
+tqdm is optional: ``pip install 'gradflow-nn[progress]'``.
 """
 
 from __future__ import annotations

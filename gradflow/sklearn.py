@@ -8,7 +8,7 @@ They follow scikit-learn's conventions (parameters stored as given, validated in
 learned attributes end in ``_``), so they work in pipelines, grid searches and
 ``cross_val_score``, and pass scikit-learn's estimator checks. ``device="cuda"`` trains on a GPU;
 inputs and outputs stay NumPy. The regressor standardises its targets internally (and undoes it
-in ``predict``). Needs scikit-learn: ``pip install 'gradflow[data]'``.
+in ``predict``). Needs scikit-learn: ``pip install 'gradflow-nn[data]'``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as error:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("gradflow.sklearn needs scikit-learn: pip install 'gradflow[data]'") from error
+    raise ImportError("gradflow.sklearn needs scikit-learn: pip install 'gradflow-nn[data]'") from error
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
