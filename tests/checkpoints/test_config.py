@@ -76,3 +76,25 @@ def test_unregistered_layers_are_refused_and_registered_ones_round_trip():
 def test_an_unknown_class_in_a_config_names_the_registry():
     with pytest.raises(ConfigError, match="unknown layer class 'NoSuchLayer'"):
         from_config({"class": "NoSuchLayer", "args": [], "kwargs": {}})
+
+
+def test_evaluate_with_metrics_only_needs_no_loss():
+    from gradflow.losses import SoftmaxCrossEntropy
+    from gradflow.train import evaluate
+
+    model = gf.Sequential(L.Linear(4, 3, rng=0))
+    x = np.random.default_rng(0).normal(size=(20, 4))   # float64: evaluate casts host inputs
+    y = np.arange(20) % 3
+    with_loss = evaluate(model, SoftmaxCrossEntropy(), (x, y), metrics=["accuracy"])
+    only = evaluate(model, (x, y), metrics=["accuracy"])
+    assert set(only) == {"accuracy"} and only["accuracy"] == with_loss["accuracy"]
+    assert evaluate(model, data=(x, y), metrics=["accuracy"]) == only
+    with pytest.raises(TypeError, match="missing data"):
+        evaluate(model)
+
+
+def test_a_float64_input_to_a_float32_model_says_how_to_cast():
+    model = gf.Sequential(L.Linear(4, 3, rng=0))
+    x = gf.device("cpu").send(np.zeros((2, 4)), "float64")
+    with pytest.raises(TypeError, match=r"x.astype\(np.float32\).*model.to\(dtype='float64'\)"):
+        model(x)
