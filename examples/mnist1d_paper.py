@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -57,9 +58,11 @@ def build(name: str, seed: int = 0) -> gf.Sequential:
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(PAPER)}")
 
 
-def write_table(path: Path, rows: list[dict], settings: str) -> None:
+def write_table(path: Path, rows: list[dict], settings: str, command: str) -> None:
     lines = [
         "# MNIST-1D: gradflow vs the paper",
+        "",
+        f"Written by `{command}`.",
         "",
         f"Test accuracy at the end of training ({settings}); mean ± standard deviation over the seeds, "
         "each seed's value, and the training time per seed. Paper: Greydanus (2020), \"Scaling down deep learning\".",
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"({', '.join(f'{a:.1%}' for a in accuracies)})   paper {PAPER[name]:4.0%}   "
               f"({parameters:,} parameters, {sum(seconds) / len(seconds):.1f} s per run)", flush=True)
     if args.out:
-        write_table(Path(args.out), rows, settings)
+        command = "python examples/mnist1d_paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_table(Path(args.out), rows, settings, command.strip())
         print(f"table written to {args.out}")
     return rows
 

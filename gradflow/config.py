@@ -38,13 +38,16 @@ def register(cls: type, name: str | None = None) -> type:
 
     Args:
         cls: a :class:`gradflow.Layer` subclass.
-        name: the name in configs (default: the class's ``__name__``); must be unique.
+        name: the name in configs (default: the class's ``__name__``); unique, except that a
+            class defined again under the same module and qualified name replaces the old one.
 
     Returns:
         ``cls`` itself, so that ``@register`` works as a class decorator.
     """
     key = name or cls.__name__
-    if _REGISTRY.get(key, cls) is not cls:
+    taken = _REGISTRY.get(key, cls)
+    same_definition = (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__)
+    if taken is not cls and not same_definition:  # a re-run definition (a notebook cell) replaces
         raise ConfigError(f"register: the name {key!r} is already taken by {_REGISTRY[key].__module__}.{key}")
     _REGISTRY[key] = cls
     own = cls.__dict__.get("__init__")
