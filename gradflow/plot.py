@@ -96,16 +96,23 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
         raise ValueError("plot.gradient_flow: the record holds no steps")
     layers = list(record.layers)
     positions = np.arange(len(layers))
-    labels = [f"{name}\n{desc.split('(')[0]}" for name, desc in zip(layers, record.descriptions)]
-    figure = _figure(max(9.0, 0.7 * len(layers) + 6), 7.5)
+    kinds = [desc.split("(")[0] for desc in record.descriptions]
+    labels = [f"{name}\n{kind}" for name, kind in zip(layers, kinds)]
+    # Long or many labels are turned, so that none is cut or runs into its neighbour.
+    turned = len(layers) > 8 or max(len(name) for name in layers + kinds) > 12
+    figure = _figure(max(9.0, 0.7 * len(layers) + 6), 8.0 if turned else 7.5)
     top, middle, bottom = figure.subplots(3, 1)
+    middle.sharex(top)  # the two per-layer panels keep one x axis: layer i sits at the same place
     panels = ((top, record.grad_norm, "parameter gradient norm ‖∇θ‖ (median over steps; whiskers: min to max)",
                "tab:blue"),
               (middle, record.delta_norm, "norm of the δ each layer passes down ‖δ‖ (median; min to max)", "tab:orange"))
     for ax, table, name, color in panels:
         _range_bars(ax, positions, table, color)
         ax.set_title(name, fontsize=10)
-        ax.set_xticks(positions, labels, fontsize=7)
+        ax.set_xticks(positions, labels, fontsize=7, rotation=35 if turned else 0, ha="right" if turned else "center",
+                      rotation_mode="anchor")
+        ax.tick_params(axis="x", labelbottom=True)
+        ax.set_xlim(-0.6, len(layers) - 0.4)  # every layer's slot, with or without a value
         ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     ratio = record.update_ratio
@@ -114,7 +121,7 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     for i, name in enumerate(layers):
         column = np.where(ratio[:, i] > 0, ratio[:, i], np.nan)  # log scale: drop zero updates
         if np.any(np.isfinite(column)):
-            bottom.plot(steps, column, label=name, linewidth=1)
+            bottom.plot(steps, column, label=f"{name} {kinds[i]}", linewidth=1)
             plotted = True
     bottom.axhline(1e-3, color="grey", linestyle="--", linewidth=1, label="1e-3")
     if plotted:
@@ -122,7 +129,7 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     bottom.set_title("update-to-weight ratio ‖Δθ‖/‖θ‖ per step", fontsize=10)
     bottom.set_xlabel("step")
     bottom.grid(alpha=0.3)
-    bottom.legend(fontsize=7, ncol=min(6, len(layers) + 1))
+    bottom.legend(fontsize=7, ncol=1 if len(layers) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         figure.suptitle(title)
     return _save(figure, path)
