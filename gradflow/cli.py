@@ -81,6 +81,11 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message (see prog --help)`` on stderr and exit with status 2.
+
+        Args:
+            message: what was wrong, naming the argument.
+        """
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -112,7 +117,11 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
 
 
 def add_blas_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--blas-threads`` (default 1; 0 leaves the BLAS library's default): see the module docstring."""
+    """Add ``--blas-threads`` (default 1; 0 leaves the BLAS library's default): see the module docstring.
+
+    Args:
+        parser: the argparse parser (or subparser) of an entry point.
+    """
     parser.add_argument("--blas-threads", type=_number(int, 0), default=1,
                         help="threads for NumPy's BLAS while training (0: the BLAS library's own default)")
 
@@ -178,7 +187,14 @@ def _flat_size(stack: Layer, sample_shape: tuple[int, ...]) -> int:
 def build_model(name: str, sample_shape: tuple[int, ...], classes: int, seed: int = 0) -> Layer:
     """The built-in models. mlp: two hidden ReLU layers of 128. cnn: two conv blocks (Conv2d for
     images (C, H, W), Conv1d for sequences (C, L)) then a linear classifier. gru: a GRU over the
-    sequence (T, features), its last step, then a linear classifier."""
+    sequence (T, features), its last step, then a linear classifier.
+
+    Args:
+        name: "mlp", "cnn" or "gru".
+        sample_shape: the shape of one input sample (without the batch axis).
+        classes: the number of output classes.
+        seed: seeds each layer's initialisation (layer i gets ``seed + i``).
+    """
     from . import layers as L
     from .containers import Sequential
 
@@ -219,7 +235,13 @@ def build_model(name: str, sample_shape: tuple[int, ...], classes: int, seed: in
 
 def load_dataset(name: str, model: str, seed: int = 0) -> Any:
     """The bundled dataset shaped for the model: flat for mlp, channels first for cnn,
-    (T, features) sequences for gru."""
+    (T, features) sequences for gru.
+
+    Args:
+        name: "digits" or "mnist1d".
+        model: the model it is shaped for ("mlp", "cnn" or "gru").
+        seed: the seed of the digits' train/test split (MNIST-1D uses the paper's).
+    """
     from . import datasets
 
     if name == "digits":
@@ -236,6 +258,14 @@ def load_dataset(name: str, model: str, seed: int = 0) -> Any:
 
 
 def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> Any:
+    """The optimizer ``name`` over ``model``'s parameters (SGD with momentum 0.9).
+
+    Args:
+        name: one of ``OPTIMIZERS``.
+        model: the model to optimise.
+        lr: a learning rate or a schedule (``step -> lr``).
+        weight_decay: the L2 penalty, >= 0.
+    """
     from . import optim
 
     classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
@@ -245,6 +275,15 @@ def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> An
 
 
 def build_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, warmup: int) -> Any:
+    """The learning-rate schedule ``name`` (a float for "constant").
+
+    Args:
+        name: one of ``SCHEDULES``.
+        lr: the peak learning rate.
+        total_steps: the steps the schedule is laid out over (epochs x steps per epoch).
+        steps_per_epoch: optimizer steps in one epoch.
+        warmup: linear warm-up steps before the schedule (0: none).
+    """
     from . import optim
 
     if name == "constant":
@@ -340,6 +379,11 @@ def _check_device(spec: str, prog: str) -> Any:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    """``gradflow train``: build, train (or resume), evaluate on the test set; returns the exit status.
+
+    Args:
+        args: the parsed command line (see ``gradflow train --help``).
+    """
     from . import callbacks as C
     from . import device
     from .checkpoint import read
@@ -439,6 +483,11 @@ def _package_version(name: str) -> str | None:
 
 
 def info_command(args: argparse.Namespace) -> int:
+    """``gradflow info``: print versions, devices, libraries and BLAS; returns 0.
+
+    Args:
+        args: the parsed command line (unused).
+    """
     from .testing import available_devices
 
     print(f"gradflow {__version__}")
@@ -549,6 +598,11 @@ def _sample(shape: "tuple[int, ...] | np.ndarray") -> np.ndarray:
 
 
 def gradcheck_command(args: argparse.Namespace) -> int:
+    """``gradflow gradcheck``: the layer x device table; returns 1 when a check fails, else 0.
+
+    Args:
+        args: the parsed command line (``args.devices``: a comma-separated subset, or None for all).
+    """
     from .testing import available_devices, check_layer
 
     devices = available_devices()
@@ -624,6 +678,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gradflow`` command; returns the exit status (2 for a usage error or no command).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

@@ -200,7 +200,11 @@ def load_model(path: Any, device: Any = None) -> Any:
 
 
 def architecture_metadata(model: Any) -> dict[str, Any]:
-    """What ``gradflow.save(..., architecture=True)`` stores: the config and the parameters' dtype."""
+    """What ``gradflow.save(..., architecture=True)`` stores: the config and the parameters' dtype.
+
+    Args:
+        model: the model to describe.
+    """
     from . import backend
 
     dtype = model.dtype

@@ -66,6 +66,11 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = False) -> 
     The defaults are the paper's (5,000 sequences of length 40, 80/20 split, seed 42); nothing is
     downloaded. Inputs are standardised with the training set's global mean and std. Shapes:
     (N, 40), or (N, 1, 40) with ``channels=True`` (for Conv1d) . Needs ``pip install mnist1d``.
+
+    Args:
+        num_samples: the number of sequences generated (>= 10), 80% for training.
+        seed: the generator's seed (42: the paper's dataset).
+        channels: add a channel axis, (N, 1, 40), for Conv1d.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
         raise ValueError(f"mnist1d: num_samples must be an int >= 10 (one per class), got {num_samples!r}")

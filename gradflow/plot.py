@@ -39,7 +39,10 @@ def _save(figure: Any, path: "str | os.PathLike") -> Path:
 def history(history: Any, path: "str | os.PathLike", title: str | None = None) -> Path:
     """One panel per quantity (loss, then each metric, then the learning rate), training and
     validation curves together. ``history`` is a :class:`gradflow.callbacks.History` or a dict
-    of per-epoch lists. Returns the path."""
+    of per-epoch lists. Returns the path.
+
+    title: the figure's title (default: none).
+    """
     values = {k: list(v) for k, v in dict(history).items()}
     if not values:
         raise ValueError("plot.history: the history is empty")
@@ -91,7 +94,13 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     """Three panels from a :class:`gradflow.diagnostics.FlowRecord`: per layer (input to output),
     the gradient norm and the δ norm (median over steps, bars from min to max), and the
     update-to-weight ratio over the steps (log scale, with the 1e-3 rule-of-thumb line).
-    Returns the path."""
+    Returns the path.
+
+    Args:
+        record: the ``FlowRecord`` of a :class:`gradflow.diagnostics.GradientFlowMonitor` (``monitor.record``).
+        path: the PNG to write (its folder is created).
+        title: the figure's title (default: none).
+    """
     if not len(record):
         raise ValueError("plot.gradient_flow: the record holds no steps")
     layers = list(record.layers)

@@ -73,6 +73,11 @@ def _tqdm() -> Any:
 
 
 def format_logs(logs: dict[str, float]) -> str:
+    """``"loss 0.1234  accuracy 0.9500  lr 0.001"``: the logs of an epoch as one line.
+
+    Args:
+        logs: name -> value.
+    """
     parts = []
     for name, value in logs.items():
         parts.append(f"{name} {value:.3g}" if name == "lr" else f"{name} {value:.4f}")
@@ -80,7 +85,12 @@ def format_logs(logs: dict[str, float]) -> str:
 
 
 class Progress(Callback):
-    """The display ``fit`` adds for ``verbose`` 1 or 2 (see the module docstring)."""
+    """The display ``fit`` adds for ``verbose`` 1 or 2 (see the module docstring).
+
+    stream: where the display goes (default: sys.stdout). refresh_seconds: the least time between
+    two bar updates (each fetches the running loss from the device). use_bar: force the tqdm bar on
+    or off (default: on a terminal with tqdm installed and no parallel launcher).
+    """
 
     def __init__(self, verbose: int, stream: TextIO | None = None, refresh_seconds: float = 0.5,
                  use_bar: bool | None = None):
@@ -99,6 +109,7 @@ class Progress(Callback):
 
     @property
     def uses_bar(self) -> bool:
+        """Whether a tqdm bar is drawn (else one line per epoch)."""
         return self._tqdm is not None
 
     def on_epoch_begin(self, state: TrainingState) -> None:

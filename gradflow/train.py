@@ -143,6 +143,10 @@ def fit(
 
     Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
     (the learning rate of the epoch's last step).
+
+    batch_size: samples per training step. validation_batch_size: samples per forward pass of the
+    validation (default: max(batch_size, 256)). seed: the shuffling seed of the batches built from an
+    (x, y) pair. shuffle: reshuffle every epoch (False: the order given).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -329,7 +333,13 @@ def evaluate(
 
 
 def predict(model: Layer, x: Any, *, batch_size: int = 256) -> np.ndarray:
-    """Model outputs for host inputs ``x``, batched, returned as a host NumPy array."""
+    """Model outputs for host inputs ``x``, batched, returned as a host NumPy array.
+
+    Args:
+        model: the model, run in inference mode.
+        x: host inputs (N, ...); float inputs are cast to the model's dtype.
+        batch_size: samples per forward pass.
+    """
     device = _model_device(model)
     batches = BatchIterator(x, None, batch_size, shuffle=False, device=device, dtype=_model_dtype(model))
     with device:
