@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from typing import Any
+
 import numpy as np
 
 Initializer = Callable[[Sequence[int], int, int, np.random.Generator], np.ndarray]
@@ -43,7 +45,7 @@ def generator(rng: "int | np.random.Generator | None" = None) -> np.random.Gener
     raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {type(rng).__name__}")
 
 
-def glorot_uniform(shape, fan_in, fan_out, rng):
+def glorot_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010).
 
     Args:
@@ -56,7 +58,7 @@ def glorot_uniform(shape, fan_in, fan_out, rng):
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def glorot_normal(shape, fan_in, fan_out, rng):
+def glorot_normal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """N(0, 2 / (fan_in + fan_out)).
 
     Args:
@@ -68,7 +70,7 @@ def glorot_normal(shape, fan_in, fan_out, rng):
     return rng.standard_normal(tuple(shape)) * math.sqrt(2.0 / (fan_in + fan_out))
 
 
-def he_uniform(shape, fan_in, fan_out, rng):
+def he_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """U(-a, a) with a = sqrt(6 / fan_in) (He et al. 2015), for ReLU layers.
 
     Args:
@@ -81,7 +83,7 @@ def he_uniform(shape, fan_in, fan_out, rng):
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def he_normal(shape, fan_in, fan_out, rng):
+def he_normal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """N(0, 2 / fan_in).
 
     Args:
@@ -93,7 +95,7 @@ def he_normal(shape, fan_in, fan_out, rng):
     return rng.standard_normal(tuple(shape)) * math.sqrt(2.0 / fan_in)
 
 
-def lecun_uniform(shape, fan_in, fan_out, rng):
+def lecun_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """U(-a, a) with a = sqrt(3 / fan_in) (PyTorch's default for Linear and Conv).
 
     Args:
@@ -106,7 +108,8 @@ def lecun_uniform(shape, fan_in, fan_out, rng):
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def orthogonal(shape, fan_in, fan_out, rng, gain: float = 1.0):
+def orthogonal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator,
+               gain: float = 1.0) -> np.ndarray:
     """A (semi-)orthogonal matrix (Saxe et al. 2014), flattened over trailing axes.
 
     Args:
@@ -126,7 +129,7 @@ def orthogonal(shape, fan_in, fan_out, rng, gain: float = 1.0):
     return gain * q[:rows, :cols].reshape(tuple(shape))
 
 
-def zeros(shape, fan_in=0, fan_out=0, rng=None):
+def zeros(shape: "tuple[int, ...]", fan_in: int = 0, fan_out: int = 0, rng: Any = None) -> np.ndarray:
     """All zeros (biases), a host float64 array.
 
     Args:
@@ -138,7 +141,7 @@ def zeros(shape, fan_in=0, fan_out=0, rng=None):
     return np.zeros(tuple(shape))
 
 
-def ones(shape, fan_in=0, fan_out=0, rng=None):
+def ones(shape: "tuple[int, ...]", fan_in: int = 0, fan_out: int = 0, rng: Any = None) -> np.ndarray:
     """All ones (normalisation scales), a host float64 array.
 
     Args:
