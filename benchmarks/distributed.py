@@ -1,6 +1,7 @@
 """All-reduce cost per step against the MLP step, and the scaling from 1 to 2 ranks.
 
-    python benchmarks/distributed.py            # runs every configuration, writes benchmarks/results/distributed.{json,md}
+    python benchmarks/distributed.py            # runs every configuration, writes runs/benchmarks/distributed.{json,md}
+    python benchmarks/distributed.py --out benchmarks/results   # rewrites the published results
 
 The driver starts each configuration as a separate job, interleaved and repeated (median of
 the repeats): one process with 2 BLAS threads (the plain single-process baseline), one process
@@ -174,7 +175,7 @@ def driver(args: argparse.Namespace) -> None:
 
 
 def write_results(results: list[dict], args: argparse.Namespace) -> None:
-    out = ROOT / "benchmarks" / "results"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mpi_version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     meta = {"command": f"python benchmarks/distributed.py --repeats {args.repeats} --steps {args.steps} "
@@ -209,6 +210,7 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="runs/benchmarks", help="where distributed.{json,md} go")
     parser.add_argument("--model", default="mlp784", choices=sorted(MODELS))
     parser.add_argument("--global-batch", type=int, default=256)
     parser.add_argument("--bucket-kb", type=int, default=None)

@@ -341,25 +341,38 @@ def write_chart(results: dict[str, Any], path: Path) -> bool:
         return False
     batches = list(section["batches"])
     names = section["contenders"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [section["batches"][b]["ms"][name] for b in batches]
-        left.bar([x + i * width for x in range(len(batches))], values, width, label=NAMES[name])
+        spread = [section["batches"][b].get("iqr_ms", {}).get(name) for b in batches]
+        # Error bars: the interquartile range of the per-round times (how much a timing moved).
+        errors = None
+        if all(s is not None for s in spread):
+            errors = [[max(v - s[0], 0.0) for v, s in zip(values, spread)],
+                      [max(s[1] - v, 0.0) for v, s in zip(values, spread)]]
+        left.bar([x + i * width for x in range(len(batches))], values, width, label=NAMES[name], yerr=errors,
+                 error_kw={"elinewidth": 1, "capsize": 3, "ecolor": "black"})
     left.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(batches))], [f"batch {b}" for b in batches])
     left.set_yscale("log")
     left.set_ylabel("ms per training step (log scale)")
-    left.set_title("MLP step time, CPU")
-    left.legend(fontsize=8)
+    left.set_title("MLP step time, CPU (median; bars: interquartile range)", fontsize=10)
+    # Below the axes, so that it never covers a bar.
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(names), frameon=False)
     for key, label in (("gradflow/numpy", "gradflow / NumPy by hand"), ("gradflow/torch", "gradflow / PyTorch eager")):
         values = [section["batches"][b]["ratios"].get(key) for b in batches]
+        spread = [section["batches"][b].get("ratio_iqr", {}).get(key) for b in batches]
         if all(v is not None for v in values):
-            right.plot(batches, values, marker="o", label=label)
+            errors = None
+            if all(s is not None for s in spread):
+                errors = [[max(v - s[0], 0.0) for v, s in zip(values, spread)],
+                          [max(s[1] - v, 0.0) for v, s in zip(values, spread)]]
+            right.errorbar(batches, values, yerr=errors, marker="o", capsize=3, label=label)
     right.axhline(1.05, color="grey", linestyle="--", linewidth=1, label="1.05x target (NumPy by hand)")
     right.axhline(1.0, color="black", linewidth=0.8)
     right.set_ylabel("time ratio (lower is faster)")
-    right.set_title("gradflow relative to the others")
-    right.legend(fontsize=8)
+    right.set_title("gradflow relative to the others (median; bars: IQR)", fontsize=10)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     settings = results["settings"]
     figure.suptitle(f"MLP {'-'.join(map(str, settings['sizes']))}, float32, {_optimizer_name(settings)}, "
                     f"{results['environment']['threads']} threads", fontsize=10)

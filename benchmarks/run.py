@@ -363,7 +363,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-steps", type=int, default=1000, help="steps of the memory-growth check")
     parser.add_argument("--sizes", default=",".join(map(str, mlp_step.SIZES)),
                         help="MLP layer sizes (default 784,512,512,10)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the .json/.md/.png go")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"),
+                        help="where the .json/.md/.png go (the published results: --out benchmarks/results)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings for a smoke test (batch 8, sizes 32,16,16,4, 2 rounds)")
     parser.add_argument("--no-openblas-rerun", action="store_true",

@@ -1,12 +1,14 @@
 """A convolutional autoencoder on the 8x8 digits: strided Conv2d down, ConvTranspose2d up.
 
-    python examples/autoencoder.py                  # writes examples/results/autoencoder.png
+    python examples/autoencoder.py                  # trains and prints the test MSE
+    python examples/autoencoder.py --out examples/results/autoencoder.png   # and saves the figure
 
 Encoder: Conv 3x3 stride 2 (1 -> 16 channels, 8x8 -> 4x4), ReLU, Conv 3x3 stride 2 (16 -> 8,
 4x4 -> 2x2): a 32-number code for each 64-pixel image. Decoder: two ConvTranspose2d layers with
 stride 2 (2x2 -> 4x4 -> 8x8). Trained with Adam on the mean squared error of the standardised
 pixels; prints the test reconstruction MSE (next to 1.0, the MSE of always predicting the mean
-image) and saves a PNG with test inputs above their reconstructions.
+image) and, with ``--out``, saves a PNG with test inputs above their reconstructions, shown in
+the digits' own pixel scale (0 = white paper to 16 = black ink).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 from gradflow import layers as L
 from gradflow.datasets import digits
 from gradflow.losses import MSE
@@ -34,19 +37,29 @@ def build_model(seed: int = 0) -> gf.Sequential:
     )
 
 
-def save_comparison(path: Path, inputs: np.ndarray, outputs: np.ndarray, title: str) -> None:
-    """Inputs on the top row, their reconstructions below, on one colour scale."""
+def pixel_scale(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The per-pixel mean and standard deviation that :func:`gradflow.datasets.digits` divided out
+    (the training split's), shaped (1, 8, 8), so that ``x * std + mean`` is back in pixels 0-16."""
+    raw = digits(images=True, seed=seed, standardize=False).x_train
+    std = raw.std(axis=0)
+    std[std < 1e-6] = 1.0
+    return raw.mean(axis=0), std
+
+
+def save_comparison(path: Path, inputs: np.ndarray, outputs: np.ndarray, title: str,
+                    mean: np.ndarray, std: np.ndarray) -> None:
+    """Inputs on the top row, their reconstructions below, in pixel scale (0-16, ink dark on white)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     count = len(inputs)
-    low, high = float(inputs.min()), float(inputs.max())
-    figure, axes = plt.subplots(2, count, figsize=(1.2 * count, 2.8))
+    figure, axes = plt.subplots(2, count, figsize=(1.1 * count, 2.6))
     for i in range(count):
         for row, images in enumerate((inputs, outputs)):
-            axes[row, i].imshow(images[i, 0], cmap="gray_r", vmin=low, vmax=high)
+            pixels = np.clip(images[i] * std + mean, 0.0, 16.0)[0]
+            axes[row, i].imshow(pixels, cmap="gray_r", vmin=0.0, vmax=16.0, interpolation="nearest")
             axes[row, i].set_xticks([])
             axes[row, i].set_yticks([])
     axes[0, 0].set_ylabel("input")
@@ -61,15 +74,15 @@ def save_comparison(path: Path, inputs: np.ndarray, outputs: np.ndarray, title: 
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads for NumPy (default 1)")
-    parser.add_argument("--out", default="examples/results/autoencoder.png", help="where to save the PNG")
+    add_blas_threads_argument(parser)
+    parser.add_argument("--out", default=None, help="save inputs and reconstructions as a PNG here (default: no figure)")
     args = parser.parse_args(argv)
 
     device = gf.device(args.device)
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> float:
     x_train = data.x_train[: args.limit]
     model = build_model(args.seed).to(device)
     print(f"gradflow on {device}: autoencoder on {len(x_train)} training digits, code of 8x2x2 = 32 numbers")
-    with gf.backend.limit_blas_threads(args.blas_threads):
+    with blas_threads(args.blas_threads):
         started = time.perf_counter()
         history = fit(model, MSE(), Adam(model, lr=args.lr), (x_train, x_train), epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, verbose=False)
@@ -86,10 +99,13 @@ def main(argv: list[str] | None = None) -> float:
     baseline = float(np.mean(data.x_test**2))  # predicting the training mean (0 after standardising)
     print(f"training MSE {history.last('loss'):.4f}; test reconstruction MSE {mse:.4f} "
           f"(mean-image baseline {baseline:.4f}) after {args.epochs} epochs ({seconds:.1f}s)")
-    shown = data.x_test[:10]
-    save_comparison(Path(args.out), shown, predict(model, shown),
-                    f"test digits (standardised pixels) and their reconstructions: MSE {mse:.3f}")
-    print(f"inputs and reconstructions saved to {args.out}")
+    if args.out:
+        shown = data.x_test[:10]
+        mean, std = pixel_scale(args.seed)
+        save_comparison(Path(args.out), shown, predict(model, shown),
+                        f"10 test digits and their reconstructions (test MSE {mse:.3f}, standardised pixels)",
+                        mean, std)
+        print(f"inputs and reconstructions saved to {args.out}")
     return mse
 
 

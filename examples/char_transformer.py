@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 from gradflow import layers as L
 from gradflow.losses import SoftmaxCrossEntropy
 from gradflow.optim import AdamW
@@ -108,8 +109,8 @@ def sample(model: gf.Sequential, vocabulary: Vocabulary, prompt: str, length: in
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--dim", type=int, default=64)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N characters (smoke tests)")
     parser.add_argument("--sample-length", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads for NumPy (default 1)")
+    add_blas_threads_argument(parser)
     args = parser.parse_args(argv)
 
     device = gf.device(args.device)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     loss = SoftmaxCrossEntropy()
     started = time.perf_counter()
     history: dict[str, float] = {}
-    with gf.backend.limit_blas_threads(args.blas_threads):
+    with blas_threads(args.blas_threads):
         for epoch in range(args.epochs):
             trained = fit(model, loss, optimizer, (x_train, y_train), epochs=1, batch_size=args.batch_size,
                           seed=args.seed + epoch, verbose=False)

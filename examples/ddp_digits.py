@@ -15,6 +15,7 @@ import argparse
 import time
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 import gradflow.distributed as gfd
 from gradflow.datasets import digits
 from gradflow.losses import SoftmaxCrossEntropy
@@ -34,7 +35,7 @@ except ImportError:  # run from elsewhere than examples/
 
 
 def main(argv: list[str] | None = None) -> float | None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: cuda takes GPU (local rank mod GPUs)")
     parser.add_argument("--comm", default=None, help="single, mpi, nccl or auto (default: $GRADFLOW_COMM or auto)")
     parser.add_argument("--epochs", type=int, default=20)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> float | None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bucket-kb", type=int, default=None, help="all-reduce bucket size (default: one buffer)")
     parser.add_argument("--save", default=None, help="write the trained weights here (safetensors, rank 0 only)")
+    add_blas_threads_argument(parser)
     args = parser.parse_args(argv)
 
     device = gfd.default_device() if args.device in ("auto", "cuda") else gf.device(args.device)
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> float | None:
           f"{comm!r} on {device}", flush=True)
     optimizer = Adam(model, lr=args.lr, weight_decay=1e-4)
     started = time.perf_counter()
-    history = fit(model, SoftmaxCrossEntropy(), optimizer, batches, epochs=args.epochs, seed=args.seed,
-                  verbose=comm.is_main)
+    with blas_threads(args.blas_threads):
+        history = fit(model, SoftmaxCrossEntropy(), optimizer, batches, epochs=args.epochs, seed=args.seed,
+                      verbose=comm.is_main)
     train_loss = gfd.reduce_metrics({"loss": history.last("loss")}, comm, weight=batches.shard_size)["loss"]
     if args.save:
         from safetensors.numpy import save_file

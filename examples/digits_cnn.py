@@ -13,6 +13,7 @@ import argparse
 import time
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 from gradflow import layers as L
 from gradflow.datasets import digits
 from gradflow.losses import SoftmaxCrossEntropy
@@ -32,14 +33,14 @@ def build_model(seed: int = 0) -> gf.Sequential:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads for NumPy (default 1)")
+    add_blas_threads_argument(parser)
     args = parser.parse_args(argv)
 
     device = gf.device(args.device)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> float:
     model = build_model(args.seed).to(device)
     optimizer = Adam(model, lr=args.lr, weight_decay=1e-4)
     print(f"gradflow {gf.__version__} on {device}: {len(x_train)} training and {len(data.x_test)} test digits (1x8x8)")
-    with gf.backend.limit_blas_threads(args.blas_threads):
+    with blas_threads(args.blas_threads):
         started = time.perf_counter()
         fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed)

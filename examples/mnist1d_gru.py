@@ -17,6 +17,7 @@ import math
 import time
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 from gradflow import layers as L
 from gradflow.datasets import mnist1d
 from gradflow.losses import SoftmaxCrossEntropy
@@ -37,15 +38,15 @@ def build_model(hidden: int = 6, steps: int = 40, seed: int = 0) -> gf.Sequentia
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--hidden", type=int, default=16, help="GRU units per direction (the paper: 6)")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training sequences (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads for NumPy (default 1)")
+    add_blas_threads_argument(parser)
     args = parser.parse_args(argv)
 
     device = gf.device(args.device)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> float:
     print(f"gradflow {gf.__version__} on {device}: MNIST-1D, {len(x_train)} training and {len(x_test)} test "
           f"sequences of {x_train.shape[1]} steps; GRU({args.hidden}), {args.epochs} epochs")
     started = time.perf_counter()
-    with gf.backend.limit_blas_threads(args.blas_threads):
+    with blas_threads(args.blas_threads):
         fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
             batch_size=args.batch_size, validation=(x_test, y_test), seed=args.seed)
         accuracy = evaluate(model, None, (x_test, y_test))["accuracy"]

@@ -19,6 +19,7 @@ import argparse
 import numpy as np
 
 import gradflow as gf
+from gradflow.cli import HelpFormatter, add_blas_threads_argument, blas_threads
 from gradflow import layers as L
 
 NETWORKS = {
@@ -53,14 +54,16 @@ def gradient_norms(make, steps: int = 100, hidden: int = 32, features: int = 8, 
 
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_blas_threads_argument(parser)
     args = parser.parse_args(argv)
-    results = {name: gradient_norms(make, args.steps, args.hidden, seed=args.seed, device=args.device)
-               for name, make in NETWORKS.items()}
+    with blas_threads(args.blas_threads):
+        results = {name: gradient_norms(make, args.steps, args.hidden, seed=args.seed, device=args.device)
+                   for name, make in NETWORKS.items()}
     shown = sorted({0, *range(0, args.steps, max(args.steps // 10, 1)), args.steps - 1})
     print(f"‖∂L/∂h_t‖ / ‖∂L/∂h_T−1‖, loss on the last of {args.steps} steps, hidden {args.hidden}")
     print(f"{'t':>5} " + " ".join(f"{name:>20}" for name in results))

@@ -24,7 +24,8 @@ __all__ = [
 
 # Training: fit/evaluate/predict, metrics, callbacks, checkpoints, diagnostics (gradflow.plot,
 # gradflow.cli and gradflow.sklearn are imported on use: they need optional packages).
-from . import callbacks, checkpoint, diagnostics, metrics, train  # noqa: E402
+from . import callbacks, checkpoint, config, diagnostics, metrics, train  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
+from .config import load_model  # noqa: E402
 
-__all__ += ["callbacks", "checkpoint", "diagnostics", "metrics", "train", "load", "save"]
+__all__ += ["callbacks", "checkpoint", "config", "diagnostics", "metrics", "train", "load", "save", "load_model"]

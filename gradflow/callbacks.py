@@ -50,6 +50,8 @@ class History(dict):
 
     ``epochs`` lists the (1-based) epoch numbers the values belong to; ``stop_reason`` says why
     training ended early (``None`` when it ran all its epochs).
+
+    Constructed like a dict (``args``, ``kwargs``: as ``dict(...)``), usually empty.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -58,6 +60,11 @@ class History(dict):
         self.stop_reason: str | None = None
 
     def last(self, name: str) -> float:
+        """The last value logged under ``name``.
+
+        Args:
+            name: a log name such as "loss" or "val_accuracy".
+        """
         return self[name][-1]
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
@@ -69,11 +76,17 @@ class History(dict):
         self.epochs.append(epoch)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (for checkpoints)."""
         return {"epochs": list(self.epochs), "values": {k: list(v) for k, v in self.items()},
                 "stop_reason": self.stop_reason}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "History":
+        """The History that :meth:`to_dict` described.
+
+        Args:
+            data: the dict :meth:`to_dict` returned.
+        """
         history = cls(data.get("values", {}))
         history.epochs = list(data.get("epochs", []))
         history.stop_reason = data.get("stop_reason")
@@ -105,7 +118,13 @@ class TrainingState:
     before_step: Any = None  # fit's hook between backprop and the optimizer step
 
     def stop(self, reason: str) -> None:
-        """Ask ``fit`` to stop after the current step, recording why."""
+        """Ask ``fit`` to stop after the current step, recording why.
+
+        Ask ``fit`` to stop after the current batch.
+
+        Args:
+            reason: why, kept as ``history.stop_reason``.
+        """
         self.stop_training = True
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -141,7 +160,12 @@ class Callback:
 
 
 def callback_key(index: int, callback: Callback) -> str:
-    """How a callback's state is keyed in a checkpoint: ``"2.EarlyStopping"``."""
+    """How a callback's state is keyed in a checkpoint: ``"2.EarlyStopping"``.
+
+    Args:
+        index: the callback's position in the list.
+        callback: the callback.
+    """
     return f"{index}.{type(callback).__name__}"
 
 
@@ -191,6 +215,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0, mode: str = "auto",
                  restore_best_weights: bool = False, baseline: float | None = None, verbose: bool = True):
+        """verbose: print a line when training stops or weights are restored."""
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be a non-negative int, got {patience!r}")
         self.monitor = monitor
@@ -208,6 +233,7 @@ class EarlyStopping(Callback):
 
     @property
     def best(self) -> float | None:
+        """The best monitored value so far (None before the first epoch)."""
         return self._tracker.best
 
     def on_train_begin(self, state):
@@ -273,6 +299,7 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, path: "str | os.PathLike", monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto", every: int = 1, verbose: bool = False, extra: dict[str, Any] | None = None):
+        """verbose: print a line for every file written."""
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"ModelCheckpoint: every must be a positive int, got {every!r}")
         self.path = str(path)
@@ -375,6 +402,10 @@ class LearningRateScheduler(Callback):
     """
 
     def __init__(self, schedule: Callable[..., float], verbose: bool = False):
+        """Args:
+            schedule: ``f(epoch) -> lr`` or ``f(epoch, lr) -> lr``, called before each epoch.
+            verbose: print the learning rate chosen for each epoch.
+        """
         if not callable(schedule):
             raise TypeError(f"LearningRateScheduler: schedule must be callable, got {type(schedule).__name__}")
         self.schedule = schedule
@@ -408,6 +439,11 @@ class CSVLogger(Callback):
     epoch written. ``append=True`` continues an existing file (for resumed runs)."""
 
     def __init__(self, path: "str | os.PathLike", append: bool = False, separator: str = ","):
+        """Args:
+            path: the CSV file (one row per epoch, a column per log name).
+            append: add to an existing file (its header must match) instead of replacing it.
+            separator: the field separator.
+        """
         self.path = Path(path)
         self.append = append
         self.separator = separator
@@ -443,6 +479,10 @@ class JSONLogger(Callback):
     Non-finite values are written as ``null``. ``append=True`` continues an existing file."""
 
     def __init__(self, path: "str | os.PathLike", append: bool = False):
+        """Args:
+            path: the JSON Lines file (one object per epoch).
+            append: add to an existing file instead of replacing it.
+        """
         self.path = Path(path)
         self.append = append
 

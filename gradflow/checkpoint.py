@@ -1,8 +1,10 @@
 """Checkpoints: ``gradflow.save`` / ``gradflow.load``. safetensors for arrays, JSON for the rest,
 no pickle anywhere.
 
-    gf.save("run.safetensors", model, optimizer, epoch=3, data=batches)
+    gf.save(model, "run.safetensors", optimizer, epoch=3, data=batches)   # torch.save's order
     ckpt = gf.load("run.safetensors", model, optimizer, data=batches)   # ckpt.epoch == 3
+    gf.save(model, "model.safetensors", architecture=True)              # structure too, as JSON
+    model = gf.load_model("model.safetensors")                          # no model-building code needed
 
 One file: a safetensors file whose arrays are the model's ``state_dict`` (``model/<name>``) and
 the optimizer's slots (``optimizer/<index>.<slot>``), and whose header metadata holds one JSON
@@ -88,7 +90,7 @@ def _safetensors() -> Any:
     try:
         import safetensors.numpy as st
     except ImportError as error:
-        raise ImportError("gradflow checkpoints need safetensors: pip install 'gradflow[io]'") from error
+        raise ImportError("gradflow checkpoints need safetensors: pip install 'gradflow-nn[io]'") from error
     return st
 
 
@@ -203,12 +205,34 @@ def save(
     history: History | None = None,
     callbacks: list[Any] | None = None,
     extra: dict[str, Any] | None = None,
+    architecture: bool = False,
 ) -> Path:
     """Write a checkpoint of ``model`` (and ``optimizer``, ``data``'s shuffling state, the
     history and callback states when given) to ``path``, atomically. Returns the path.
 
-    ``extra`` is any JSON-serialisable dict of your own, returned as ``load(...).extra``.
+    The first two arguments go in either order: ``save(model, path)`` (as ``torch.save(obj,
+    path)``) or ``save(path, model)``; they are told apart by type (a path is a ``str`` or
+    ``os.PathLike``, the model a :class:`gradflow.Layer`).
+
+    Args:
+        path: the file to write (its directory must exist); conventionally ``*.safetensors``.
+        model: the model whose ``state_dict`` is saved.
+        optimizer: its slots, step counter, hyper-parameters and schedule state are saved too.
+        epoch: the number of finished epochs (``fit(resume=...)`` continues after it).
+        step: the number of optimizer steps taken.
+        data: a :class:`gradflow.data.BatchIterator` whose shuffling state is saved.
+        history: a :class:`gradflow.callbacks.History` to save.
+        callbacks: callbacks whose ``state_dict()`` is saved (restored by ``load(callbacks=...)``).
+        extra: any JSON-serialisable dict of your own, returned as ``load(...).extra``.
+        architecture: also save the model's structure as a JSON config (see
+            :mod:`gradflow.config`), so that :func:`gradflow.load_model` rebuilds it.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        if isinstance(model, (str, os.PathLike)):
+            path, model = model, path  # save(model, path): torch.save's order
+        else:
+            raise TypeError(f"save: expected a model and a path (str or os.PathLike), got "
+                            f"{type(path).__name__} and {type(model).__name__}")
     st = _safetensors()
     path = Path(path)
     state = model.state_dict()
@@ -234,6 +258,10 @@ def save(
         metadata["optimizer"] = _optimizer_metadata(optimizer)
     if data is not None:
         metadata["rng"]["data"] = data.get_state()
+    if architecture:
+        from .config import architecture_metadata
+
+        metadata["architecture"] = architecture_metadata(model)
     try:
         document = json.dumps(metadata)
     except TypeError as error:

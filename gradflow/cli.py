@@ -10,17 +10,30 @@ holding out ``--validation-split`` of the training set for the per-epoch ``val_*
 reporting the test set at the end. ``info`` prints versions, devices (and why CUDA is missing),
 array libraries and BLAS. ``gradcheck`` runs :func:`gradflow.testing.check_layer` over the
 built-in layers on every device here and prints a layer x device table.
+
+A mistaken argument ends the command with one line naming the argument, what it accepts and what
+it got, and exit status 2 (no traceback). ``--help`` shows every option's default.
+
+**BLAS threads, one policy for every entry point.** ``gradflow train`` and every script in
+``examples/`` run NumPy's BLAS on one thread by default (``--blas-threads N`` to change it, ``0`` to
+leave the BLAS library's own default). The models they train are small: a second BLAS thread costs
+more in hand-offs than it saves, and on a machine where another process holds a core a spinning
+BLAS thread made training 5-20x slower. GPU work does not use the host BLAS. The limit applies
+through threadpoolctl (a dependency of gradflow) while the command trains; a library call of your
+own is not limited unless you use :func:`blas_threads` (or ``gradflow.backend.limit_blas_threads``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -29,6 +42,100 @@ from .backend import Array
 from .core import Backprop, Layer, check_input
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+VERBOSE = ("0", "1", "2", "auto")
+DEVICE_NAMES = ("cpu", "cuda", "cuda:N", "auto")
+# Schedules laid out over a fixed number of steps (the run's --epochs): a resumed run that asks
+# for more epochs must extend them (--extend-schedule) or it would continue at their final lr.
+HORIZON_SCHEDULES = ("cosine", "onecycle", "step")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by every entry point (the gradflow command and the scripts in examples/)
+# --------------------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the description's line breaks and shows every option's default (those
+    that have one: not None, not False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and _shows_default(action) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and _shows_default(action):
+            action.help = "default: %(default)s"  # an option without help text still shows its default
+        return super()._format_action(action)
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    return not any(action.default is nothing for nothing in (None, False, True, argparse.SUPPRESS))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors are one line, ``prog: error: message``, exit 2.
+
+    (argparse's own prints the whole usage block above the message.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message (see prog --help)`` on stderr and exit with status 2.
+
+        Args:
+            message: what was wrong, naming the argument.
+        """
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` that accepts a finite ``kind`` in [low, high] (open ends as asked)."""
+    if low is not None and high is not None:
+        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        allowed = "any finite number"
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun} {allowed}, got {text!r}") from None
+        bad = (not math.isfinite(value)
+               or (low is not None and (value <= low if low_open else value < low))
+               or (high is not None and (value >= high if high_open else value > high)))
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected {noun} {allowed}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def add_blas_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--blas-threads`` (default 1; 0 leaves the BLAS library's default): see the module docstring.
+
+    Args:
+        parser: the argparse parser (or subparser) of an entry point.
+    """
+    parser.add_argument("--blas-threads", type=_number(int, 0), default=1,
+                        help="threads for NumPy's BLAS while training (0: the BLAS library's own default)")
+
+
+def blas_threads(count: int) -> Any:
+    """A context manager running NumPy's BLAS on ``count`` threads (``0``: leave it as it is).
+
+    Args:
+        count: the number of BLAS threads, >= 1, or 0 for no limit.
+    """
+    if count == 0:
+        return contextlib.nullcontext()
+    return backend.limit_blas_threads(count)
+
 SCHEDULES = ("constant", "cosine", "onecycle", "step", "plateau")
 MODELS = ("mlp", "cnn", "gru")
 DATASETS = ("digits", "mnist1d")
@@ -80,7 +187,14 @@ def _flat_size(stack: Layer, sample_shape: tuple[int, ...]) -> int:
 def build_model(name: str, sample_shape: tuple[int, ...], classes: int, seed: int = 0) -> Layer:
     """The built-in models. mlp: two hidden ReLU layers of 128. cnn: two conv blocks (Conv2d for
     images (C, H, W), Conv1d for sequences (C, L)) then a linear classifier. gru: a GRU over the
-    sequence (T, features), its last step, then a linear classifier."""
+    sequence (T, features), its last step, then a linear classifier.
+
+    Args:
+        name: "mlp", "cnn" or "gru".
+        sample_shape: the shape of one input sample (without the batch axis).
+        classes: the number of output classes.
+        seed: seeds each layer's initialisation (layer i gets ``seed + i``).
+    """
     from . import layers as L
     from .containers import Sequential
 
@@ -121,7 +235,13 @@ def build_model(name: str, sample_shape: tuple[int, ...], classes: int, seed: in
 
 def load_dataset(name: str, model: str, seed: int = 0) -> Any:
     """The bundled dataset shaped for the model: flat for mlp, channels first for cnn,
-    (T, features) sequences for gru."""
+    (T, features) sequences for gru.
+
+    Args:
+        name: "digits" or "mnist1d".
+        model: the model it is shaped for ("mlp", "cnn" or "gru").
+        seed: the seed of the digits' train/test split (MNIST-1D uses the paper's).
+    """
     from . import datasets
 
     if name == "digits":
@@ -138,6 +258,14 @@ def load_dataset(name: str, model: str, seed: int = 0) -> Any:
 
 
 def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> Any:
+    """The optimizer ``name`` over ``model``'s parameters (SGD with momentum 0.9).
+
+    Args:
+        name: one of ``OPTIMIZERS``.
+        model: the model to optimise.
+        lr: a learning rate or a schedule (``step -> lr``).
+        weight_decay: the L2 penalty, >= 0.
+    """
     from . import optim
 
     classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
@@ -147,6 +275,15 @@ def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> An
 
 
 def build_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, warmup: int) -> Any:
+    """The learning-rate schedule ``name`` (a float for "constant").
+
+    Args:
+        name: one of ``SCHEDULES``.
+        lr: the peak learning rate.
+        total_steps: the steps the schedule is laid out over (epochs x steps per epoch).
+        steps_per_epoch: optimizer steps in one epoch.
+        warmup: linear warm-up steps before the schedule (0: none).
+    """
     from . import optim
 
     if name == "constant":
@@ -173,31 +310,80 @@ _SAVED_ARGS = ("model", "dataset", "optimizer", "lr", "schedule", "warmup", "wei
 
 
 def _train_parser(commands: Any) -> None:
-    p = commands.add_parser("train", help="train a built-in model on a bundled dataset",
-                            description="Train a built-in model on a bundled dataset and report the test set.")
-    p.add_argument("--model", choices=MODELS, default="mlp")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--epochs", type=int, default=20, help="train until this epoch (default: 20)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps before the schedule")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--validation-split", type=float, default=0.1)
-    p.add_argument("--metrics", default="accuracy", help="comma-separated, e.g. accuracy,f1,top3_accuracy")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training samples (smoke tests)")
+    p = commands.add_parser("train", help="train a built-in model on a bundled dataset", formatter_class=HelpFormatter,
+                            description="Train a built-in model on a bundled dataset, report the validation "
+                                        "numbers per epoch and the test set at the end.")
+    p.add_argument("--model", choices=MODELS, default="mlp", help="the built-in model")
+    p.add_argument("--dataset", choices=DATASETS, default="digits", help="mnist1d needs pip install mnist1d")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA if present, else cpu)")
+    p.add_argument("--epochs", type=_number(int, 1), default=20, help="train until this epoch")
+    p.add_argument("--batch-size", type=_number(int, 1), default=32, help="samples per training step")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="sgd has momentum 0.9")
+    p.add_argument("--lr", type=_number(float, 0, low_open=True), default=1e-3, help="peak learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
+    p.add_argument("--warmup", type=_number(int, 0), default=0, help="linear warm-up steps before the schedule")
+    p.add_argument("--weight-decay", type=_number(float, 0), default=0.0, help="L2 penalty (decoupled for adamw)")
+    p.add_argument("--validation-split", type=_number(float, 0, 1, high_open=True), default=0.1,
+                   help="fraction of the training set held out for val_* numbers")
+    p.add_argument("--metrics", type=_metric_names, default="accuracy",
+                   help="comma-separated, e.g. accuracy,f1,top3_accuracy")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the split and the shuffling")
+    p.add_argument("--limit", type=_number(int, 1), default=None, help="use only the first N training samples")
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
     p.add_argument("--resume", default=None, help="continue the run saved in this checkpoint (its settings win)")
+    p.add_argument("--extend-schedule", action="store_true",
+                   help="with --resume and more --epochs than the saved run planned: lay its cosine, onecycle "
+                        "or step schedule out again over the new --epochs, continuing from the saved step")
     p.add_argument("--plots", default=None, help="write curves.png and gradient_flow.png into this directory")
-    p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N flat epochs")
-    p.add_argument("--verbose", default="auto", help="0, 1, 2 or auto")
+    p.add_argument("--patience", type=_number(int, 1), default=None,
+                   help="early stopping on val_loss after N epochs without improvement")
+    p.add_argument("--verbose", choices=VERBOSE, default="auto",
+                   help="0 silent, 1 progress bar, 2 one line per epoch, auto: a bar on a terminal, else lines")
+    add_blas_threads_argument(p)
     p.set_defaults(handler=train_command)
 
 
+def _metric_names(text: str) -> str:
+    """argparse ``type`` for --metrics: every comma-separated name must be a known metric."""
+    from . import metrics
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one metric name")
+    for name in names:
+        try:
+            metrics.get(name)
+        except ValueError:
+            known = ", ".join(sorted(set(metrics._NAMES) | {"topK_accuracy"}))
+            raise argparse.ArgumentTypeError(f"unknown metric {name!r}; allowed: {known}") from None
+    return ",".join(names)
+
+
+def _usage_error(prog: str, message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as argparse does for a mistaken argument."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _check_device(spec: str, prog: str) -> Any:
+    from . import backend as _backend
+
+    try:
+        return _backend.device(spec)
+    except (ValueError, TypeError) as error:
+        _usage_error(prog, f"argument --device: expected one of {', '.join(DEVICE_NAMES)}, got {spec!r} "
+                           f"({str(error).splitlines()[0]})")
+    except (_backend.DeviceError, ImportError) as error:
+        _usage_error(prog, f"argument --device: {spec!r} is not usable here: {str(error).splitlines()[0]} "
+                           "(gradflow info lists the devices)")
+
+
 def train_command(args: argparse.Namespace) -> int:
+    """``gradflow train``: build, train (or resume), evaluate on the test set; returns the exit status.
+
+    Args:
+        args: the parsed command line (see ``gradflow train --help``).
+    """
     from . import callbacks as C
     from . import device
     from .checkpoint import read
@@ -205,14 +391,36 @@ def train_command(args: argparse.Namespace) -> int:
     from .losses import SoftmaxCrossEntropy
     from .train import evaluate, fit
 
+    prog = "gradflow train"
     args.horizon = args.epochs
     if args.resume:
-        saved = read(args.resume).extra.get("cli_args")
+        from .checkpoint import CheckpointError
+
+        if not os.path.isfile(args.resume):
+            _usage_error(prog, f"argument --resume: no checkpoint file {args.resume!r}")
+        try:
+            checkpoint = read(args.resume)
+        except (CheckpointError, ImportError, OSError) as error:
+            _usage_error(prog, f"argument --resume: {args.resume!r} is not a readable gradflow checkpoint "
+                               f"({str(error).splitlines()[0]})")
+        saved = checkpoint.extra.get("cli_args")
         if saved:
             for key in _SAVED_ARGS:
                 setattr(args, key, saved[key])
             print(f"resuming {args.resume}: {', '.join(f'{k}={saved[k]}' for k in _SAVED_ARGS)}")
-    dev = device(args.device)
+        done = int(checkpoint.epoch or 0)
+        if args.epochs <= done:
+            _usage_error(prog, f"argument --epochs: {args.resume} is already at epoch {done}; "
+                               f"ask for more (--epochs {done + 10}, say)")
+        if args.epochs > args.horizon and args.schedule in HORIZON_SCHEDULES:
+            if not args.extend_schedule:
+                _usage_error(prog, f"argument --epochs: the {args.schedule} schedule of {args.resume} was laid out "
+                                   f"for {args.horizon} epochs and ends there (its learning rate would stay at its "
+                                   f"final value); add --extend-schedule to lay it out over {args.epochs} epochs, "
+                                   f"or ask for at most --epochs {args.horizon}")
+            print(f"extending the {args.schedule} schedule from {args.horizon} to {args.epochs} epochs")
+            args.horizon = args.epochs
+    dev = _check_device(args.device, prog)
     data = load_dataset(args.dataset, args.model, seed=args.seed)
     x_train, y_train = data.x_train, data.y_train
     if args.limit:
@@ -235,13 +443,17 @@ def train_command(args: argparse.Namespace) -> int:
         monitor = GradientFlowMonitor(every=max(1, steps_per_epoch // 10))
         callbacks.append(monitor)
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    if train_count < 1 or (args.validation_split and train_count >= len(x_train)):
+        _usage_error(prog, f"argument --validation-split: {args.validation_split} of {len(x_train)} samples leaves "
+                           "no training or no validation samples")
     print(f"gradflow {__version__} on {dev}: {args.model} on {args.dataset}, {train_count} training / "
           f"{len(x_train) - train_count} validation / {len(data.x_test)} test samples, {args.optimizer} lr {args.lr:g}")
     started = time.perf_counter()
-    history = fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
-                  batch_size=args.batch_size, validation_split=args.validation_split or 0.0, metrics=metrics,
-                  callbacks=callbacks, seed=args.seed, verbose=verbose, resume=args.resume)
-    results = evaluate(model, SoftmaxCrossEntropy(), (data.x_test, data.y_test), metrics=metrics)
+    with blas_threads(args.blas_threads):
+        history = fit(model, SoftmaxCrossEntropy(), optimizer, (x_train, y_train), epochs=args.epochs,
+                      batch_size=args.batch_size, validation_split=args.validation_split or 0.0, metrics=metrics,
+                      callbacks=callbacks, seed=args.seed, verbose=verbose, resume=args.resume)
+        results = evaluate(model, SoftmaxCrossEntropy(), (data.x_test, data.y_test), metrics=metrics)
     shown = "  ".join(f"{name} {value:.4f}" for name, value in results.items())
     print(f"test {shown} ({time.perf_counter() - started:.1f}s)")
     if args.plots and history:
@@ -271,6 +483,11 @@ def _package_version(name: str) -> str | None:
 
 
 def info_command(args: argparse.Namespace) -> int:
+    """``gradflow info``: print versions, devices, libraries and BLAS; returns 0.
+
+    Args:
+        args: the parsed command line (unused).
+    """
     from .testing import available_devices
 
     print(f"gradflow {__version__}")
@@ -399,10 +616,20 @@ def _sample(shape: "tuple[int, ...] | np.ndarray") -> np.ndarray:
 
 
 def gradcheck_command(args: argparse.Namespace) -> int:
+    """``gradflow gradcheck``: the layer x device table; returns 1 when a check fails, else 0.
+
+    Args:
+        args: the parsed command line (``args.devices``: a comma-separated subset, or None for all).
+    """
     from .testing import available_devices, check_layer
 
     devices = available_devices()
     wanted = set(args.devices.split(",")) if args.devices else None
+    known = [name for name, _, _ in devices]
+    unknown = sorted((wanted or set()) - set(known))
+    if unknown or wanted == set():
+        _usage_error("gradflow gradcheck", f"argument --devices: unknown device {', '.join(map(repr, unknown)) or 'list'}; "
+                                           f"allowed: a comma-separated subset of {', '.join(known)}")
     columns = [name for name, _, _ in devices if wanted is None or name in wanted]
     rows = []
     failures = []
@@ -440,19 +667,40 @@ def gradcheck_command(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradflow", description="gradflow: train, inspect and check.")
+    """The ``gradflow`` parser: one subparser per command (``train``, ``info``, ``gradcheck``...).
+
+    A command is added with ``commands.add_parser(name, help=..., description=...,
+    formatter_class=HelpFormatter)`` and ``set_defaults(handler=function)``, where ``function(args)``
+    returns the exit status.
+    """
+    parser = ArgumentParser(prog="gradflow", formatter_class=HelpFormatter,
+                            description="gradflow: train, inspect and check. `gradflow COMMAND --help` describes "
+                                        "each command.")
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,info,gradcheck}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     _train_parser(commands)
-    info = commands.add_parser("info", help="versions, devices, array libraries and BLAS")
+    info = commands.add_parser("info", help="versions, devices, array libraries and BLAS", formatter_class=HelpFormatter,
+                               description="Print gradflow's version, the devices here (and why CUDA is missing), "
+                                           "the array libraries, optional packages and the BLAS NumPy uses.")
     info.set_defaults(handler=info_command)
-    check = commands.add_parser("gradcheck", help="check every built-in layer on every device here")
-    check.add_argument("--devices", default=None, help="comma-separated subset, e.g. cpu,strict")
+    check = commands.add_parser("gradcheck", help="check every built-in layer on every device here",
+                                formatter_class=HelpFormatter,
+                                description="Run gradflow.testing.check_layer (forward against float64 NumPy, "
+                                            "δ-backward against finite differences, device parity) on every built-in "
+                                            "layer and device, and print a layer x device table. Exit status 1 when "
+                                            "a check fails.")
+    check.add_argument("--devices", default=None,
+                       help="comma-separated subset of cpu, strict, torch, cuda (default: all of them)")
     check.set_defaults(handler=gradcheck_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gradflow`` command; returns the exit status (2 for a usage error or no command).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

@@ -64,6 +64,7 @@ class Sequential(Layer):
         self.layers = list(layers)
 
     def named_children(self):
+        """``(name, layer)`` pairs: ``("0", first), ("1", second), ...``."""
         for i, layer in enumerate(self.layers):
             yield str(i), layer
 
@@ -77,6 +78,11 @@ class Sequential(Layer):
         return iter(self.layers)
 
     def append(self, layer: Layer) -> "Sequential":
+        """Add ``layer`` at the end; returns self.
+
+        Args:
+            layer: a :class:`gradflow.Layer`.
+        """
         self.layers.append(layer)
         return self
 
@@ -114,6 +120,12 @@ class Sequential(Layer):
         return cached[1]
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
+        """The output for ``x`` in inference mode, keeping nothing for a backward pass.
+
+        Args:
+            x: the input array, on the model's device.
+            kwargs: call arguments routed to the layers whose ``forward`` names them (e.g. ``key_padding_mask``).
+        """
         if kwargs:
             for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
                 x = layer.predict(x, **mine) if mine else layer.predict(x)
@@ -124,7 +136,11 @@ class Sequential(Layer):
 
 
 class Residual(Layer):
-    """``y = x + f(x)``; δ rule: ``dx = dy + f.backprop(dy)``. ``f`` must keep the shape."""
+    """``y = x + f(x)``; δ rule: ``dx = dy + f.backprop(dy)``. ``f`` must keep the shape.
+
+    body: the layer (or Sequential) whose output is added to its input; it must keep the
+    input's shape.
+    """
 
     skips_input_grad = True
 
@@ -190,4 +206,5 @@ class Concat(Layer):
         return xp.concat(outputs, axis=self.axis), backprop
 
     def extra_repr(self) -> str:
+        """The axis, for ``repr``."""
         return f"axis={self.axis}"

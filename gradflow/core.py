@@ -369,7 +369,9 @@ def _check_array(layer: Layer, x: Any, like: Array | None, what: str) -> None:
     if like is not None and x.dtype != like.dtype:
         raise TypeError(
             f"{layer.describe()}: expected {what} of dtype {backend.dtype_name(like.dtype)} (the layer's), "
-            f"got {backend.dtype_name(x.dtype)}; cast the input or call model.to(dtype=...)"
+            f"got {backend.dtype_name(x.dtype)}; cast the input (x.astype(np.{backend.dtype_name(like.dtype)}) on the host, "
+            f"or device.send(x, {backend.dtype_name(like.dtype)!r})) or the model (model.to(dtype="
+            f"{backend.dtype_name(x.dtype)!r})); fit, evaluate and predict cast host inputs for you"
         )
     try:
         _ACCEPTED_FLOATING.add((type(x), x.dtype))

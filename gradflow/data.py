@@ -20,6 +20,11 @@ class BatchIterator:
 
     x: host array (N, ...); y: host array (N, ...) or None. Float inputs are cast to ``dtype``;
     integer labels keep their dtype. ``seed`` fixes the shuffling order of every epoch.
+
+    batch_size: samples per batch (> 0). shuffle: a new order every epoch (False: the given
+    order). drop_last: leave out a last, smaller batch. device: where the batches are sent (a
+    :class:`gradflow.Device` or a name). dtype: the floating dtype of the inputs ("float32",
+    "float64", "float16", "bfloat16").
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class BatchIterator:
 
     @property
     def num_samples(self) -> int:
+        """The number of samples (the length of ``x``)."""
         return len(self.x)
 
     def _send(self, part: np.ndarray) -> Array:
@@ -74,6 +80,11 @@ class BatchIterator:
             yield xb if self.y is None else (xb, self._send(self.y[index]))
 
     def to(self, device: "str | Device") -> "BatchIterator":
+        """This iterator's batches sent to another device (the same data and shuffling state).
+
+        Args:
+            device: a :class:`gradflow.Device` or a name.
+        """
         self.device = backend.device(device)
         return self
 
@@ -82,6 +93,11 @@ class BatchIterator:
         return self._rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
+        """Restore the shuffling state that ``get_state()`` returned (checkpoints use it).
+
+        Args:
+            state: the dict ``get_state()`` returned.
+        """
         self._rng.bit_generator.state = state
 
 

@@ -16,19 +16,28 @@ class Split(NamedTuple):
     y_test: np.ndarray
 
 
-def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0) -> Split:
+def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0, standardize: bool = True) -> Split:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).
 
-    A fixed stratified split (``seed``) and standardisation with the training set's per-pixel
-    mean and standard deviation. Shapes: (N, 64), or (N, 1, 8, 8) with ``images=True``.
-    Needs scikit-learn (``pip install 'gradflow[data]'``).
+    Args:
+        images: False gives flat inputs of shape (N, 64); True gives images (N, 1, 8, 8).
+        test_fraction: the share of each class held out as the test set, in (0, 1).
+        seed: the seed of the stratified split (the same seed gives the same split).
+        standardize: True (default) scales every pixel with the training set's per-pixel mean
+            and standard deviation (constant border pixels are only centred); False keeps the
+            raw pixel values, 0 (paper) to 16 (ink).
+
+    Returns:
+        A :class:`Split`: float32 inputs, int64 labels 0-9.
+
+    Needs scikit-learn (``pip install 'gradflow-nn[data]'``).
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"digits: test_fraction must be in (0, 1), got {test_fraction!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise ImportError("gradflow.datasets.digits needs scikit-learn: pip install 'gradflow[data]'") from error
+        raise ImportError("gradflow.datasets.digits needs scikit-learn: pip install 'gradflow-nn[data]'") from error
     bunch = load_digits()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
@@ -40,11 +49,12 @@ def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0) -> S
     test_mask = np.zeros(len(y), dtype=bool)
     test_mask[np.concatenate(test_index)] = True
     x_train, x_test = x[~test_mask], x[test_mask]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std < 1e-6] = 1.0  # constant border pixels
-    x_train = ((x_train - mean) / std).astype(np.float32)
-    x_test = ((x_test - mean) / std).astype(np.float32)
+    if standardize:
+        mean = x_train.mean(axis=0)
+        std = x_train.std(axis=0)
+        std[std < 1e-6] = 1.0  # constant border pixels
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     if images:
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     return Split(x_train, y[~test_mask], x_test, y[test_mask])
@@ -56,6 +66,11 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = False) -> 
     The defaults are the paper's (5,000 sequences of length 40, 80/20 split, seed 42); nothing is
     downloaded. Inputs are standardised with the training set's global mean and std. Shapes:
     (N, 40), or (N, 1, 40) with ``channels=True`` (for Conv1d) . Needs ``pip install mnist1d``.
+
+    Args:
+        num_samples: the number of sequences generated (>= 10), 80% for training.
+        seed: the generator's seed (42: the paper's dataset).
+        channels: add a channel axis, (N, 1, 40), for Conv1d.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
         raise ValueError(f"mnist1d: num_samples must be an int >= 10 (one per class), got {num_samples!r}")

@@ -95,6 +95,11 @@ class FlowRecord:
         return len(self.steps)
 
     def extend(self, other: "FlowRecord") -> None:
+        """Append the steps of ``other`` (the same layers) to this record.
+
+        Args:
+            other: another FlowRecord of the same model.
+        """
         self.steps = np.concatenate([self.steps, other.steps])
         self.grad_norm = np.concatenate([self.grad_norm, other.grad_norm])
         self.delta_norm = np.concatenate([self.delta_norm, other.delta_norm])
@@ -111,7 +116,13 @@ class FlowRecord:
 
     def check(self, exploding: float = EXPLODING, vanishing: float = VANISHING,
               vanishing_ratio: float = VANISHING_RATIO) -> list[str]:
-        """The vanishing/exploding findings for these steps (see the module docstring)."""
+        """The vanishing/exploding findings for these steps (see the module docstring).
+
+        Args:
+            exploding: a gradient norm above this (or not finite) is exploding.
+            vanishing: a median gradient norm below this is vanishing.
+            vanishing_ratio: a median gradient norm below this fraction of the largest layer's is vanishing.
+        """
         if not len(self):
             return []
         found = []
@@ -173,11 +184,13 @@ class GradientFlow:
 
     # -- attach ------------------------------------------------------------------------------
     def attach(self) -> "GradientFlow":
+        """Start observing the model's layer calls (a call hook); returns self."""
         if self._remove is None:
             self._remove = add_call_hook(self._hook)
         return self
 
     def detach(self) -> None:
+        """Stop observing (remove the call hook)."""
         if self._remove is not None:
             self._remove()
             self._remove = None
@@ -280,7 +293,12 @@ class GradientFlow:
 
 class GradientFlowMonitor(Callback):
     """:class:`GradientFlow` inside ``fit``: records every ``every``-th step, fetches once per
-    epoch, warns on vanishing or exploding gradients; the whole run is in ``self.record``."""
+    epoch, warns on vanishing or exploding gradients; the whole run is in ``self.record``.
+
+    update_ratio: also record ‖Δθ‖/‖θ‖ per layer (one extra copy of the parameters per recorded
+    step). vanishing_ratio: a layer whose median gradient norm is below this fraction of the
+    largest layer's is reported as vanishing.
+    """
 
     def __init__(self, every: int = 1, update_ratio: bool = True, warn: bool = True,
                  exploding: float = EXPLODING, vanishing: float = VANISHING, vanishing_ratio: float = VANISHING_RATIO):
@@ -352,6 +370,8 @@ def detect_anomaly(model: Layer | None = None, check_parameters: bool = True) ->
 
     model: used only to name layers by their path (``"2"``, ``"encoder.0"``); without it layers
     are named by their description.
+
+    check_parameters: also check every parameter gradient after each backprop.
     """
     names = {id(layer): name for name, layer in model.sublayers()} if model is not None else {}
 

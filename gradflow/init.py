@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from typing import Any
+
 import numpy as np
 
 Initializer = Callable[[Sequence[int], int, int, np.random.Generator], np.ndarray]
@@ -21,7 +23,11 @@ _default_generator = np.random.default_rng(0)
 
 
 def seed(value: int) -> None:
-    """Reseed the generator layers draw from when they are given no ``rng`` of their own."""
+    """Reseed the generator layers draw from when they are given no ``rng`` of their own.
+
+    Args:
+        value: an int seed.
+    """
     global _default_generator
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise TypeError(f"seed: expected a non-negative int, got {value!r}")
@@ -39,36 +45,80 @@ def generator(rng: "int | np.random.Generator | None" = None) -> np.random.Gener
     raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {type(rng).__name__}")
 
 
-def glorot_uniform(shape, fan_in, fan_out, rng):
-    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+def glorot_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010).
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def glorot_normal(shape, fan_in, fan_out, rng):
-    """N(0, 2 / (fan_in + fan_out))."""
+def glorot_normal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """N(0, 2 / (fan_in + fan_out)).
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     return rng.standard_normal(tuple(shape)) * math.sqrt(2.0 / (fan_in + fan_out))
 
 
-def he_uniform(shape, fan_in, fan_out, rng):
-    """U(-a, a) with a = sqrt(6 / fan_in) (He et al. 2015), for ReLU layers."""
+def he_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """U(-a, a) with a = sqrt(6 / fan_in) (He et al. 2015), for ReLU layers.
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     limit = math.sqrt(6.0 / fan_in)
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def he_normal(shape, fan_in, fan_out, rng):
-    """N(0, 2 / fan_in)."""
+def he_normal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """N(0, 2 / fan_in).
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     return rng.standard_normal(tuple(shape)) * math.sqrt(2.0 / fan_in)
 
 
-def lecun_uniform(shape, fan_in, fan_out, rng):
-    """U(-a, a) with a = sqrt(3 / fan_in) (PyTorch's default for Linear and Conv)."""
+def lecun_uniform(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """U(-a, a) with a = sqrt(3 / fan_in) (PyTorch's default for Linear and Conv).
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     limit = math.sqrt(3.0 / fan_in)
     return rng.uniform(-limit, limit, size=tuple(shape))
 
 
-def orthogonal(shape, fan_in, fan_out, rng, gain: float = 1.0):
-    """A (semi-)orthogonal matrix (Saxe et al. 2014), flattened over trailing axes."""
+def orthogonal(shape: "tuple[int, ...]", fan_in: int, fan_out: int, rng: np.random.Generator,
+               gain: float = 1.0) -> np.ndarray:
+    """A (semi-)orthogonal matrix (Saxe et al. 2014), flattened over trailing axes.
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+        gain: the matrix is scaled by this.
+    """
     rows = shape[0]
     cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     flat = rng.standard_normal((max(rows, cols), min(rows, cols)))
@@ -79,11 +129,27 @@ def orthogonal(shape, fan_in, fan_out, rng, gain: float = 1.0):
     return gain * q[:rows, :cols].reshape(tuple(shape))
 
 
-def zeros(shape, fan_in=0, fan_out=0, rng=None):
+def zeros(shape: "tuple[int, ...]", fan_in: int = 0, fan_out: int = 0, rng: Any = None) -> np.ndarray:
+    """All zeros (biases), a host float64 array.
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     return np.zeros(tuple(shape))
 
 
-def ones(shape, fan_in=0, fan_out=0, rng=None):
+def ones(shape: "tuple[int, ...]", fan_in: int = 0, fan_out: int = 0, rng: Any = None) -> np.ndarray:
+    """All ones (normalisation scales), a host float64 array.
+
+    Args:
+        shape: the parameter's shape.
+        fan_in: inputs per output unit (in_features x kernel size).
+        fan_out: outputs per input unit.
+        rng: a ``numpy.random.Generator``.
+    """
     return np.ones(tuple(shape))
 
 

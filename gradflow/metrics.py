@@ -85,6 +85,10 @@ def fetch(metrics: Iterable[Metric], extra: Sequence[Array] = ()) -> dict[str, A
 
     ``extra`` device scalars (e.g. a loss total) ride along; their host values come back
     under the key ``"extra"`` as a list of floats.
+
+    Args:
+        metrics: the metrics whose results are wanted.
+        extra: device scalars fetched in the same transfer.
     """
     metrics = list(metrics)
     pieces: list[Array] = []
@@ -133,7 +137,13 @@ def _size(x: Array) -> int:
 
 
 def class_predictions(output: Array, target: Array, threshold: float = 0.0) -> tuple[Array, Array, int]:
-    """``(predicted, true, num_classes)``: flat integer label arrays on the output's device."""
+    """``(predicted, true, num_classes)``: flat integer label arrays on the output's device.
+
+    Args:
+        output: model outputs, (N, classes) scores or (N,) single scores.
+        target: integer labels (N,) or binary targets.
+        threshold: for single scores, the cut between class 0 and 1.
+    """
     xp = backend.namespace(output)
     if output.ndim == target.ndim + 1:
         if not xp.isdtype(target.dtype, "integral"):
@@ -158,7 +168,11 @@ def class_predictions(output: Array, target: Array, threshold: float = 0.0) -> t
 
 
 class Accuracy(Metric):
-    """Fraction of items whose predicted class is the true class."""
+    """Fraction of items whose predicted class is the true class.
+
+    threshold: for a single score per item (binary), the score above which class 1 is
+    predicted (0.0 for logits; 0.5 for probabilities).
+    """
 
     name = "accuracy"
 
@@ -375,7 +389,11 @@ def get(metric: "str | Metric") -> Metric:
 
 
 def mode_of(name: str) -> str:
-    """"min" or "max": which direction is better for a history key such as ``"val_accuracy"``."""
+    """"min" or "max": which direction is better for a history key such as ``"val_accuracy"``.
+
+    Args:
+        name: a log name; "loss", "mse", "mae" are minimised, the rest maximised.
+    """
     base = name[4:] if name.startswith("val_") else name
     if "loss" in base:
         return "min"

@@ -5,7 +5,7 @@
 
 Uses matplotlib's object-oriented API with the Agg canvas directly, so it never changes the
 global backend (safe in notebooks and on machines without a display). matplotlib is optional:
-``pip install 'gradflow[plot]'``.
+``pip install 'gradflow-nn[plot]'``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError("gradflow.plot needs matplotlib: pip install 'gradflow[plot]'") from error
+        raise ImportError("gradflow.plot needs matplotlib: pip install 'gradflow-nn[plot]'") from error
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -39,7 +39,10 @@ def _save(figure: Any, path: "str | os.PathLike") -> Path:
 def history(history: Any, path: "str | os.PathLike", title: str | None = None) -> Path:
     """One panel per quantity (loss, then each metric, then the learning rate), training and
     validation curves together. ``history`` is a :class:`gradflow.callbacks.History` or a dict
-    of per-epoch lists. Returns the path."""
+    of per-epoch lists. Returns the path.
+
+    title: the figure's title (default: none).
+    """
     values = {k: list(v) for k, v in dict(history).items()}
     if not values:
         raise ValueError("plot.history: the history is empty")
@@ -91,21 +94,34 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     """Three panels from a :class:`gradflow.diagnostics.FlowRecord`: per layer (input to output),
     the gradient norm and the δ norm (median over steps, bars from min to max), and the
     update-to-weight ratio over the steps (log scale, with the 1e-3 rule-of-thumb line).
-    Returns the path."""
+    Returns the path.
+
+    Args:
+        record: the ``FlowRecord`` of a :class:`gradflow.diagnostics.GradientFlowMonitor` (``monitor.record``).
+        path: the PNG to write (its folder is created).
+        title: the figure's title (default: none).
+    """
     if not len(record):
         raise ValueError("plot.gradient_flow: the record holds no steps")
     layers = list(record.layers)
     positions = np.arange(len(layers))
-    labels = [f"{name}\n{desc.split('(')[0]}" for name, desc in zip(layers, record.descriptions)]
-    figure = _figure(max(9.0, 0.7 * len(layers) + 6), 7.5)
+    kinds = [desc.split("(")[0] for desc in record.descriptions]
+    labels = [f"{name}\n{kind}" for name, kind in zip(layers, kinds)]
+    # Long or many labels are turned, so that none is cut or runs into its neighbour.
+    turned = len(layers) > 8 or max(len(name) for name in layers + kinds) > 12
+    figure = _figure(max(9.0, 0.7 * len(layers) + 6), 8.0 if turned else 7.5)
     top, middle, bottom = figure.subplots(3, 1)
+    middle.sharex(top)  # the two per-layer panels keep one x axis: layer i sits at the same place
     panels = ((top, record.grad_norm, "parameter gradient norm ‖∇θ‖ (median over steps; whiskers: min to max)",
                "tab:blue"),
               (middle, record.delta_norm, "norm of the δ each layer passes down ‖δ‖ (median; min to max)", "tab:orange"))
     for ax, table, name, color in panels:
         _range_bars(ax, positions, table, color)
         ax.set_title(name, fontsize=10)
-        ax.set_xticks(positions, labels, fontsize=7)
+        ax.set_xticks(positions, labels, fontsize=7, rotation=35 if turned else 0, ha="right" if turned else "center",
+                      rotation_mode="anchor")
+        ax.tick_params(axis="x", labelbottom=True)
+        ax.set_xlim(-0.6, len(layers) - 0.4)  # every layer's slot, with or without a value
         ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     ratio = record.update_ratio
@@ -114,7 +130,7 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     for i, name in enumerate(layers):
         column = np.where(ratio[:, i] > 0, ratio[:, i], np.nan)  # log scale: drop zero updates
         if np.any(np.isfinite(column)):
-            bottom.plot(steps, column, label=name, linewidth=1)
+            bottom.plot(steps, column, label=f"{name} {kinds[i]}", linewidth=1)
             plotted = True
     bottom.axhline(1e-3, color="grey", linestyle="--", linewidth=1, label="1e-3")
     if plotted:
@@ -122,7 +138,7 @@ def gradient_flow(record: Any, path: "str | os.PathLike", title: str | None = No
     bottom.set_title("update-to-weight ratio ‖Δθ‖/‖θ‖ per step", fontsize=10)
     bottom.set_xlabel("step")
     bottom.grid(alpha=0.3)
-    bottom.legend(fontsize=7, ncol=min(6, len(layers) + 1))
+    bottom.legend(fontsize=7, ncol=1 if len(layers) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         figure.suptitle(title)
     return _save(figure, path)

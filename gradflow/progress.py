@@ -2,15 +2,19 @@
 
 ``verbose``: 0 silent; 1 a bar per epoch (tqdm, when installed and stdout is a terminal; else
 one line per epoch); 2 one line per epoch; ``"auto"`` (the default) is 1 on a terminal and 2
-otherwise, so logs and CI output get a line per epoch instead of bar redraws.
+otherwise, so logs and CI output get a line per epoch instead of bar redraws. Under a parallel
+launcher (``mpirun``, ``srun``, ``torchrun``: a rank in the environment), ``"auto"`` is 2 on rank 0
+and 0 on every other rank, and no bar is drawn even when the launcher forwards the output through
+a pseudo-terminal (which turned every bar redraw into a blank line).
 
 The bar shows the running mean loss and training metrics. Showing them needs their values on
 the host: the bar fetches them (one transfer) at most every ``refresh_seconds``, never per step.
-tqdm is optional: ``pip install 'gradflow[progress]'``.
+tqdm is optional: ``pip install 'gradflow-nn[progress]'``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -19,10 +23,32 @@ from .callbacks import Callback, TrainingState
 from .metrics import fetch
 
 
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK", "SLURM_PROCID", "RANK")
+
+
+def launcher_rank() -> int | None:
+    """This process's rank when a parallel launcher started it (from the environment), else None."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.strip().isdigit():
+            return int(value)
+    return None
+
+
 def resolve_verbose(verbose: Any, stream: TextIO | None = None) -> int:
-    """0, 1 or 2 from ``verbose`` (``True`` means ``"auto"``, ``False`` means 0)."""
+    """0, 1 or 2 from ``verbose``.
+
+    Args:
+        verbose: 0 (silent), 1 (a bar per epoch), 2 (one line per epoch), ``"auto"`` (a bar on a
+            terminal, lines otherwise; under a launcher lines on rank 0 and silence elsewhere),
+            ``True`` (same as ``"auto"``) or ``False`` (0).
+        stream: where the display goes (default: ``sys.stdout``).
+    """
     stream = sys.stdout if stream is None else stream
     if verbose == "auto" or verbose is True or verbose is None:
+        rank = launcher_rank()
+        if rank is not None:
+            return 2 if rank == 0 else 0
         return 1 if _is_terminal(stream) else 2
     if verbose is False:
         return 0
@@ -47,6 +73,11 @@ def _tqdm() -> Any:
 
 
 def format_logs(logs: dict[str, float]) -> str:
+    """``"loss 0.1234  accuracy 0.9500  lr 0.001"``: the logs of an epoch as one line.
+
+    Args:
+        logs: name -> value.
+    """
     parts = []
     for name, value in logs.items():
         parts.append(f"{name} {value:.3g}" if name == "lr" else f"{name} {value:.4f}")
@@ -54,7 +85,12 @@ def format_logs(logs: dict[str, float]) -> str:
 
 
 class Progress(Callback):
-    """The display ``fit`` adds for ``verbose`` 1 or 2 (see the module docstring)."""
+    """The display ``fit`` adds for ``verbose`` 1 or 2 (see the module docstring).
+
+    stream: where the display goes (default: sys.stdout). refresh_seconds: the least time between
+    two bar updates (each fetches the running loss from the device). use_bar: force the tqdm bar on
+    or off (default: on a terminal with tqdm installed and no parallel launcher).
+    """
 
     def __init__(self, verbose: int, stream: TextIO | None = None, refresh_seconds: float = 0.5,
                  use_bar: bool | None = None):
@@ -63,7 +99,7 @@ class Progress(Callback):
         self.refresh_seconds = refresh_seconds
         tqdm = _tqdm() if verbose == 1 else None
         if use_bar is None:
-            use_bar = tqdm is not None and _is_terminal(self.stream)
+            use_bar = tqdm is not None and _is_terminal(self.stream) and launcher_rank() is None
         self._tqdm = tqdm if use_bar else None
         self._bar: Any = None
         self._loss_sum: Any = None
@@ -73,6 +109,7 @@ class Progress(Callback):
 
     @property
     def uses_bar(self) -> bool:
+        """Whether a tqdm bar is drawn (else one line per epoch)."""
         return self._tqdm is not None
 
     def on_epoch_begin(self, state: TrainingState) -> None:

@@ -8,7 +8,7 @@ They follow scikit-learn's conventions (parameters stored as given, validated in
 learned attributes end in ``_``), so they work in pipelines, grid searches and
 ``cross_val_score``, and pass scikit-learn's estimator checks. ``device="cuda"`` trains on a GPU;
 inputs and outputs stay NumPy. The regressor standardises its targets internally (and undoes it
-in ``predict``). Needs scikit-learn: ``pip install 'gradflow[data]'``.
+in ``predict``). Needs scikit-learn: ``pip install 'gradflow-nn[data]'``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as error:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("gradflow.sklearn needs scikit-learn: pip install 'gradflow[data]'") from error
+    raise ImportError("gradflow.sklearn needs scikit-learn: pip install 'gradflow-nn[data]'") from error
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
@@ -125,6 +125,12 @@ class GradflowClassifier(ClassifierMixin, _GradflowMLP):
     """
 
     def fit(self, X: Any, y: Any) -> "GradflowClassifier":
+        """Train a fresh network on ``X``, ``y`` (scikit-learn's ``fit``); returns self.
+
+        Args:
+            X: array-like (n_samples, n_features).
+            y: array-like (n_samples,) of labels (any hashable values).
+        """
         from .losses import SoftmaxCrossEntropy
 
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
@@ -137,17 +143,27 @@ class GradflowClassifier(ClassifierMixin, _GradflowMLP):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (softmax of the outputs), columns in the order of ``classes_``."""
+        """Class probabilities (softmax of the outputs), columns in the order of ``classes_``.
+
+        Args:
+            X: array-like (n_samples, n_features).
+        """
         logits = self._outputs(X)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
+        """The log of :meth:`predict_proba`.
+
+        Args:
+            X: array-like (n_samples, n_features).
+        """
         logits = self._outputs(X)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
     def predict(self, X: Any) -> np.ndarray:
+        """Predictions for ``X`` (array-like (n_samples, n_features)): class labels, as given to fit."""
         logits = self._outputs(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
@@ -161,6 +177,12 @@ class GradflowRegressor(RegressorMixin, _GradflowMLP):
     """
 
     def fit(self, X: Any, y: Any) -> "GradflowRegressor":
+        """Train a fresh network on ``X``, ``y`` (scikit-learn's ``fit``); returns self.
+
+        Args:
+            X: array-like (n_samples, n_features).
+            y: array-like (n_samples,) of labels or (n_samples, n_outputs) of targets.
+        """
         from .losses import MSE
 
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True)
@@ -174,6 +196,7 @@ class GradflowRegressor(RegressorMixin, _GradflowMLP):
         return self
 
     def predict(self, X: Any) -> np.ndarray:
+        """Predictions for ``X`` (array-like (n_samples, n_features)): the regression outputs."""
         outputs = self._outputs(X) * self._y_scale + self._y_mean
         return outputs[:, 0] if self._y_1d else outputs
 

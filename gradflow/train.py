@@ -148,6 +148,10 @@ def fit(
 
     Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
     (the learning rate of the epoch's last step).
+
+    batch_size: samples per training step. validation_batch_size: samples per forward pass of the
+    validation (default: max(batch_size, 256)). seed: the shuffling seed of the batches built from an
+    (x, y) pair. shuffle: reshuffle every epoch (False: the order given).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
@@ -290,16 +294,34 @@ def _before_update(state: TrainingState, dispatch: _Dispatch) -> None:
 
 def evaluate(
     model: Layer,
-    loss: Loss | None,
-    data: Any,
+    loss: Loss | None = None,
+    data: Any = None,
     *,
     batch_size: int = 256,
     metrics: Sequence["str | _metrics.Metric"] | None = None,
 ) -> dict[str, float]:
     """Mean loss (when ``loss`` is given) and metrics over ``data``, fetched in one transfer.
 
-    Default metrics: accuracy when the labels are integers and the output has a class axis.
+    ``evaluate(model, loss, data)`` or, for metrics only, ``evaluate(model, data, metrics=[...])``
+    (or ``loss=None``): the loss is optional, as in Keras.
+
+    Args:
+        model: the model, evaluated in inference mode (``model.predict``).
+        loss: a loss from :mod:`gradflow.losses`, or None for no ``"loss"`` entry.
+        data: an (x, y) pair of host arrays (float inputs are cast to the model's dtype and sent
+            to its device) or a :class:`gradflow.data.BatchIterator`.
+        batch_size: samples per forward pass (the result does not depend on it, up to rounding).
+        metrics: names (``"accuracy"``, ``"f1"``, ``"top5_accuracy"``, ``"mse"``...) or
+            :class:`gradflow.metrics.Metric` objects. Default: accuracy when the labels are
+            integers and the output has a class axis, else none.
+
+    Returns:
+        ``{"loss": mean loss, metric name: value, ...}`` as Python floats.
     """
+    if data is None and loss is not None and not isinstance(loss, Loss):
+        loss, data = None, loss  # evaluate(model, data, metrics=...)
+    if data is None:
+        raise TypeError("evaluate: missing data: evaluate(model, loss, (x, y)) or evaluate(model, (x, y), metrics=[...])")
     device = _model_device(model)
     batches = _batches(data, batch_size, model, shuffle=False, seed=0)
     chosen = [_metrics.get(m) for m in metrics] if metrics is not None else None
@@ -332,7 +354,13 @@ def evaluate(
 
 
 def predict(model: Layer, x: Any, *, batch_size: int = 256) -> np.ndarray:
-    """Model outputs for host inputs ``x``, batched, returned as a host NumPy array."""
+    """Model outputs for host inputs ``x``, batched, returned as a host NumPy array.
+
+    Args:
+        model: the model, run in inference mode.
+        x: host inputs (N, ...); float inputs are cast to the model's dtype.
+        batch_size: samples per forward pass.
+    """
     device = _model_device(model)
     batches = BatchIterator(x, None, batch_size, shuffle=False, device=device, dtype=_model_dtype(model))
     with device:

@@ -43,3 +43,19 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", "gradflow devices")
     terminalreporter.write_line(f"tested on: {', '.join(present)}")
     terminalreporter.write_line(f"skipped (absent): {', '.join(absent) if absent else 'none'}")
+    _skip_summary(terminalreporter)
+
+
+def _skip_summary(terminalreporter) -> None:
+    """Skipped tests grouped by reason, one line per reason with its count (``-rs`` would print one
+    line per test location, repeating "device torch absent" for every parametrised layer)."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        counts[reason] = counts.get(reason, 0) + 1
+    if counts:
+        terminalreporter.write_sep("-", f"skipped: {sum(counts.values())} tests, {len(counts)} reasons")
+        for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            terminalreporter.write_line(f"{count:5d} x {reason}")

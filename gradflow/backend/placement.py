@@ -183,8 +183,8 @@ def _cuda_index(spec: str, suffix: str | None) -> int:
         import cupy  # noqa: F401
     except ImportError as error:
         raise DeviceError(
-            f"device {spec!r} needs CuPy, which is not installed: pip install 'gradflow[cuda12]' "
-            "(CUDA 12) or 'gradflow[cuda13]' (CUDA 13)"
+            f"device {spec!r} needs CuPy, which is not installed: pip install 'gradflow-nn[cuda12]' "
+            "(CUDA 12) or 'gradflow-nn[cuda13]' (CUDA 13)"
         ) from error
     count = cuda_device_count()
     if count == 0:

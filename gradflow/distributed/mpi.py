@@ -29,7 +29,7 @@ def import_mpi() -> Any:
     except ImportError as error:
         raise ImportError(
             f"gradflow.distributed needs mpi4py and an MPI library for more than one process ({error}); "
-            "install OpenMPI (apt-get install openmpi-bin libopenmpi-dev) and pip install 'gradflow[distributed]'"
+            "install OpenMPI (apt-get install openmpi-bin libopenmpi-dev) and pip install 'gradflow-nn[distributed]'"
         ) from error
     return MPI
 

@@ -38,7 +38,7 @@ def import_nccl() -> Any:
     try:
         from cupy.cuda import nccl
     except ImportError as error:
-        raise ImportError(f"the NCCL communicator needs CuPy ({error}): pip install 'gradflow[cuda12]'") from error
+        raise ImportError(f"the NCCL communicator needs CuPy ({error}): pip install 'gradflow-nn[cuda12]'") from error
     if not getattr(nccl, "available", False):
         raise ImportError("CuPy is installed but its NCCL library is not: pip install nvidia-nccl-cu12 (or cu13)")
     return nccl

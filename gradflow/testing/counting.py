@@ -86,6 +86,11 @@ class OperationCounter:
 
     # -- wrapping ----------------------------------------------------------------------------
     def is_base_array(self, value: Any) -> bool:
+        """Whether ``value`` is an array of the wrapped library.
+
+        Args:
+            value: anything.
+        """
         import array_api_compat
 
         return not isinstance(value, CountingArray) and array_api_compat.is_array_api_obj(value)
@@ -97,6 +102,11 @@ class OperationCounter:
         return self.array_type(array)
 
     def wrap_any(self, value: Any) -> Any:
+        """``value`` with its arrays wrapped in counting arrays (other values as they are).
+
+        Args:
+            value: an array, a tuple/list of them, or anything else.
+        """
         if self.is_base_array(value):
             return self.array_type(value)
         if isinstance(value, tuple):
@@ -139,7 +149,11 @@ def _library_of_namespace(xp: Any) -> str:
 
 
 def unwrap(value: Any) -> Any:
-    """The underlying array of a proxy (recursively inside tuples, lists and dicts)."""
+    """The underlying array of a proxy (recursively inside tuples, lists and dicts).
+
+    Args:
+        value: a counting array, a container of them, or anything else.
+    """
     if isinstance(value, CountingArray):
         return value._array
     if isinstance(value, tuple):
@@ -165,7 +179,10 @@ def _has_array(key: Any) -> bool:
 
 
 class CountingNamespace:
-    """The array namespace of counting proxies: every function of the wrapped namespace, counted."""
+    """The array namespace of counting proxies: every function of the wrapped namespace, counted.
+
+    counter: the :class:`OperationCounter` that records each call.
+    """
 
     def __init__(self, counter: OperationCounter):
         self._counter = counter
@@ -207,22 +224,27 @@ class CountingArray:
     # -- metadata (free) ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
+        """The wrapped array's ``shape``."""
         return self._array.shape
 
     @property
     def dtype(self) -> Any:
+        """The wrapped array's ``dtype``."""
         return self._array.dtype
 
     @property
     def ndim(self) -> int:
+        """The wrapped array's ``ndim``."""
         return self._array.ndim
 
     @property
     def device(self) -> Any:
+        """The wrapped array's ``device``."""
         return self._array.device
 
     @property
     def size(self) -> int:
+        """The wrapped array's ``size``."""
         size = 1
         for n in self._array.shape:
             size *= n
@@ -230,10 +252,12 @@ class CountingArray:
 
     @property
     def T(self) -> "CountingArray":
+        """The wrapped array's ``T``."""
         return self._counter.wrap(self._array.T)
 
     @property
     def mT(self) -> "CountingArray":
+        """The wrapped array's ``mT``."""
         return self._counter.wrap(self._array.mT)
 
     def __len__(self) -> int:

@@ -41,6 +41,7 @@ class GradcheckResult:
 
     @property
     def max_ratio(self) -> float:
+        """The largest error relative to its tolerance over every checked array (<= 1 passes)."""
         return max(self.worst.values(), default=0.0)
 
 
@@ -72,6 +73,12 @@ def gradcheck(
     ``params`` listing the parameters it uses. x: a float64 array on the layer's device.
     before_forward: called before every forward (e.g. to reseed a dropout mask).
     Raises :class:`GradcheckError` naming the worst entry; returns a :class:`GradcheckResult`.
+
+    train: call the layer in training mode. eps: the finite-difference step. rtol, atol: the
+    tolerances (default: by dtype, tight for float64). max_full: check every entry of arrays up to
+    this size, else ``directions`` random directions (seeded by ``seed``). check_input: also check
+    the input δ. params: ``(name, Parameter)`` pairs to check (default: the layer's). kwargs: extra
+    call arguments for the layer.
     """
     device = backend.device_of(x)
     if isinstance(layer, Layer):

@@ -31,7 +31,11 @@ CANDIDATE_DEVICES = ("cpu", "strict", "torch", "cuda")
 
 
 def available_devices(names: Sequence[str] = CANDIDATE_DEVICES) -> list[tuple[str, Device | None, str]]:
-    """``(name, device or None, why it is missing)`` for each candidate device."""
+    """``(name, device or None, why it is missing)`` for each candidate device.
+
+    Args:
+        names: the device names to try (default: cpu, strict, torch, cuda).
+    """
     found = []
     for name in names:
         try:
@@ -67,7 +71,15 @@ def _resolve_devices(devices: Sequence[str | Device] | None, report: Report) -> 
 
 
 def assert_close(actual: Any, expected: Any, rtol: float, atol: float, what: str) -> None:
-    """``|a − e| ≤ atol + rtol·|e|`` everywhere, with a message naming the worst entry."""
+    """``|a − e| ≤ atol + rtol·|e|`` everywhere, with a message naming the worst entry.
+
+    Args:
+        actual: the array to check (any device).
+        expected: the reference values.
+        rtol: relative tolerance.
+        atol: absolute tolerance.
+        what: names the quantity in the failure message.
+    """
     a = backend.to_numpy(actual).astype(np.float64)
     e = np.asarray(backend.to_numpy(expected), dtype=np.float64)
     if a.shape != e.shape:
@@ -130,6 +142,13 @@ def check_layer(
     NumPy float64, with ``params`` the layer's ``state_dict`` as NumPy arrays.
     call_kwargs: extra arguments for the call (host arrays are sent to each device).
     before_forward: called with the layer before each forward (e.g. reseed a dropout RNG).
+
+    train: run the layer in training mode. check_gradients: compare the δ-backward with finite
+    differences. check_input_gradient: include the input δ. parity: compare float32 on each device
+    with NumPy's. noncontiguous: also feed a non-contiguous view of ``x``. max_full: arrays up to
+    this size are checked entry by entry, larger ones along random directions. reference_tolerance:
+    ``(rtol, atol)`` for the comparison with ``reference``.
+    Returns a :class:`Report` of what ran on each device and which devices were skipped.
     """
     report = Report()
     kwargs = call_kwargs or {}
@@ -212,7 +231,13 @@ def check_loss(
     target_is_float: bool | None = None,
 ) -> Report:
     """Check a loss's value against a NumPy float64 reference and its δ against finite differences,
-    on every device, plus float32 parity and that neither argument is modified."""
+    on every device, plus float32 parity and that neither argument is modified.
+
+    make_loss: builds the loss. output: the sample output (host float64). target: the sample target
+    (host; integer labels or float targets). reference: ``f(output, target) -> float`` in NumPy
+    float64. devices: devices to check (default: every device present). target_is_float: send
+    the target as floats (default: when ``target`` is a float array).
+    """
     report = Report()
     output = np.asarray(output, dtype=np.float64)
     floating_target = np.issubdtype(np.asarray(target).dtype, np.floating) if target_is_float is None else target_is_float

@@ -27,9 +27,15 @@ def test_train_runs_checkpoints_resumes_and_plots(tmp_path, capsys):
     assert "epoch 1/1" in first and "test loss" in first and "f1" in first
     assert gf.checkpoint.read(checkpoint).epoch == 1
     plots = ["--plots", str(tmp_path / "plots")] if _has("matplotlib") else []
-    assert cli.main(base + ["--epochs", "2", "--resume", str(checkpoint), "--schedule", "onecycle"] + plots) == 0
+    resume = base + ["--epochs", "2", "--resume", str(checkpoint), "--schedule", "onecycle"] + plots
+    with pytest.raises(SystemExit) as refused:  # the cosine schedule was laid out for 1 epoch
+        cli.main(resume)
+    assert refused.value.code == 2
+    assert "--extend-schedule" in capsys.readouterr().err and gf.checkpoint.read(checkpoint).epoch == 1
+    assert cli.main(resume + ["--extend-schedule"]) == 0
     resumed = capsys.readouterr().out
     assert "resuming" in resumed and "schedule=cosine" in resumed  # the checkpoint's settings win
+    assert "extending the cosine schedule from 1 to 2 epochs" in resumed
     assert "epoch 2/2" in resumed and "epoch 1/2" not in resumed
     assert gf.checkpoint.read(checkpoint).epoch == 2
     if plots:

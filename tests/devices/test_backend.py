@@ -40,7 +40,7 @@ def test_auto_is_cpu_without_a_gpu(monkeypatch):
 
 def test_cuda_without_cupy_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    with pytest.raises(DeviceError, match=r"gradflow\[cuda12\]"):
+    with pytest.raises(DeviceError, match=r"gradflow-nn\[cuda12\]"):
         gf.device("cuda")
 
 

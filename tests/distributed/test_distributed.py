@@ -482,7 +482,7 @@ def _mpi_unavailable() -> str | None:
     if shutil.which("mpirun") is None:
         return "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
     if importlib.util.find_spec("mpi4py") is None:
-        return "mpi4py not installed (pip install 'gradflow[distributed]')"
+        return "mpi4py not installed (pip install 'gradflow-nn[distributed]')"
     probe = _mpirun(["-c", "from mpi4py import MPI; assert MPI.COMM_WORLD.Get_size() == 2"], timeout=60,
                     module=False)
     if probe.returncode != 0:

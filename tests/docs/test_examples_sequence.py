@@ -1,5 +1,5 @@
-"""Smoke tests of the sequence examples and benchmark factories with tiny settings (full runs are
-documented commands in examples/README.md)."""
+"""The sequence examples' helpers and benchmark factories with tiny settings (the examples run as
+README says in test_examples_run.py)."""
 
 from __future__ import annotations
 
@@ -19,23 +19,6 @@ def load(relative: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_mnist1d_gru_example_runs_and_reports_accuracy(capsys):
-    pytest.importorskip("mnist1d")
-    accuracy = load("examples/mnist1d_gru.py").main(["--epochs", "1", "--limit", "200", "--hidden", "4"])
-    assert 0.0 <= accuracy <= 1.0
-    assert "test accuracy:" in capsys.readouterr().out
-
-
-def test_char_transformer_example_runs_and_prints_loss_and_sample(capsys):
-    history = load("examples/char_transformer.py").main(
-        ["--epochs", "1", "--limit", "4000", "--context", "16", "--dim", "16", "--blocks", "1",
-         "--stride", "16", "--sample-length", "20"])
-    out = capsys.readouterr().out
-    assert math.isfinite(history["loss"]) and math.isfinite(history["val_loss"])
-    assert 0.0 <= history["val_accuracy"] <= 1.0
-    assert "held-out loss" in out and "sample: 'Return the " in out
 
 
 def test_char_transformer_corpus_ships_with_python_and_windows_shift_by_one():
