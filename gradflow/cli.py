@@ -276,7 +276,7 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"gradflow {__version__}")
     print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()} {platform.release()})")
     print("devices:")
-    for name, dev, why in available_devices():
+    for name, dev, why in available_devices(("cpu", "strict", "torch", "cuda")):
         if dev is not None:
             print(f"  {name:<7} available  ({dev.name}{_cuda_names() if name == 'cuda' else ''})")
         else:
@@ -424,13 +424,17 @@ def gradcheck_command(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradflow", description="gradflow: train, inspect and check.")
     parser.add_argument("--version", action="version", version=f"gradflow {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,info,gradcheck}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,info,gradcheck,doctor}")
     _train_parser(commands)
     info = commands.add_parser("info", help="versions, devices, array libraries and BLAS")
     info.set_defaults(handler=info_command)
     check = commands.add_parser("gradcheck", help="check every built-in layer on every device here")
     check.add_argument("--devices", default=None, help="comma-separated subset, e.g. cpu,strict")
     check.set_defaults(handler=gradcheck_command)
+    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU",
+                                 add_help=False)
+    doctor.add_argument("selfcheck_args", nargs=argparse.REMAINDER)
+    doctor.set_defaults(handler=lambda args: __import__("gradflow.selfcheck").selfcheck.main(args.selfcheck_args))
     return parser
 
 

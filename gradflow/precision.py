@@ -124,6 +124,10 @@ class MixedPrecision:
 
     def step(self, x: Array, target: Any) -> Array:
         """One training step; returns the loss value (a 0-d float32 array on the device)."""
+        with backend.device_context(self.params[0].value):  # CuPy: casts and updates on the model's GPU
+            return self._step(x, target)
+
+    def _step(self, x: Array, target: Any) -> Array:
         params, xp = self.params, backend.namespace(self.params[0].value)
         masters = [p.value for p in params]
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
@@ -9,6 +10,7 @@ import numpy as np
 
 from . import placement as _placement
 from .common import Array, DeviceError, Namespace
+from .library import NullContext
 
 _NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
 
@@ -42,6 +44,26 @@ def device_of(x: Array) -> "_placement.Device":
             raise DeviceError(f"array-api-strict arrays on {x.device} are not a gradflow device; use 'strict' (device1)")
         return _placement.device("strict")
     raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+_NO_CONTEXT = NullContext()  # shared: arrays of libraries without a current device
+
+
+def device_context(x: Array | Sequence[Array]) -> Any:
+    """The context in which work on ``x`` must run: ``with backend.device_context(x): ...``.
+
+    CuPy allocates every new array (creation functions, ``astype``, ``*_like``, elementwise
+    and matmul results) on the *current* GPU and refuses, or with peer access silently
+    misplaces, work on another GPU's arrays; so code that makes or combines CuPy arrays runs
+    inside the context of the GPU that owns them. For every other library (NumPy, strict,
+    torch CPU) this is one shared do-nothing context (a dict look-up). ``x`` may be a tuple or
+    list of arrays (the first one decides).
+    """
+    if isinstance(x, (tuple, list)):
+        x = x[0] if x else None
+    if library_kind(x) != "cupy":
+        return _NO_CONTEXT
+    return x.device  # a cupy.cuda.Device: its own context manager (re-entrant, per thread)
 
 
 def to_numpy(x: Array) -> np.ndarray:
