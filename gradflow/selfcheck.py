@@ -98,6 +98,7 @@ def training(device: str) -> str:
     from gradflow import layers as L
     from gradflow.losses import SoftmaxCrossEntropy
     from gradflow.optim import Adam
+    from gradflow.train import evaluate, fit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 20)).astype(np.float32)
@@ -106,9 +107,9 @@ def training(device: str) -> str:
     model.to(device)
     optimizer = Adam(model, lr=1e-2)
     loss = SoftmaxCrossEntropy()
-    before = gf.evaluate(model, loss, (x, y), batch_size=128)
-    gf.fit(model, loss, optimizer, (x, y), 5, batch_size=64, verbose=0)
-    after = gf.evaluate(model, loss, (x, y), batch_size=128)
+    before = evaluate(model, loss, (x, y), batch_size=128)
+    fit(model, loss, optimizer, (x, y), 5, batch_size=64, verbose=0)
+    after = evaluate(model, loss, (x, y), batch_size=128)
     misplaced = [name for name, p in model.named_parameters() if backend.device_of(p.value).name != device]
     misplaced += [f"slot {key}" for key, slot in optimizer.state_dict()["slots"].items()
                   if backend.device_of(slot).name != device]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,23 @@ def device_context(x: Array | Sequence[Array]) -> Any:
     if library_kind(x) != "cupy":
         return _NO_CONTEXT
     return x.device  # a cupy.cuda.Device: its own context manager (re-entrant, per thread)
+
+
+_LAST_SENT = threading.local()
+
+
+def remember_host_copy(sent: Array, host: np.ndarray) -> None:
+    """Note that ``sent`` was just sent from ``host`` (the data loader does this per batch), so a
+    layer checking the values of ``sent`` (Embedding's id range) can read ``host`` instead of
+    fetching ``sent``: no device-to-host sync inside a training step. Only the latest batch
+    of each thread is remembered."""
+    _LAST_SENT.pair = (sent, host)
+
+
+def known_host_copy(x: Array) -> np.ndarray | None:
+    """The host array ``x`` was sent from, if it is the latest batch remembered, else None."""
+    pair = getattr(_LAST_SENT, "pair", None)
+    return pair[1] if pair is not None and pair[0] is x else None
 
 
 def to_numpy(x: Array) -> np.ndarray:

@@ -71,7 +71,11 @@ class Embedding(Layer):
         if ids.ndim < 1:
             raise ValueError(f"{self.describe()}: expected ids with a batch axis, got shape {tuple(ids.shape)}")
         if math.prod(ids.shape) > 0:
-            low, high = int(xp.min(ids)), int(xp.max(ids))
+            host = backend.known_host_copy(ids)  # a batch from the data loader: check its host copy
+            if host is not None:
+                low, high = int(host.min()), int(host.max())
+            else:  # a direct call: two device-to-host syncs
+                low, high = int(xp.min(ids)), int(xp.max(ids))
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
                     f"{self.describe()}: ids must lie in [0, {self.num_embeddings - 1}], got values in [{low}, {high}]"

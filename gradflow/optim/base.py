@@ -163,7 +163,8 @@ class Optimizer:
             p.state.clear()
         for p, name, array in parsed:
             sent = p.device.send(array, p.value.dtype)
-            p.state[name] = sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)
+            with backend.device_context(sent):  # CuPy: the copy is allocated on the current GPU
+                p.state[name] = sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)
         self.step_count = int(state.get("step", 0))
 
     def to(self, device: Any) -> "Optimizer":
