@@ -431,10 +431,11 @@ def make_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("gradcheck", help="check every built-in layer on every device here")
     check.add_argument("--devices", default=None, help="comma-separated subset, e.g. cpu,strict")
     check.set_defaults(handler=gradcheck_command)
-    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU",
-                                 add_help=False)
-    doctor.add_argument("selfcheck_args", nargs=argparse.REMAINDER)
-    doctor.set_defaults(handler=lambda args: __import__("gradflow.selfcheck").selfcheck.main(args.selfcheck_args))
+    from . import selfcheck
+
+    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU")
+    selfcheck.add_arguments(doctor)
+    doctor.set_defaults(handler=selfcheck.run)
     return parser
 
 

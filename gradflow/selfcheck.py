@@ -241,15 +241,23 @@ def report(run: Run, gpus: list[str], reason: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradflow.selfcheck", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The self-check's options (shared by ``gradflow doctor``)."""
     parser.add_argument("--report", type=Path, default=Path("gradflow-gpu-report.md"), help="where the Markdown goes")
     parser.add_argument("--only", default=None, help="comma-separated layer names for the parity suite")
     parser.add_argument("--budget", type=float, default=270.0, help="seconds after which no new check starts")
     parser.add_argument("--benchmark-seconds", type=float, default=3.0)
-    args = parser.parse_args(argv)
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gradflow.selfcheck", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every check; 0 only when all passed (see the module docstring)."""
     run = Run(args.budget)
     count, reason = usable_gpus()
     if count == 0:
