@@ -142,8 +142,11 @@ class Layer:
         if not input_grad and self.skips_input_grad:
             kwargs["input_grad"] = False
         context = backend.device_context(x)  # CuPy: forward and backprop run on x's GPU
-        with context:
+        if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
             y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+        else:
+            with context:
+                y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
         if _CALL_HOOKS:
             for hook in tuple(_CALL_HOOKS):
                 backprop = hook(self, x, y, backprop)
@@ -401,13 +404,16 @@ def check_delta_like(layer: Layer, dy: Any, like: Array, what: str = "δ") -> No
         _delta_error(layer, dy, like, what)
 
 
+_NO_CONTEXT = backend.device_context(None)  # the shared do-nothing context of host arrays
+
+
 def _delta_checked(layer: Layer, y: Any, backprop: Backprop, context: Any) -> Backprop:
     """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
     δ raises before any gradient is touched (and never broadcasts into a wrong one), run in the
     forward's device ``context``. Outputs that are not single arrays (tuples with states) are
     handed on unchecked."""
     if isinstance(y, tuple) or not hasattr(y, "dtype"):
-        if context is backend.device_context(None):
+        if context is _NO_CONTEXT:
             return backprop
 
         def in_context(*args: Any, **kwargs: Any) -> Any:
@@ -421,6 +427,8 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop, context: Any) -> Ba
         if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
                 or getattr(dy, "device", None) != device):
             _delta_error(layer, dy, y)
+        if context is _NO_CONTEXT:
+            return backprop(dy)
         with context:
             return backprop(dy)
 

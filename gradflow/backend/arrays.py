@@ -60,6 +60,9 @@ def device_context(x: Array | Sequence[Array]) -> Any:
     torch CPU) this is one shared do-nothing context (a dict look-up). ``x`` may be a tuple or
     list of arrays (the first one decides).
     """
+    kind = _KIND_BY_TYPE.get(type(x))  # the common case first: one dict look-up
+    if kind is not None and kind != "cupy":
+        return _NO_CONTEXT
     if isinstance(x, (tuple, list)):
         x = x[0] if x else None
     if library_kind(x) != "cupy":
