@@ -247,6 +247,8 @@ def unwrap(value: Any, allow_numpy: bool = False) -> Any:
         return value._a
     if isinstance(value, (list, tuple)):
         return type(value)(unwrap(v, allow_numpy) for v in value)
+    if isinstance(value, dict):
+        return {k: unwrap(v, allow_numpy) for k, v in value.items()}
     if isinstance(value, np.ndarray) and not allow_numpy:
         raise TypeError(f"Unsupported type {type(value)}")  # cupy/_core/_scalar.pyx
     return value
@@ -293,6 +295,11 @@ def call(function: Callable, args: tuple, kwargs: dict | None = None) -> Any:
     input stays on that input's device; anything else is a kernel, so the inputs are checked
     against the current device and the result is allocated there."""
     kwargs = kwargs or {}
+    out = kwargs.get("out")
+    if out is not None:  # an in-place kernel: checked first, returns ``out`` itself
+        check_devices((args, kwargs))
+        function(*unwrap(args), **unwrap(kwargs))
+        return out
     result = function(*unwrap(args), **unwrap(kwargs))
     if isinstance(result, np.ndarray):
         root = _root(result)
