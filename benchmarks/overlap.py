@@ -1,7 +1,7 @@
 """How much of the gradient all-reduce DataParallel hides behind backprop (2 ranks, MPI).
 
-    python benchmarks/overlap.py                 # starts mpirun -np 2 itself; prints and writes
-                                                 # benchmarks/results/overlap.{json,md}
+    python benchmarks/overlap.py                 # starts mpirun -np 2 itself; prints and writes runs/benchmarks/
+                                                 # overlap.{json,md} (--out benchmarks/results: the published copy)
 
 Each rank trains the MLP 784-512-512-10 (float32, global batch 256, 1 BLAS thread per rank) with
 ``DataParallel(bucket_bytes=1 MiB)``, alternating blocks of steps with ``overlap=False`` (the

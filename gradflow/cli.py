@@ -493,7 +493,7 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"gradflow {__version__}")
     print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()} {platform.release()})")
     print("devices:")
-    for name, dev, why in available_devices():
+    for name, dev, why in available_devices(("cpu", "strict", "torch", "cuda")):
         if dev is not None:
             print(f"  {name:<7} available  ({dev.name}{_cuda_names() if name == 'cuda' else ''})")
         else:
@@ -692,6 +692,11 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--devices", default=None,
                        help="comma-separated subset of cpu, strict, torch, cuda (default: all of them)")
     check.set_defaults(handler=gradcheck_command)
+    from . import selfcheck
+
+    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU")
+    selfcheck.add_arguments(doctor)
+    doctor.set_defaults(handler=selfcheck.run)
     return parser
 
 

@@ -141,11 +141,16 @@ class Layer:
         """
         if not input_grad and self.skips_input_grad:
             kwargs["input_grad"] = False
-        y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+        context = backend.device_context(x)  # CuPy: forward and backprop run on x's GPU
+        if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
+            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+        else:
+            with context:
+                y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
         if _CALL_HOOKS:
             for hook in tuple(_CALL_HOOKS):
                 backprop = hook(self, x, y, backprop)
-        return y, _delta_checked(self, y, backprop)
+        return y, _delta_checked(self, y, backprop, context)
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
         """Inference: eval-mode output, nothing kept for backward."""
@@ -401,19 +406,33 @@ def check_delta_like(layer: Layer, dy: Any, like: Array, what: str = "δ") -> No
         _delta_error(layer, dy, like, what)
 
 
-def _delta_checked(layer: Layer, y: Any, backprop: Backprop) -> Backprop:
+_NO_CONTEXT = backend.device_context(None)  # the shared do-nothing context of host arrays
+
+
+def _delta_checked(layer: Layer, y: Any, backprop: Backprop, context: Any) -> Backprop:
     """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
-    δ raises before any gradient is touched (and never broadcasts into a wrong one). Outputs
-    that are not single arrays (tuples with states) are handed on unchecked."""
+    δ raises before any gradient is touched (and never broadcasts into a wrong one), run in the
+    forward's device ``context``. Outputs that are not single arrays (tuples with states) are
+    handed on unchecked."""
     if isinstance(y, tuple) or not hasattr(y, "dtype"):
-        return backprop
+        if context is _NO_CONTEXT:
+            return backprop
+
+        def in_context(*args: Any, **kwargs: Any) -> Any:
+            with context:
+                return backprop(*args, **kwargs)
+
+        return in_context
     shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
 
     def checked(dy: Array) -> Array:
         if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
                 or getattr(dy, "device", None) != device):
             _delta_error(layer, dy, y)
-        return backprop(dy)
+        if context is _NO_CONTEXT:
+            return backprop(dy)
+        with context:
+            return backprop(dy)
 
     return checked
 

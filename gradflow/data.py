@@ -76,7 +76,9 @@ class BatchIterator:
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            xb = self._send(self.x[index])
+            host = self.x[index]
+            xb = self._send(host)
+            backend.remember_host_copy(xb, host)  # value checks (Embedding ids) read the host copy
             yield xb if self.y is None else (xb, self._send(self.y[index]))
 
     def to(self, device: "str | Device") -> "BatchIterator":

@@ -183,6 +183,10 @@ class GradientFlow:
         self._nan: Array | None = None
 
     # -- attach ------------------------------------------------------------------------------
+    def _device_context(self) -> Any:
+        params = self.model.parameters() if hasattr(self, "model") else []
+        return backend.device_context(params[0].value if params else None)
+
     def attach(self) -> "GradientFlow":
         """Start observing the model's layer calls (a call hook); returns self."""
         if self._remove is None:
@@ -225,6 +229,10 @@ class GradientFlow:
         self._delta_sq = [None] * len(self.names)
 
     def after_backward(self) -> None:
+        with self._device_context():  # CuPy: the norms are computed on the model's GPU
+            self._after_backward()
+
+    def _after_backward(self) -> None:
         """Read the gradients (and copy the weights) before the optimizer step."""
         if not self._recording:
             return
@@ -242,6 +250,10 @@ class GradientFlow:
                             for params in self._params]
 
     def after_step(self) -> None:
+        with self._device_context():  # CuPy: the norms are computed on the model's GPU
+            self._after_step()
+
+    def _after_step(self) -> None:
         """Measure the update and store this step's row (on the device)."""
         if self._recording and self._grad_sq:
             values: list[Array | None] = []
@@ -278,6 +290,10 @@ class GradientFlow:
 
     # -- results -----------------------------------------------------------------------------
     def fetch(self) -> FlowRecord:
+        with self._device_context():  # CuPy: the norms are computed on the model's GPU
+            return self._fetch()
+
+    def _fetch(self) -> FlowRecord:
         """Move the rows recorded since the last fetch to the host (one transfer) and clear them."""
         layers = len(self.names)
         if self._rows:
@@ -356,8 +372,11 @@ def _arrays(value: Any) -> list[Array]:
 def _first_bad(x: Array) -> tuple[str, tuple[int, ...]] | None:
     """None when every entry is finite, else ("NaN" or "Inf", index of the first bad entry)."""
     xp = backend.namespace(x)
-    if not backend.is_floating(x.dtype) or bool(xp.all(xp.isfinite(x))):
+    if not backend.is_floating(x.dtype):
         return None
+    with backend.device_context(x):
+        if bool(xp.all(xp.isfinite(x))):
+            return None
     host = backend.to_numpy(x)
     flat = int(np.flatnonzero(~np.isfinite(host))[0])
     index = tuple(int(i) for i in np.unravel_index(flat, host.shape))

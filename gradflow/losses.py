@@ -32,6 +32,10 @@ class Loss:
         self.validate = validate
 
     def __call__(self, output: Array, target: Any) -> tuple[Array, Array]:
+        with backend.device_context(output):  # CuPy: compute on the output's GPU
+            return self._reduced(output, target)
+
+    def _reduced(self, output: Array, target: Any) -> tuple[Array, Array]:
         xp = self._check(output, target)
         per_item, delta, count = self._compute(output, target, xp)
         value = xp.sum(per_item)
@@ -226,7 +230,8 @@ class SoftmaxCrossEntropy(_ClassLoss):
         if (self.label_smoothing or self.ignore_index is not None or getattr(output, "ndim", None) != 2
                 or getattr(target, "ndim", None) != 1 or not backend.is_integral(target.dtype)):
             return super().__call__(output, target)
-        return self._labels_fused(output, target)
+        with backend.device_context(output):
+            return self._labels_fused(output, target)
 
     def _labels_fused(self, output: Array, target: Array) -> tuple[Array, Array]:
         """Integer labels (N,) and logits (N, C), the common case: backend.softmax_cross_entropy

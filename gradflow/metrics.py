@@ -51,11 +51,12 @@ class Metric:
 
     def update(self, output: Array, target: Array) -> None:
         """Add one batch. Only device arithmetic: nothing is moved to the host."""
-        fresh, items = self._update(output, target)
-        if self._totals is None:
-            self._totals = fresh
-        else:
-            self._totals = self._merge(self._totals, fresh, self.items, items)
+        with backend.device_context(output):  # CuPy: the totals live on the output's GPU
+            fresh, items = self._update(output, target)
+            if self._totals is None:
+                self._totals = fresh
+            else:
+                self._totals = self._merge(self._totals, fresh, self.items, items)
         self.items += items
 
     def _update(self, output: Array, target: Array) -> tuple[list[Array], int]:
@@ -123,8 +124,10 @@ def _gather(pieces: list[Array]) -> np.ndarray:
     if not pieces:
         return np.zeros(0)
     xp = backend.namespace(pieces[0])
-    flat = [xp.reshape(xp.astype(p, xp.float64), (-1,)) for p in pieces]
-    return np.asarray(backend.to_numpy(xp.concat(flat) if len(flat) > 1 else flat[0]), dtype=np.float64)
+    with backend.device_context(pieces[0]):  # CuPy: cast and concatenate on the pieces' GPU
+        flat = [xp.reshape(xp.astype(p, xp.float64), (-1,)) for p in pieces]
+        joined = xp.concat(flat) if len(flat) > 1 else flat[0]
+    return np.asarray(backend.to_numpy(joined), dtype=np.float64)
 
 
 def _size(x: Array) -> int:

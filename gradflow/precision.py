@@ -142,6 +142,10 @@ class MixedPrecision:
         master dtype and compute in it: their input is cast up and their output back down, so
         the statistics never round to float16.
         """
+        with backend.device_context(self.params[0].value):  # CuPy: casts and updates on the model's GPU
+            return self._train_step(x, target, loss, before_update)
+
+    def _train_step(self, x: Array, target: Any, loss: Any, before_update: Any) -> tuple[Array, Array]:
         params, xp = self.params, backend.namespace(self.params[0].value)
         kept = {id(p) for layer in self._float32_layers for p in layer.parameters()}
         cast = [p for p in params if id(p) not in kept]

@@ -1,12 +1,28 @@
 """Shared fixtures: the device fixture runs a test on every device present and reports the rest
-as skipped (with the reason) instead of dropping them silently."""
+as skipped (with the reason) instead of dropping them silently.
+
+Without a real CuPy, tests/simcuda (a NumPy-backed CuPy with CuPy's device rules) is put on
+``sys.path`` first, so the CUDA devices run gradflow's real CuPy adapter on two simulated GPUs:
+``cuda:0`` (the current device) and ``cuda:1`` (never current unless a context is entered: a
+missing ``with device:`` raises there, as it does on a machine with two GPUs and no peer access).
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gradflow.testing import available_devices
+SIMCUDA = Path(__file__).parent / "simcuda"
+SIMULATED_CUDA = importlib.util.find_spec("cupy") is None and os.environ.get("GRADFLOW_NO_SIMCUDA") != "1"
+if SIMULATED_CUDA:
+    sys.path.insert(0, str(SIMCUDA))
+
+from gradflow.testing import available_devices  # noqa: E402
 
 DEVICES = available_devices()
 
@@ -14,7 +30,7 @@ DEVICES = available_devices()
 def _device_params():
     params = []
     for name, dev, why in DEVICES:
-        marks = [pytest.mark.gpu] if name == "cuda" else []
+        marks = [pytest.mark.gpu] if name.startswith("cuda") and not SIMULATED_CUDA else []
         if dev is None:
             marks.append(pytest.mark.skip(reason=f"device {name} absent: {why}"))
         params.append(pytest.param(name, marks=marks, id=name))
@@ -26,10 +42,33 @@ DEVICE_PARAMS = _device_params()
 
 @pytest.fixture(params=DEVICE_PARAMS)
 def device(request):
-    """A gradflow Device: cpu (NumPy), strict (array-api-strict device1), torch (CPU), cuda."""
+    """A gradflow Device: cpu (NumPy), strict (array-api-strict device1), torch (CPU), cuda:0
+    and cuda:1 (real, or simulated when CuPy is absent)."""
     from gradflow import backend
 
     return backend.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _simulated_gpus_start_clean():
+    """Each test starts on GPU 0 without peer access (a test may ``.use()`` another GPU)."""
+    if SIMULATED_CUDA:
+        import cupy
+
+        cupy._sim.reset(device_count=2, peer_access=False)
+    yield
+
+
+@pytest.fixture(params=[False, True], ids=["no-peer", "peer"])
+def peer_access(request):
+    """Both CuPy behaviours for an array of another GPU: without peer access CuPy raises; with it
+    the result silently lands on the current GPU (simulated CUDA only; skipped otherwise)."""
+    if not SIMULATED_CUDA:
+        pytest.skip("peer-access modes are switched in the simulated CUDA only")
+    import cupy
+
+    cupy._sim.config.peer_access = request.param
+    return request.param
 
 
 @pytest.fixture
@@ -38,11 +77,15 @@ def rng():
 
 
 def pytest_terminal_summary(terminalreporter):
-    present = [dev.name for _, dev, _ in DEVICES if dev is not None]
+    mark = " (simulated)" if SIMULATED_CUDA else ""
+    present = [dev.name + (mark if dev.kind == "cuda" else "") for _, dev, _ in DEVICES if dev is not None]
     absent = [f"{name} ({why})" for name, dev, why in DEVICES if dev is None]
     terminalreporter.write_sep("-", "gradflow devices")
     terminalreporter.write_line(f"tested on: {', '.join(present)}")
     terminalreporter.write_line(f"skipped (absent): {', '.join(absent) if absent else 'none'}")
+    if SIMULATED_CUDA:
+        terminalreporter.write_line("cuda:N are NumPy-backed simulated GPUs (tests/simcuda): they check device "
+                                    "placement, CuPy's dtype tables and API use, not GPU kernels or speed")
     _skip_summary(terminalreporter)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
@@ -9,6 +11,7 @@ import numpy as np
 
 from . import placement as _placement
 from .common import Array, DeviceError, Namespace
+from .library import NullContext
 
 _NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
 
@@ -42,6 +45,46 @@ def device_of(x: Array) -> "_placement.Device":
             raise DeviceError(f"array-api-strict arrays on {x.device} are not a gradflow device; use 'strict' (device1)")
         return _placement.device("strict")
     raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+_NO_CONTEXT = NullContext()  # shared: arrays of libraries without a current device
+
+
+def device_context(x: Array | Sequence[Array]) -> Any:
+    """The context in which work on ``x`` must run: ``with backend.device_context(x): ...``.
+
+    CuPy allocates every new array (creation functions, ``astype``, ``*_like``, elementwise
+    and matmul results) on the *current* GPU and refuses, or with peer access silently
+    misplaces, work on another GPU's arrays; so code that makes or combines CuPy arrays runs
+    inside the context of the GPU that owns them. For every other library (NumPy, strict,
+    torch CPU) this is one shared do-nothing context (a dict look-up). ``x`` may be a tuple or
+    list of arrays (the first one decides).
+    """
+    kind = _KIND_BY_TYPE.get(type(x))  # the common case first: one dict look-up
+    if kind is not None and kind != "cupy":
+        return _NO_CONTEXT
+    if isinstance(x, (tuple, list)):
+        x = x[0] if x else None
+    if library_kind(x) != "cupy":
+        return _NO_CONTEXT
+    return x.device  # a cupy.cuda.Device: its own context manager (re-entrant, per thread)
+
+
+_LAST_SENT = threading.local()
+
+
+def remember_host_copy(sent: Array, host: np.ndarray) -> None:
+    """Note that ``sent`` was just sent from ``host`` (the data loader does this per batch), so a
+    layer checking the values of ``sent`` (Embedding's id range) can read ``host`` instead of
+    fetching ``sent``: no device-to-host sync inside a training step. Only the latest batch
+    of each thread is remembered."""
+    _LAST_SENT.pair = (sent, host)
+
+
+def known_host_copy(x: Array) -> np.ndarray | None:
+    """The host array ``x`` was sent from, if it is the latest batch remembered, else None."""
+    pair = getattr(_LAST_SENT, "pair", None)
+    return pair[1] if pair is not None and pair[0] is x else None
 
 
 def to_numpy(x: Array) -> np.ndarray:

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import Array, Namespace
+from .common import Array, DeviceError, Namespace
 from .library import Library
-from .rng import CuPyRNG, DeviceRNG
+from .rng import CounterRNG, DeviceRNG
 
 
 class CuPyLibrary(Library):
@@ -36,6 +36,27 @@ class CuPyLibrary(Library):
         # array-api-compat's CuPy wrapper ignores device=, so allocation must happen inside
         # the device's context to land on the GPU that was asked for.
         return self._cupy.cuda.Device(self.index)
+
+    def extra_dtype(self, name: str) -> Any:
+        # CuPy 14 computes in bfloat16 through ml_dtypes' NumPy dtype, registered only with
+        # NumPy >= 2.1.2 (CuPy docs/source/upgrade.rst "Minimal support for bfloat16";
+        # cupy/_core/_scalar.pyx); gaps remain, mostly in cupyx.
+        if name != "bfloat16":
+            return super().extra_dtype(name)
+        version = self._cupy.__version__
+        why = None
+        if int(version.split(".")[0]) < 14:
+            why = f"CuPy {version} has no bfloat16 (CuPy >= 14 has it through ml_dtypes)"
+        elif tuple(int(p) for p in np.__version__.split(".")[:3] if p.isdigit()) < (2, 1, 2):
+            why = f"CuPy's bfloat16 needs NumPy >= 2.1.2, found {np.__version__}"
+        else:
+            try:
+                import ml_dtypes
+            except ImportError:
+                why = "CuPy's bfloat16 is ml_dtypes' dtype, and ml_dtypes is not installed: pip install ml_dtypes"
+        if why is not None:
+            raise DeviceError(f"device {self.name}: {why}")
+        return np.dtype(ml_dtypes.bfloat16)
 
     def from_host(self, host: np.ndarray) -> Array:
         with self._cupy.cuda.Device(self.index):
@@ -65,5 +86,5 @@ class CuPyLibrary(Library):
             self._cupy.get_default_pinned_memory_pool().free_all_blocks()
 
     def rng(self, seed: int) -> DeviceRNG:
-        return CuPyRNG(self, seed)
+        return CounterRNG(self, seed)
 

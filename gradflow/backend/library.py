@@ -36,6 +36,12 @@ class Library:
     def to_host(self, x: Array) -> np.ndarray:
         raise NotImplementedError
 
+    def extra_dtype(self, name: str) -> Any:
+        """A dtype the namespace does not name (CuPy's bfloat16), or a DeviceError saying why not."""
+        from .common import DeviceError
+
+        raise DeviceError(f"device {self.name} has no dtype {name}")
+
     def owns(self, x: Array) -> bool:
         """True when ``x`` is an array of this library on this device."""
         raise NotImplementedError

@@ -69,7 +69,7 @@ class Device:
         if name not in DTYPES and name not in ("int64", "int32", "bool", "uint8"):
             raise ValueError(f"unknown dtype {name!r}; expected one of {DTYPES}")
         if not hasattr(self.xp, name):
-            raise DeviceError(f"device {self.name} has no dtype {name}")
+            return self._library.extra_dtype(name)
         return getattr(self.xp, name)
 
     def owns(self, x: Array) -> bool:
@@ -81,14 +81,15 @@ class Device:
 
         An array already here is returned as is (cast when ``dtype`` differs).
         """
-        if not self._library.owns(x):
-            host = arrays.to_numpy(x) if arrays.is_array(x) else np.asarray(x)
-            with self._library.context():
+        # CuPy allocates the cast's result on the *current* GPU: cast inside our context.
+        with self._library.context():
+            if not self._library.owns(x):
+                host = arrays.to_numpy(x) if arrays.is_array(x) else np.asarray(x)
                 x = self._library.from_host(host)
-        if dtype is not None:
-            target = self.dtype(dtype) if isinstance(dtype, str) else dtype
-            if x.dtype != target:
-                x = self.xp.astype(x, target)
+            if dtype is not None:
+                target = self.dtype(dtype) if isinstance(dtype, str) else dtype
+                if x.dtype != target:
+                    x = self.xp.astype(x, target)
         return x
 
     def zeros(self, shape: Sequence[int], dtype: str | Any = DEFAULT_DTYPE) -> Array:

@@ -15,11 +15,25 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+import functools
+
 from . import fused
-from .arrays import library_kind, namespace
+from .arrays import device_context, library_kind, namespace
 from .common import Array
 
 _DETERMINISTIC = False
+
+
+def _on_device_of_first_argument(function):
+    """Run a primitive in its first array's device context (CuPy allocates results on the
+    current GPU), so the primitives work on any GPU without the caller entering one."""
+
+    @functools.wraps(function)
+    def wrapper(x, *args, **kwargs):
+        with device_context(x):
+            return function(x, *args, **kwargs)
+
+    return wrapper
 
 
 def set_deterministic(enabled: bool = True) -> bool:
@@ -40,6 +54,7 @@ def is_deterministic() -> bool:
     return _DETERMINISTIC
 
 
+@_on_device_of_first_argument
 def scatter_add_rows(target: Array, indices: Array, values: Array, *, portable: bool = False) -> Array:
     """``target[indices[i]] += values[i]`` for every i, duplicates summed. Returns ``target``.
 
@@ -88,6 +103,7 @@ def window_count(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
     return 0 if size < span else (size - span) // stride + 1
 
 
+@_on_device_of_first_argument
 def sliding_windows(
     x: Array,
     kernel: Sequence[int],
@@ -141,6 +157,7 @@ def sliding_windows(
     return xp.reshape(xp.stack(pieces, axis=first), shape)
 
 
+@_on_device_of_first_argument
 def erf(x: Array, *, portable: bool = False) -> Array:
     """The error function elementwise, to float64 accuracy.
 
@@ -159,7 +176,9 @@ def erf(x: Array, *, portable: bool = False) -> Array:
         elif array_api_compat.is_cupy_array(x):
             import cupyx.scipy.special
 
-            return cupyx.scipy.special.erf(x)
+            # its type table maps float16 to float64 ('e->d'): cast back to the input's dtype
+            result = cupyx.scipy.special.erf(x)
+            return result if result.dtype == x.dtype else namespace(x).astype(result, x.dtype)
         elif array_api_compat.is_torch_array(x):
             import torch
 
@@ -216,6 +235,7 @@ def _erf_portable(x: Array) -> Array:
     return xp.where(x < 0, -result, result)
 
 
+@_on_device_of_first_argument
 def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
     """``x ⊙ mask`` for a boolean ``mask`` (broadcastable to x), in x's dtype.
 
@@ -228,6 +248,7 @@ def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
     return x * namespace(x).astype(mask, x.dtype)
 
 
+@_on_device_of_first_argument
 def softmax_cross_entropy(logits: Array, labels: Array, scale: float, *, check_labels: bool = True,
                           portable: bool = False) -> tuple[Array | None, Array | None, Any]:
     """Fused softmax cross-entropy for integer labels: ``(value, delta, labels_ok)``.

@@ -130,7 +130,8 @@ class Communicator:
         device = backend.device_of(buffer)
         host = np.array(backend.to_numpy(buffer), copy=True, order="C")
         operation(host)
-        buffer[...] = device.send(host, buffer.dtype)
+        with device:  # CuPy: the write-back is a kernel on the buffer's GPU
+            buffer[...] = device.send(host, buffer.dtype)
 
     def _check_root(self, root: int) -> None:
         if not 0 <= root < self.size:

@@ -103,6 +103,10 @@ class GradientReducer:
             raise ValueError(f"GradientReducer.reduce: samples must be a non-negative int, got {samples!r}")
         if self.comm.size == 1:
             return
+        with backend.device_context(self.params[0].value):  # CuPy: pack and unpack on the GPU
+            self._reduce(samples, average)
+
+    def _reduce(self, samples: int | None, average: bool) -> None:
         flat = self._buffer()
         xp = backend.namespace(flat)
         for p, (start, stop) in zip(self.order, self.slices):
@@ -227,7 +231,8 @@ def broadcast_parameters(model: "Layer | Iterable[Parameter]", comm: Communicato
                     del p.state[name]
             for name in names:
                 if name not in p.state:
-                    p.state[name] = backend.namespace(p.value).zeros_like(p.value)
+                    with backend.device_context(p.value):  # CuPy: *_like allocates on the current GPU
+                        p.state[name] = backend.namespace(p.value).zeros_like(p.value)
             arrays += [p.state[name] for name in names]
         optimizer.step_count = int(comm.broadcast_object(optimizer.step_count, root=root))
     _broadcast_arrays(arrays, comm, root)
@@ -246,9 +251,10 @@ def _broadcast_arrays(arrays: list[Array], comm: Communicator, root: int) -> Non
             flat = xp.concat([xp.reshape(a, (-1,)) for a in members])
         comm.broadcast(flat, root=root)
         offset = 0
-        for a in members:
-            size = 1
-            for n in a.shape:
-                size *= n
-            a[...] = xp.reshape(flat[offset:offset + size], tuple(a.shape))
-            offset += size
+        with backend.device_of(members[0]):  # the write-back is a kernel on the arrays' GPU
+            for a in members:
+                size = 1
+                for n in a.shape:
+                    size *= n
+                a[...] = xp.reshape(flat[offset:offset + size], tuple(a.shape))
+                offset += size

@@ -88,8 +88,12 @@ class Embedding(Layer):
         if ids.ndim < 1:
             raise ValueError(f"{self.describe()}: expected ids with a batch axis, got shape {tuple(ids.shape)}")
         if math.prod(ids.shape) > 0:
-            wide = ids if ids.dtype in (xp.int32, xp.int64) else xp.astype(ids, xp.int64)  # torch: no min of uint16
-            low, high = int(xp.min(wide)), int(xp.max(wide))
+            host = backend.known_host_copy(ids)  # a batch from the data loader: check its host copy
+            if host is not None:
+                low, high = int(host.min()), int(host.max())
+            else:  # a direct call: two device-to-host syncs
+                wide = ids if ids.dtype in (xp.int32, xp.int64) else xp.astype(ids, xp.int64)  # torch: no min of uint16
+                low, high = int(xp.min(wide)), int(xp.max(wide))
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
                     f"{self.describe()}: ids must lie in [0, {self.num_embeddings - 1}], got values in [{low}, {high}]"

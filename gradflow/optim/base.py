@@ -98,13 +98,16 @@ class Optimizer:
                 f"{type(self).__name__}: the lr schedule gave {lr} at step {self.step_count}; "
                 "it must be finite and >= 0 (nothing was updated)"
             )
-        if self.clip_value is not None:
-            clip_grad_value(with_grad, self.clip_value)
-        if self.clip_norm is not None:
-            clip_grad_norm(with_grad, self.clip_norm)
+        # CuPy puts new arrays (slots, update terms) on the current GPU: work in each parameter's.
+        with backend.device_context(with_grad[0].value):
+            if self.clip_value is not None:
+                clip_grad_value(with_grad, self.clip_value)
+            if self.clip_norm is not None:
+                clip_grad_norm(with_grad, self.clip_norm)
         self.step_count += 1
         for p in with_grad:
-            self._update(p, p.grad, lr, backend.namespace(p.value))
+            with backend.device_context(p.value):
+                self._update(p, p.grad, lr, backend.namespace(p.value))
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -160,7 +163,8 @@ class Optimizer:
             p.state.clear()
         for p, name, array in parsed:
             sent = p.device.send(array, p.value.dtype)
-            p.state[name] = sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)
+            with backend.device_context(sent):  # CuPy: the copy is allocated on the current GPU
+                p.state[name] = sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)
         self.step_count = int(state.get("step", 0))
 
     def to(self, device: Any) -> "Optimizer":

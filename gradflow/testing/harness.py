@@ -27,7 +27,7 @@ HostArray = np.ndarray
 Reference = Callable[..., HostArray]
 
 PARITY_TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}
-CANDIDATE_DEVICES = ("cpu", "strict", "torch", "cuda")
+CANDIDATE_DEVICES = ("cpu", "strict", "torch", "cuda:0", "cuda:1")
 
 
 def available_devices(names: Sequence[str] = CANDIDATE_DEVICES) -> list[tuple[str, Device | None, str]]:

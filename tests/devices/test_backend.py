@@ -202,31 +202,5 @@ def test_cpu_memory_statistics_are_empty_and_freeing_is_a_no_op():
     dev.synchronize()
 
 
-def test_cuda_rng_is_counter_based_and_resumes_exactly():
-    recorder = _Recorder()
-
-    class FakeGenerator:
-        def __init__(self, key):
-            self.host = np.random.default_rng(key)
-
-        def random(self, shape, dtype):
-            recorder.calls.append(("random", recorder.current))
-            return self.host.random(shape).astype(dtype)
-
-        def standard_normal(self, shape, dtype):
-            return self.host.standard_normal(shape).astype(dtype)
-
-    recorder.random = types.SimpleNamespace(default_rng=FakeGenerator)
-    library = CuPyLibrary.__new__(CuPyLibrary)
-    library.index, library._cupy = 1, recorder
-    rng = backend.CuPyRNG(library, seed=5)
-    first = rng.random((3,), np.float32)
-    state = rng.get_state()
-    second = rng.random((3,), np.float32)
-    again = backend.CuPyRNG(library, seed=5)
-    again.set_state(state)
-    np.testing.assert_array_equal(again.random((3,), np.float32), second)
-    assert not np.array_equal(first, second)
-    assert ("random", 1) in recorder.calls  # drawn under the asked-for GPU's context
-    with pytest.raises(ValueError, match="does not fit a CUDA RNG"):
-        again.set_state({"kind": "pcg64"})
+# The CUDA generator (backend.CounterRNG) is tested on the simulated GPUs in
+# tests/devices/test_simulated_cuda.py (no generator per mask, exact resume, on the device).

@@ -14,12 +14,13 @@ def test_counter_counts_namespace_calls_operators_and_syncs_but_not_views(device
     xp = counter.namespace
     x = counter.wrap(device.send(np.arange(6.0).reshape(2, 3), "float32"))
     w = counter.wrap(device.send(np.ones((3, 2)), "float32"))
-    y = x @ w                      # 1 matmul
-    y += 1.0                       # 1 in-place add
-    z = xp.exp(-y)                 # neg + exp
-    view = xp.reshape(z, (4,))     # free
-    transposed = x.T               # free
-    total = xp.sum(view)           # 1 sum
+    with device:                       # raw array math on a GPU runs in its context
+        y = x @ w                      # 1 matmul
+        y += 1.0                       # 1 in-place add
+        z = xp.exp(-y)                 # neg + exp
+        view = xp.reshape(z, (4,))     # free
+        transposed = x.T               # free
+        total = xp.sum(view)           # 1 sum
     assert float(total) > 0        # a sync, not an operation
     assert counter.by_name == {"matmul": 1, "iadd": 1, "neg": 1, "exp": 1, "sum": 1}
     assert counter.total == 5 and counter.syncs == 1

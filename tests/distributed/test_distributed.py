@@ -572,6 +572,9 @@ def test_mpi_training_on_gpus_keeps_ranks_identical_and_matches_the_cpu(tmp_path
     # more: NCCL. The float64 trajectory matches the CPU one up to summation order.
     if gf.backend.cuda_device_count() == 0:
         pytest.skip("no CUDA GPU visible to CuPy")
+    if getattr(sys.modules.get("cupy"), "__simulated__", False):
+        pytest.skip("simulated GPUs live inside one process (no NCCL between MPI ranks); data parallel with one "
+                    "simulated GPU per rank runs with thread ranks in tests/training/test_gpu_placement.py")
     _require_mpi()
     job = _mpirun([str(ROOT / "tests" / "distributed" / "distributed_worker.py"), "train", str(tmp_path), "cuda"], timeout=MPI_TIMEOUT_S)
     assert job.returncode == 0, job.stdout + job.stderr

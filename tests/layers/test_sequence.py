@@ -230,14 +230,16 @@ def test_final_state_matches_reference_and_its_delta_reaches_the_initial_state(k
             (out, fin), backprop = layer(x, True, state=state, return_state=True)
             fin_h = fin[0] if kind == "lstm" else fin
             xp = backend.namespace(out)
-            joined = xp.concat([xp.reshape(out, (-1,)), xp.reshape(fin_h, (-1,))])
+            with device:  # raw array math on a GPU runs in its context
+                joined = xp.concat([xp.reshape(out, (-1,)), xp.reshape(fin_h, (-1,))])
 
             def back(w):
                 n = 1
                 for s in out.shape:
                     n *= s
-                dy = xp.reshape(w[:n], tuple(out.shape))
-                d_h = xp.reshape(w[n:], tuple(fin_h.shape))
+                with device:
+                    dy = xp.reshape(w[:n], tuple(out.shape))
+                    d_h = xp.reshape(w[n:], tuple(fin_h.shape))
                 d_final = (d_h, None) if kind == "lstm" else d_h
                 d_initial = backprop((dy, d_final))[1]
                 return d_initial[part] if kind == "lstm" else d_initial

@@ -147,7 +147,8 @@ class NaNBackward(Layer):
 
 def _step(model, x):
     y, backprop = model(x, train=True)
-    backprop(gf.backend.namespace(y).ones_like(y))
+    with gf.backend.device_context(y):  # on CuPy, ones_like allocates on the current GPU
+        backprop(gf.backend.namespace(y).ones_like(y))
 
 
 def test_anomaly_mode_names_the_first_layer_producing_nan_in_the_forward_pass(device):
