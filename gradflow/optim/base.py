@@ -369,8 +369,9 @@ class Optimizer:
         step, param_steps, parsed = self.check_state_dict(state)
         copies = []
         for p, slot, array in parsed:  # copies made before anything is replaced
-            sent = p.device.send(array, p.value.dtype)
-            copies.append((p, slot, sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)))
+            with device_context(p.value):
+                sent = p.device.send(array, p.value.dtype)
+                copies.append((p, slot, sent if sent is not array else backend.namespace(sent).asarray(sent, copy=True)))
         for p in self.params:
             p.state.clear()
         for p, slot, array in copies:
