@@ -439,7 +439,8 @@ class SequentialLR(Schedule):
             if not callable(schedule):
                 _positive("SequentialLR", f"schedules[{i}] (a constant lr)", schedule)
         if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedules) - 1:
-            raise ValueError(f"SequentialLR: expected {len(schedules) - 1} milestones, got {milestones!r}")
+            raise ValueError(f"SequentialLR: milestones must be a list of {len(schedules) - 1} steps (one fewer than "
+                             f"the schedules), got {milestones!r}")
         for m in milestones:
             _positive("SequentialLR", "milestones[...]", m, integer=True)
         if list(milestones) != sorted(set(milestones)):

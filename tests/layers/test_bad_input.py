@@ -584,6 +584,7 @@ HYPER_ROWS: dict[str, list[tuple[Any, type, str]]] = {
     "rho": [(1.5, ValueError, _RANGE + r"\[0, 1\]"), (-0.1, ValueError, _RANGE)],
     "momentum_decay": [(-1.0, ValueError, _RANGE + r"\[0, inf\)")],
     "maximize": [(1, TypeError, r"{name}: maximize must be True or False, got 1")],
+    "flat": [(None, TypeError, r"{name}: flat must be True or False, got None")],
     "decoupled_weight_decay": [("yes", TypeError, r"{name}: decoupled_weight_decay must be True or False")],
 }
 # Constructor arguments that take any value of their kind, with the reason.
@@ -823,7 +824,8 @@ def test_constructors_of_later_layers_reject_out_of_range_hyper_parameters(name,
 # -- learning-rate schedules ---------------------------------------------------------------------
 
 SCHEDULE_VALID = {"lr": 0.1, "max_lr": 0.1, "after": 0.1, "total_steps": 10, "step_size": 2, "gamma": 0.5,
-                  "warmup_steps": 3}
+                  "warmup_steps": 3, "milestones": [3, 5], "schedules": [0.1, 0.05, 0.01], "first_cycle": 4,
+                  "base_lr": 0.05, "step_size_up": 2}
 _NUMBER = [(0.0, ValueError), (-0.1, ValueError), (math.nan, TypeError), ("0.1", TypeError)]
 _COUNT = [(0, ValueError), (-1, ValueError), (2.5, TypeError)]
 SCHEDULE_ROWS: dict[str, list[tuple[Any, type]]] = {
@@ -835,6 +837,12 @@ SCHEDULE_ROWS: dict[str, list[tuple[Any, type]]] = {
     "min_lr": [(-0.1, ValueError)], "start_factor": [(-0.1, ValueError), (1.5, ValueError)],
     "patience": [(-1, ValueError), (1.5, TypeError)], "cooldown": [(-1, ValueError)],
     "min_delta": [(-1.0, ValueError)], "mode": [("sideways", ValueError)],
+    "milestones": [([5, 3], ValueError), ([0, 3], ValueError), ([2.5, 3], TypeError)],
+    "schedules": [("x", TypeError), ([0.1, -1.0, 0.1], ValueError)],
+    "power": [(0.0, ValueError), (-1.0, ValueError)], "first_cycle": _COUNT, "cycle_mult": _COUNT,
+    "base_lr": _NUMBER, "step_size_up": _COUNT, "step_size_down": [(0, ValueError), (2.5, TypeError)],
+    "anneal_strategy": [("cosine", ValueError)], "three_phase": [(1, TypeError)],
+    "threshold_mode": [("relative", ValueError)],
 }
 SCHEDULE_WITHOUT_ROWS = {"monitor": "any metric name; fit checks it against the logs"}
 

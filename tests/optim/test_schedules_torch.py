@@ -124,7 +124,7 @@ def test_reduce_on_plateau_abs_threshold_matches_torch_abs():
     (lambda: CyclicLR(0.1, 0.5, 3, mode="sine"), r"CyclicLR: mode must be"),
     (lambda: OneCycle(0.1, 10, anneal_strategy="cosine"), r"OneCycle: anneal_strategy must be 'cos' or 'linear'"),
     (lambda: SequentialLR([StepLR(0.1, 2)], []), r"SequentialLR: schedules must be a list of at least two"),
-    (lambda: SequentialLR([StepLR(0.1, 2), StepLR(0.1, 2)], [3, 4]), r"SequentialLR: expected 1 milestones"),
+    (lambda: SequentialLR([StepLR(0.1, 2), StepLR(0.1, 2)], [3, 4]), r"SequentialLR: milestones must be a list of 1 steps"),
     (lambda: ReduceLROnPlateau(0.1, threshold_mode="relative"), r"threshold_mode must be 'abs' or 'rel'"),
 ])
 def test_new_schedules_reject_bad_arguments(make, pattern):

@@ -58,10 +58,10 @@ CASES = {
 }
 
 
-def _run_gradflow(cls, kwargs, has_grad=HAS_GRAD, groups=None):
+def _run_gradflow(cls, kwargs, has_grad=HAS_GRAD, groups=None, flat=True):
     params = [Parameter(v.copy()) for v in VALUES]
     target = params if groups is None else [dict(g, params=[params[i] for i in g["params"]]) for g in groups]
-    optimizer = cls(target, **kwargs)
+    optimizer = cls(target, flat=flat, **kwargs)
     for step in range(STEPS):
         for p, g, has in zip(params, GRADS[step], has_grad[step]):
             p.grad = g.copy() if has else None
@@ -90,11 +90,12 @@ def test_optimizer_matches_torch_optim_with_parameters_that_skip_steps(case):
     assert optimizer.param_steps == [sum(row[i] for row in HAS_GRAD) for i in range(len(SHAPES))]
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per_parameter"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_optimizer_matches_torch_optim_on_flat_buffers_when_every_parameter_has_a_gradient(case):
+def test_optimizer_matches_torch_optim_when_every_parameter_has_a_gradient(case, flat):
     cls, torch_name, kwargs = CASES[case]
     every = [[True] * len(SHAPES) for _ in range(STEPS)]
-    ours, _ = _run_gradflow(cls, kwargs, has_grad=every)
+    ours, _ = _run_gradflow(cls, kwargs, has_grad=every, flat=flat)
     for a, b in zip(ours, _run_torch(torch_name, kwargs, has_grad=every)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
