@@ -188,6 +188,7 @@ def _optimizer_metadata(optimizer: Any) -> dict[str, Any]:
                      "state": getter() if callable(getter) else None}
     return {"class": type(optimizer).__name__, "hyperparameters": _hyperparameters(optimizer),
             "step": int(optimizer.step_count), "param_steps": optimizer.state_dict().get("param_steps"),
+            "group_lrs": optimizer.state_dict().get("group_lrs"),
             "schedule": described}
 
 
@@ -391,7 +392,8 @@ def load(
         optimizer.load_state_dict(_optimizer_state(checkpoint))
         schedule = saved.get("schedule")
         if schedule is None:
-            if optimizer.schedule is None and "lr" in saved["hyperparameters"]:
+            # files from before group_lrs: restore the one constant lr (group_lrs did it otherwise)
+            if saved.get("group_lrs") is None and optimizer.schedule is None and "lr" in saved["hyperparameters"]:
                 optimizer.lr = saved["hyperparameters"]["lr"]
         elif schedule.get("state") and callable(getattr(optimizer.schedule, "load_state_dict", None)):
             optimizer.schedule.load_state_dict(schedule["state"])
@@ -441,8 +443,9 @@ def _optimizer_state(checkpoint: Checkpoint) -> dict[str, Any]:
     saved: files from before per-parameter step counts have none)."""
     saved = checkpoint.metadata["optimizer"]
     state = {"step": saved.get("step"), "slots": checkpoint.optimizer_slots}
-    if saved.get("param_steps") is not None:
-        state["param_steps"] = saved["param_steps"]
+    for key in ("param_steps", "group_lrs"):
+        if saved.get(key) is not None:
+            state[key] = saved[key]
     return state
 
 

@@ -317,22 +317,25 @@ class Optimizer:
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"step": int, "param_steps": [int per parameter], "slots": {"<param index>.<slot>": array}}``
-        (the arrays as they are: views of the flat buffers; only this optimizer's slot names)."""
+        """``{"step": int, "param_steps": [int per parameter], "group_lrs": [float, or None for a
+        schedule, per group], "slots": {"<param index>.<slot>": array}}`` (the arrays as they are:
+        views of the flat buffers; only this optimizer's slot names)."""
         slots = {f"{i}.{name}": array for i, p in enumerate(self.params) for name, array in p.state.items()
                  if name in self.slot_names}  # another optimizer of the same parameters may keep others
-        return {"step": self.step_count, "param_steps": list(self.param_steps), "slots": slots}
+        group_lrs = [None if callable(group["lr"]) else group["lr"] for group in self.param_groups]
+        return {"step": self.step_count, "param_steps": list(self.param_steps), "group_lrs": group_lrs, "slots": slots}
 
-    def check_state_dict(self, state: Any) -> tuple[int, list[int], list[tuple[Parameter, str, Any]]]:
+    def check_state_dict(self, state: Any) -> tuple[int, list[int], list[float | None], list[tuple[Parameter, str, Any]]]:
         """Validate ``state`` for :meth:`load_state_dict` without changing anything; returns the
-        parsed (step, per-parameter steps, [(parameter, slot name, array)]). Raises ValueError
+        parsed (step, per-parameter steps, constant lr per group (None: keep), [(parameter, slot
+        name, array)]). Raises ValueError
         (TypeError for wrong types) naming the entry at fault."""
         name = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state, dict):
             raise TypeError(f"{name}: expected a dict with 'step' and 'slots', got {type(state).__name__}")
-        unknown = sorted(set(state) - {"step", "param_steps", "slots"})
+        unknown = sorted(set(state) - {"step", "param_steps", "group_lrs", "slots"})
         if unknown:
-            raise ValueError(f"{name}: unknown key(s) {unknown}; expected 'step', 'param_steps' and 'slots'")
+            raise ValueError(f"{name}: unknown key(s) {unknown}; expected 'step', 'param_steps', 'group_lrs' and 'slots'")
         step = state.get("step", 0)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"{name}: step must be an int >= 0, got {step!r}")
@@ -367,12 +370,21 @@ class Optimizer:
                 if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= count <= step:
                     raise ValueError(f"{name}: param_steps[{i}] must be an int in [0, step={step}], got {count!r}")
             param_steps = [int(count) for count in param_steps]
-        return step, param_steps, parsed
+        group_lrs = state.get("group_lrs")
+        if group_lrs is None:
+            group_lrs = [None] * len(self.param_groups)
+        elif not isinstance(group_lrs, (list, tuple)) or len(group_lrs) != len(self.param_groups):
+            raise ValueError(f"{name}: group_lrs must be a list of {len(self.param_groups)} lrs (one per group), "
+                             f"got {group_lrs!r}")
+        else:
+            group_lrs = [None if lr is None else check_hyper(name, f"group_lrs[{i}]", lr, 0.0, low_inclusive=False)
+                         for i, lr in enumerate(group_lrs)]
+        return step, param_steps, group_lrs, parsed
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore slots and step counts; checks everything (types, step counts, slot names,
-        parameter indices, shapes) before changing anything."""
-        step, param_steps, parsed = self.check_state_dict(state)
+        """Restore slots, step counts and the groups' constant lrs; checks everything (types,
+        step counts, slot names, parameter indices, shapes, lrs) before changing anything."""
+        step, param_steps, group_lrs, parsed = self.check_state_dict(state)
         copies = []
         for p, slot, array in parsed:  # copies made before anything is replaced
             with device_context(p.value):
@@ -384,6 +396,9 @@ class Optimizer:
             p.state[slot] = array
         self.step_count = step
         self.param_steps = param_steps
+        for group, lr in zip(self.param_groups, group_lrs):
+            if lr is not None and not callable(group["lr"]):  # a schedule stays a schedule
+                group["lr"] = lr
         self._buckets = None
 
     def to(self, device: Any) -> "Optimizer":

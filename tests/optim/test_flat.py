@@ -136,3 +136,30 @@ def test_a_second_optimizer_on_the_same_parameters_rebuilds_and_stays_correct(op
         p.grad = np.ones(3)
         optimizer.step()
     assert p.value.shape == (3,) and np.all(p.value < 1)
+
+
+def test_a_checkpoint_keeps_each_groups_lr_step_counts_and_slots(tmp_path):
+    model = _mlp("cpu")
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+
+    def make():
+        return Adam([{"params": weights}, {"params": biases, "lr": 0.003, "weight_decay": 0.0}], lr=0.01,
+                    weight_decay=0.1)
+
+    optimizer = make()
+    for step in range(3):
+        for p in model.parameters():
+            p.grad = None if (p in biases and step == 0) else RNG.normal(size=p.shape)
+        optimizer.step()
+    gf.save(tmp_path / "ckpt.safetensors", model, optimizer)
+    fresh = make()
+    fresh.lr = 0.5  # both groups now 0.5: the checkpoint must restore 0.01 and 0.003
+    gf.load(tmp_path / "ckpt.safetensors", model, fresh)
+    assert [g["lr"] for g in fresh.param_groups] == [0.01, 0.003]
+    assert fresh.param_steps == optimizer.param_steps == [3, 3, 2, 2]  # weights, then biases
+    for p in model.parameters():
+        p.grad = np.ones(p.shape)
+    before = [np.array(p.value) for p in model.parameters()]
+    fresh.step()
+    assert all(np.any(p.value != b) for p, b in zip(model.parameters(), before))
