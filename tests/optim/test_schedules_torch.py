@@ -156,3 +156,15 @@ def test_sequential_schedule_with_reduce_on_plateau_works_in_fit_and_resumes_fro
     assert whole_opt.step_count == resumed_opt.step_count == 24
     for a, b in zip(whole.parameters(), resumed.parameters()):
         np.testing.assert_array_equal(a.value, b.value)
+
+
+@pytest.mark.parametrize("make", [lambda: LinearWarmup(CosineAnnealing(0.05, 16), 4),
+                                  lambda: SequentialLR([CyclicLR(0.01, 0.05, 2), MultiStepLR(0.05, [2])], [4])],
+                         ids=["warmup", "sequential"])
+def test_composite_schedules_without_a_monitored_metric_train_without_validation_data(make):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = gf.Sequential(L.Linear(4, 2, rng=0))
+    history = fit(model, SoftmaxCrossEntropy(), SGD(model, lr=make()), (x, y), 3, batch_size=8, verbose=0)
+    assert history.epochs == [1, 2, 3] and len(history["lr"]) == 3
