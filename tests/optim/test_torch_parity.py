@@ -205,3 +205,18 @@ def test_optimizer_clip_norm_uses_norm_type_like_torch(norm_type):
         theirs.step()
     for p, t in zip(params, tensors):
         np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_optimizer_gives_the_cpu_result_on_every_device_with_skipped_steps(case, device):
+    cls, _, kwargs = CASES[case]
+    expected, _ = _run_gradflow(cls, kwargs)
+    params = [Parameter(device.send(v.copy(), "float64")) for v in VALUES]
+    optimizer = cls(params, **kwargs)
+    for step in range(STEPS):
+        for p, g, has in zip(params, GRADS[step], HAS_GRAD[step]):
+            p.grad = device.send(g.copy(), "float64") if has else None
+        optimizer.step()
+    for p, e in zip(params, expected):
+        assert device.owns(p.value) and all(device.owns(a) for a in p.state.values())
+        np.testing.assert_allclose(gf.to_numpy(p.value), e, rtol=1e-12, atol=1e-12)
