@@ -162,7 +162,7 @@ def _set_init_generator_state(state: dict[str, Any]) -> None:
 
 
 def _host(array: Any, what: str) -> np.ndarray:
-    host = np.ascontiguousarray(backend.to_numpy(array))
+    host = np.asarray(backend.to_numpy(array), order="C")  # not ascontiguousarray: it makes a 0-d array 1-d
     if host.dtype.kind not in "fiub":
         raise CheckpointError(f"save: {what} has dtype {host.dtype}, which safetensors cannot store")
     return host

@@ -126,6 +126,7 @@ def fit(
     initial_epoch: int = 0,
     resume: "str | os.PathLike | None" = None,
     before_step: Callable[[], None] | None = None,
+    precision: str = "float32",
 ) -> History:
     """Train ``model`` until epoch ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
 
@@ -140,6 +141,10 @@ def fit(
     weights as an uninterrupted run. initial_epoch: the epoch to start at without a checkpoint.
     before_step: called between backprop and the optimizer step (e.g.
     ``lambda: allreduce_gradients(model, comm)`` for data-parallel training).
+    precision: ``"float32"`` (default), or ``"float16"``/``"bfloat16"`` for mixed precision
+    (:class:`gradflow.precision.MixedPrecision`: float32 master weights, the forward and backward
+    in the compute dtype, float16 with dynamic loss scaling, BatchNorm statistics in float32);
+    bfloat16 needs a device that has it (NumPy has not: a DeviceError says so).
 
     Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
     (the learning rate of the epoch's last step).
@@ -175,6 +180,13 @@ def fit(
                           epochs=epochs, steps_per_epoch=len(batches), epoch=initial_epoch, step=step,
                           first_step=step, callbacks=callbacks, train_metrics=train_metrics,
                           before_step=before_step)
+    mixed = None
+    if precision != "float32":
+        from .precision import COMPUTE_DTYPES, MixedPrecision
+
+        if precision not in COMPUTE_DTYPES:
+            raise ValueError(f"fit: precision must be one of {COMPUTE_DTYPES}, got {precision!r}")
+        mixed = MixedPrecision(model, loss, optimizer, precision)
     schedule = getattr(optimizer, "schedule", None)
     # A composite (LinearWarmup, SequentialLR) has observe() but monitor None when nothing in it
     # watches a metric: it is not an observer then (it used to demand val_loss and crash).
@@ -189,7 +201,7 @@ def fit(
             for metric in train_metrics:
                 metric.reset()
             dispatch("on_epoch_begin", state)
-            total, seen = _train_epoch(state, device, dispatch)
+            total, seen = _train_epoch(state, device, dispatch, mixed)
             lr = _last_lr(optimizer)
             fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
             logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
@@ -232,9 +244,11 @@ def _last_lr(optimizer: Any) -> float:
     return float(optimizer.lr)
 
 
-def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> tuple[Array | None, int]:
+def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
+                 mixed: Any = None) -> tuple[Array | None, int]:
     """One pass over the batches; returns the loss summed over samples (on the device) and the
-    number of samples. Nothing is fetched here."""
+    number of samples. Nothing is fetched here. ``mixed``: a MixedPrecision trainer doing the
+    steps (fit's ``precision``)."""
     model, loss, optimizer = state.model, state.loss, state.optimizer
     fast_loss = _unchecked(loss)
     step_loss = loss if state.step == state.first_step else fast_loss
@@ -245,15 +259,16 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
             state.batch = batch
             try:
                 dispatch("on_batch_begin", state)
-                output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
-                value, delta = step_loss(output, yb)
+                if mixed is not None:
+                    value, output = mixed.train_step(xb, yb, step_loss, lambda: _before_update(state, dispatch))
+                else:
+                    output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
+                    value, delta = step_loss(output, yb)
+                    optimizer.zero_grad()
+                    backprop(delta)
+                    _before_update(state, dispatch)
+                    optimizer.step()
                 step_loss = fast_loss
-                optimizer.zero_grad()
-                backprop(delta)
-                dispatch("on_after_backward", state)
-                if state.before_step is not None:
-                    state.before_step()
-                optimizer.step()
             except Exception as error:
                 if hasattr(error, "add_note"):
                     error.add_note(f"(in fit: epoch {state.epoch + 1}, batch {batch + 1}, step {state.step})")
@@ -268,6 +283,12 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
             if state.stop_training:
                 break
     return total, seen
+
+
+def _before_update(state: TrainingState, dispatch: _Dispatch) -> None:
+    dispatch("on_after_backward", state)
+    if state.before_step is not None:
+        state.before_step()
 
 
 def evaluate(

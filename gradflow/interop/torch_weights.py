@@ -167,7 +167,7 @@ def _batch_norm_counters(model: Layer) -> list[str]:
 
     counters = []
     for name, layer in model.sublayers():
-        if isinstance(layer, (L.BatchNorm1d, L.BatchNorm2d)):
+        if isinstance(layer, (L.BatchNorm1d, L.BatchNorm2d)) and getattr(layer, "track_running_stats", True):
             counters.append(f"{name}.num_batches_tracked" if name else "num_batches_tracked")
     return counters
 
@@ -190,8 +190,8 @@ def torch_state_dict(model: Layer, values: Mapping[str, Any] | None = None) -> d
     out = {entry.theirs: np.ascontiguousarray(entry.to_torch(np.asarray(backend.to_numpy(source[entry.ours]))))
            for entry in _entries(model) if entry.ours in source and source[entry.ours] is not None}
     if values is None:
-        for key in _batch_norm_counters(model):
-            out[key] = np.zeros((), dtype=np.int64)
+        for key in _batch_norm_counters(model):  # momentum=None keeps a real count; the others have none
+            out.setdefault(key, np.zeros((), dtype=np.int64))
     return out
 
 

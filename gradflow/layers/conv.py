@@ -29,8 +29,8 @@ from .. import init as _init
 from ..backend import Array
 from ..core import Backprop, Layer, Parameter, check_delta, check_input
 from .spatial import (
-    Pads, check_fits, check_spatial_input, int_tuple, interior, offsets, pad, same_padding, symmetric,
-    window_slices,
+    Pads, check_fits, check_mode_fits, check_padding_mode, check_spatial_input, int_tuple, interior, offsets, pad,
+    pad_mode, same_padding, symmetric, unpad_mode, window_slices,
 )
 
 NO_PAD = ((0, 0),)  # for the batch axis, last in the batch-last layout
@@ -158,6 +158,12 @@ class _ConvNd(_ConvBase):
     padding: an int or one int per axis (both sides), ``"valid"`` (none) or ``"same"`` (output
     size = input size; stride 1 only; an odd total puts the extra row/column at the end, as
     PyTorch does).
+
+    padding_mode: what the padding holds, as PyTorch's argument: ``"zeros"`` (default),
+    ``"reflect"`` (mirrored without repeating the edge: ``x̃[−j] = x[j]``; each pad < the axis
+    size), ``"replicate"`` (the edge value repeated: ``x̃[−j] = x[0]``) or ``"circular"``
+    (wrapped: ``x̃[−j] = x[L − j]``; each pad <= the axis size). δ rule for the padding: the δ of
+    every padded entry is added to the input entry it copies (for zeros it is dropped).
     """
 
     def __init__(
@@ -170,15 +176,17 @@ class _ConvNd(_ConvBase):
         dilation: "int | tuple[int, ...]" = 1,
         groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         *,
         init: "str | _init.Initializer" = "he_uniform",
         rng: Any = None,
         device: Any = "cpu",
         dtype: str = "float32",
     ):
+        name = type(self).__name__
+        self.padding_mode = check_padding_mode(name, padding_mode)
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias, init, rng,
                          device, dtype)
-        name = type(self).__name__
         if padding == "valid":
             self.pads: Pads = symmetric((0,) * self.dims)
         elif padding == "same":
@@ -200,13 +208,16 @@ class _ConvNd(_ConvBase):
         self._check(x)
         spatial = tuple(x.shape[2:])
         check_fits(self, spatial, self.pads, self.kernel_size, self.dilation)
+        mode = self.padding_mode
+        if mode != "zeros":
+            check_mode_fits(self, spatial, self.pads, mode)
         xp = backend.namespace(x)
         g = self.groups
         W = self.weight.value
         weight_rows = xp.reshape(W, (g, self.out_channels // g, -1))  # (g, C_out/g, C_in/g · K)
         n = x.shape[0]
         pads = (*self.pads, *NO_PAD)  # the spatial axes and the batch axis of (C, *S, N)
-        padded = pad(batch_last(x), pads)  # (C_in, *S_padded, N)
+        padded = pad_mode(batch_last(x), pads, mode)  # (C_in, *S_padded, N)
         padded_shape = tuple(padded.shape)  # backprop keeps the shape, not the array
         cols = im2col(padded, self.kernel_size, self.stride, self.dilation, g)
         del padded
@@ -227,7 +238,7 @@ class _ConvNd(_ConvBase):
                 return None
             dcols = _grouped_matmul(_swap_last(weight_rows), dy_rows)  # (g, C_in/g · K, P · N)
             dx = col2im(dcols, padded_shape, self.kernel_size, self.stride, self.dilation, out)
-            return batch_first(dx[interior((*spatial, n), pads)])
+            return batch_first(unpad_mode(dx, (*spatial, n), pads, mode))
 
         return y, backprop
 
@@ -235,6 +246,8 @@ class _ConvNd(_ConvBase):
         parts = self._describe_args()
         if self.padding not in (0, "valid") and any(b or a for b, a in self.pads):
             parts.append(f"padding={self.padding!r}" if isinstance(self.padding, str) else f"padding={self.padding}")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode!r}")
         return ", ".join(parts + self._describe_tail())
 
 
@@ -267,6 +280,18 @@ class Conv2d(_ConvNd):
     """
 
     dims = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution: x (N, C_in, D, H, W) -> y (N, C_out, D_out, H_out, W_out), e.g. video or volumes.
+
+    Weight (C_out, C_in/groups, k_d, k_h, k_w); bias (C_out,). Each output size follows
+    ``O = ⌊(S + pad_before + pad_after − dilation·(k − 1) − 1) / stride⌋ + 1``. The forward,
+    δ rule and gradients are :class:`Conv2d`'s over three axes (one GEMM per group over
+    columns of C_in/g·k_d·k_h·k_w rows); padding and padding_mode as there.
+    """
+
+    dims = 3
 
 
 class _ConvTransposeNd(_ConvBase):
@@ -394,3 +419,14 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     dims = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution, the adjoint of :class:`Conv3d`: x (N, C_in, D, H, W) -> (N, C_out, D_out, H_out, W_out).
+
+    Each output size ``O = (S − 1)·s − 2p + δ(k − 1) + output_padding + 1``; weight
+    (C_in, C_out/groups, k_d, k_h, k_w); bias (C_out,). Forward, δ rule and gradients are
+    :class:`ConvTranspose2d`'s over three axes.
+    """
+
+    dims = 3

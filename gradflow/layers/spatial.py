@@ -95,3 +95,99 @@ def check_fits(layer: Any, spatial: tuple[int, ...], pads: Pads, kernel: tuple[i
             f"{layer.describe()}: the input's spatial size {spatial} (padded to {padded}) is smaller than "
             f"the {'dilated ' if any(r > 1 for r in dilation) else ''}kernel {span}"
         )
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def check_padding_mode(owner: str, mode: Any) -> str:
+    if mode not in PADDING_MODES:
+        raise ValueError(f"{owner}: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {mode!r}")
+    return mode
+
+
+def check_mode_fits(layer: Any, spatial: tuple[int, ...], pads: Pads, mode: str) -> None:
+    """reflect needs each pad < the axis size, circular each pad <= it (as PyTorch)."""
+    for n, (b, a) in zip(spatial, pads):
+        if (mode == "reflect" and max(b, a) >= n) or (mode == "circular" and max(b, a) > n):
+            limit = "smaller than" if mode == "reflect" else "at most"
+            raise ValueError(
+                f"{layer.describe()}: padding_mode={mode!r} needs each padding {limit} the input size on its axis, "
+                f"got padding {tuple(pads)} for spatial size {tuple(spatial)}"
+            )
+
+
+def _axis_slice(ndim: int, axis: int, part: slice) -> tuple:
+    return (*(slice(None),) * axis, part, ...)
+
+
+def pad_mode(x: Array, pads: Pads, mode: str) -> Array:
+    """``x`` padded on its last ``len(pads)`` axes by ``mode`` (reflect, replicate or circular).
+
+    Per axis of size L with (b, a) added: reflect copies ``x[b], …, x[1]`` before and
+    ``x[L−2], …, x[L−1−a]`` after (the edge itself is not repeated); replicate repeats
+    ``x[0]`` b times and ``x[L−1]`` a times; circular wraps: ``x[L−b:]`` before, ``x[:a]`` after.
+    Built from slices, flips and one concatenation per axis: the same code on every device.
+    """
+    if mode == "zeros":
+        return pad(x, pads)
+    xp = backend.namespace(x)
+    first = x.ndim - len(pads)
+    for k, (b, a) in enumerate(pads):
+        if not (b or a):
+            continue
+        axis = first + k
+        n = x.shape[axis]
+        take = lambda part: x[_axis_slice(x.ndim, axis, part)]  # noqa: E731
+        if mode == "reflect":
+            before, after = xp.flip(take(slice(1, b + 1)), axis=axis), xp.flip(take(slice(n - 1 - a, n - 1)), axis=axis)
+        elif mode == "replicate":
+            def repeat(edge, times):
+                shape = list(edge.shape)
+                shape[axis] = times
+                return xp.broadcast_to(edge, tuple(shape))
+            before, after = repeat(take(slice(0, 1)), b), repeat(take(slice(n - 1, n)), a)
+        else:  # circular
+            before, after = take(slice(n - b, n)), take(slice(0, a))
+        x = xp.concat([before, x, after], axis=axis)
+    return x
+
+
+def unpad_mode(d_padded: Array, spatial: tuple[int, ...], pads: Pads, mode: str) -> Array:
+    """The δ-backward of :func:`pad_mode`: each padded entry's δ goes back to the entry it copied.
+
+    ``zeros`` cuts the padding away; the other modes add the border δs onto their sources
+    (reflect: flipped, one in from the edge; replicate: summed onto the edge; circular: onto the
+    far end), one axis at a time, last axis first (the reverse of the forward).
+    """
+    if mode == "zeros":
+        return d_padded[interior(spatial, pads)]
+    xp = backend.namespace(d_padded)
+    d = d_padded
+    first = d.ndim - len(pads)
+    for k in reversed(range(len(pads))):
+        b, a = pads[k]
+        if not (b or a):
+            continue
+        axis = first + k
+        n = spatial[k]
+        at = lambda part: _axis_slice(d.ndim, axis, part)  # noqa: E731
+        left, right = d[at(slice(0, b))], d[at(slice(b + n, b + n + a))]
+        core = xp.asarray(d[at(slice(b, b + n))], copy=True)
+        if mode == "reflect":
+            if b:
+                core[at(slice(1, b + 1))] += xp.flip(left, axis=axis)
+            if a:
+                core[at(slice(n - 1 - a, n - 1))] += xp.flip(right, axis=axis)
+        elif mode == "replicate":
+            if b:
+                core[at(slice(0, 1))] += xp.sum(left, axis=axis, keepdims=True)
+            if a:
+                core[at(slice(n - 1, n))] += xp.sum(right, axis=axis, keepdims=True)
+        else:  # circular
+            if b:
+                core[at(slice(n - b, n))] += left
+            if a:
+                core[at(slice(0, a))] += right
+        d = core
+    return d

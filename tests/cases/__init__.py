@@ -33,6 +33,8 @@ class LayerCase:
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     before_forward: Callable[[Any], None] | None = None
     check_input_gradient: bool = True
+    #: False only where finite differences are undefined at the sample (say why in the case).
+    check_gradients: bool = True
     parity: bool = True
     noncontiguous: bool = True
     max_full: int = 256

@@ -246,7 +246,7 @@ def test_loading_into_another_architecture_lists_every_mismatch_and_changes_noth
     with pytest.raises(ck.CheckpointError) as caught:
         gf.load(path, other)
     message = str(caught.value)
-    assert "0.weight: model (8, 5) vs given (16, 5)" in message  # Linear weights are (out, in) now
+    assert "0.weight: model (8, 5) vs given (16, 5)" in message
     assert "missing keys: ['2.weight', '2.bias']" in message
     assert "unexpected keys: ['3.weight', '3.bias']" in message  # in the saved model's order
     assert "saved architecture" in message and "GeneratorDropout" in message

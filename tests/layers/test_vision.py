@@ -76,7 +76,36 @@ CONSTRUCTION_ERRORS = [
     (lambda: L.BatchNorm1d(3, momentum=1.5), r"BatchNorm1d: momentum must be in \[0, 1\]"),
     (lambda: L.BatchNorm2d(3, eps=0), r"BatchNorm2d: eps must be > 0"),
     (lambda: L.GroupNorm(4, 6), r"GroupNorm: num_groups=4 must divide num_channels=6"),
+    # the PyTorch-style options (issue 14)
+    (lambda: L.Conv2d(2, 2, 3, padding_mode="mirror"), r"Conv2d: padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular', got 'mirror'"),
+    (lambda: L.Conv3d(2, 2, (3, 3)), r"Conv3d: kernel_size must be .* a tuple of 3 such ints"),
+    (lambda: L.ConvTranspose3d(2, 2, 3, stride=2, output_padding=2), r"ConvTranspose3d: output_padding must be smaller"),
+    (lambda: L.MaxPool2d(2, dilation=0), r"MaxPool2d: dilation must be an int >= 1"),
+    (lambda: L.AvgPool2d(2, divisor_override=0), r"AvgPool2d: divisor_override must be None or a positive int, got 0"),
+    (lambda: L.AvgPool1d(2, divisor_override=1.5), r"AvgPool1d: divisor_override must be None or a positive int, got 1.5"),
+    (lambda: L.AdaptiveAvgPool2d((2, 0)), r"AdaptiveAvgPool2d: output_size must be a positive int, None, or a tuple of 2"),
+    (lambda: L.AdaptiveMaxPool1d((2, 2)), r"AdaptiveMaxPool1d: output_size must be .* a tuple of 1 such values, got \(2, 2\)"),
+    (lambda: L.MaxUnpool2d(0), r"MaxUnpool2d: kernel_size must be an int >= 1"),
+    (lambda: L.BatchNorm2d(3, momentum="cumulative"), r"BatchNorm2d: momentum must be in \[0, 1\] or None"),
+    (lambda: L.InstanceNorm2d(0), r"InstanceNorm2d: num_features must be a positive int"),
+    (lambda: L.InstanceNorm1d(3, eps=float("inf")), r"InstanceNorm1d: eps must be a finite number > 0"),
+    (lambda: L.RMSNorm(4, eps=0), r"RMSNorm: eps must be a finite number > 0 or None, got 0"),
+    (lambda: L.RMSNorm(()), r"RMSNorm: normalized_shape must be a positive int"),
+    (lambda: L.Embedding(5, 3, max_norm=-1.0), r"Embedding: max_norm must be None or a finite number > 0, got -1.0"),
+    (lambda: L.Embedding(5, 3, max_norm=1.0, norm_type=0), r"Embedding: norm_type must be a number > 0"),
 ]
+
+
+@pytest.mark.parametrize("make,error,pattern", [
+    (lambda: L.MaxPool2d(2, ceil_mode=1), TypeError, r"MaxPool2d: ceil_mode must be a bool, got 1"),
+    (lambda: L.MaxPool1d(2, return_indices="yes"), TypeError, r"MaxPool1d: return_indices must be a bool"),
+    (lambda: L.AvgPool2d(2, count_include_pad=None), TypeError, r"AvgPool2d: count_include_pad must be a bool"),
+    (lambda: L.BatchNorm1d(3, track_running_stats=0), TypeError, r"BatchNorm1d: track_running_stats must be a bool"),
+    (lambda: L.LayerNorm(3, bias="no"), TypeError, r"LayerNorm: bias must be a bool"),
+])
+def test_vision_option_flags_must_be_bools(make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        make()
 
 
 @pytest.mark.parametrize("make,pattern", CONSTRUCTION_ERRORS, ids=[p.split(":")[0] + str(i) for i, (_, p) in
