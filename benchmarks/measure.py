@@ -406,3 +406,68 @@ def mixed_precision_digits(epochs: int = 8, precisions: tuple[str, ...] = ("floa
         rows.append({"precision": precision, "status": "ok", "seconds_per_epoch": seconds / max(epochs, 1),
                      "accuracy": accuracy, "epochs": epochs})
     return rows
+# Operations per optimizer step against the number of parameter arrays (multi-tensor updates)
+# --------------------------------------------------------------------------------------------
+
+def _optimizer_builders() -> dict[str, Callable[[Any], Any]]:
+    from gradflow import optim
+
+    return {
+        "sgd": lambda m: optim.SGD(m, lr=0.01),
+        "sgd_momentum": lambda m: optim.SGD(m, lr=0.01, momentum=0.9, weight_decay=1e-4),
+        "adam": lambda m: optim.Adam(m, lr=1e-3),
+        "adamw_clip_norm": lambda m: optim.AdamW(m, lr=1e-3, clip_norm=1.0),
+        "adam_amsgrad_clip_value": lambda m: optim.Adam(m, lr=1e-3, amsgrad=True, clip_value=0.5),
+        "rmsprop_centered_momentum": lambda m: optim.RMSprop(m, lr=1e-3, centered=True, momentum=0.9),
+        "adagrad": lambda m: optim.Adagrad(m, lr=1e-2, lr_decay=1e-3),
+        "nadam": lambda m: optim.NAdam(m, lr=1e-3),
+        "radam": lambda m: optim.RAdam(m, lr=1e-3),
+        "adamax": lambda m: optim.Adamax(m, lr=1e-3),
+        "adadelta": lambda m: optim.Adadelta(m),
+        "lion": lambda m: optim.Lion(m, lr=1e-4, weight_decay=0.1),
+    }
+
+
+def optimizer_step_operations(layer_counts: tuple[int, ...] = (1, 10), width: int = 8,
+                              names: list[str] | None = None) -> dict[str, dict[int, int]]:
+    """Array operations of one steady-state ``optimizer.step()`` (the third), for a stack of
+    ``n`` Linear layers (``2n`` parameter arrays) per ``n`` in ``layer_counts``; plus
+    ``clip_grad_norm``/``clip_grad_value`` called by hand. Returns
+    ``{configuration: {parameter arrays: operations}}``: equal counts across a row mean the
+    step is independent of the number of parameter arrays (one flat update per group).
+
+        python -c "from benchmarks.measure import optimizer_step_operations as f; print(f())"
+    """
+    import array_api_compat.numpy as compat_numpy
+
+    import gradflow as gf
+    from gradflow import layers, optim
+    from gradflow.testing.counting import OperationCounter
+
+    builders = _optimizer_builders()
+    builders["clip_grad_norm"] = builders["clip_grad_value"] = builders["sgd"]
+    chosen = names or list(builders)
+    rng = np.random.default_rng(0)
+    found: dict[str, dict[int, int]] = {}
+    for name in chosen:
+        row = {}
+        for count in layer_counts:
+            counter = OperationCounter(compat_numpy)
+            model = gf.Sequential(*[layers.Linear(width, width, rng=i) for i in range(count)])
+            optimizer = builders[name](model)
+            counter.wrap_layer(model)
+            params = model.parameters()
+            for step in range(3):
+                for p in params:  # fresh gradient arrays, as backprop hands them over
+                    p.grad = counter.wrap(rng.normal(size=p.shape).astype(np.float32))
+                if step == 2:
+                    counter.reset()
+                if name == "clip_grad_norm":
+                    optim.clip_grad_norm(params, 1.0)
+                elif name == "clip_grad_value":
+                    optim.clip_grad_value(params, 0.5)
+                else:
+                    optimizer.step()
+            row[len(params)] = counter.total
+        found[name] = row
+    return found

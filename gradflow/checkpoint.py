@@ -191,7 +191,9 @@ def _optimizer_metadata(optimizer: Any) -> dict[str, Any]:
         described = {"class": type(schedule).__name__, "repr": repr(schedule),
                      "state": getter() if callable(getter) else None}
     return {"class": type(optimizer).__name__, "hyperparameters": _hyperparameters(optimizer),
-            "step": int(optimizer.step_count), "schedule": described}
+            "step": int(optimizer.step_count), "param_steps": optimizer.state_dict().get("param_steps"),
+            "group_lrs": optimizer.state_dict().get("group_lrs"),
+            "schedule": described}
 
 
 def save(
@@ -423,10 +425,11 @@ def load(
                                   + _indent(checkpoint.architecture)) from None
     if optimizer is not None:
         saved = meta["optimizer"]
-        optimizer.load_state_dict({"step": saved["step"], "slots": checkpoint.optimizer_slots})
+        optimizer.load_state_dict(_optimizer_state(checkpoint))
         schedule = saved.get("schedule")
         if schedule is None:
-            if optimizer.schedule is None and "lr" in saved["hyperparameters"]:
+            # files from before group_lrs: restore the one constant lr (group_lrs did it otherwise)
+            if saved.get("group_lrs") is None and optimizer.schedule is None and "lr" in saved["hyperparameters"]:
                 optimizer.lr = saved["hyperparameters"]["lr"]
         elif schedule.get("state") and callable(getattr(optimizer.schedule, "load_state_dict", None)):
             optimizer.schedule.load_state_dict(schedule["state"])
@@ -463,6 +466,23 @@ def _check_optimizer(checkpoint: Checkpoint, optimizer: Any) -> None:
             wrong.append(f"slot {key!r}: saved {tuple(array.shape)} vs parameter {optimizer.params[int(index)].shape}")
     if wrong:
         raise CheckpointError(f"{checkpoint.path}: the optimizer state does not fit:\n  " + "\n  ".join(wrong))
+    check = getattr(optimizer, "check_state_dict", None)
+    if callable(check):  # step counts, slot names, dtypes: everything, before the model changes
+        try:
+            check(_optimizer_state(checkpoint))
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{checkpoint.path}: the optimizer state does not fit: {error}") from None
+
+
+def _optimizer_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The optimizer's ``load_state_dict`` argument from a checkpoint (``param_steps`` only when
+    saved: files from before per-parameter step counts have none)."""
+    saved = checkpoint.metadata["optimizer"]
+    state = {"step": saved.get("step"), "slots": checkpoint.optimizer_slots}
+    for key in ("param_steps", "group_lrs"):
+        if saved.get(key) is not None:
+            state[key] = saved[key]
+    return state
 
 
 def _indent(text: str) -> str:

@@ -192,7 +192,10 @@ def fit(
             raise ValueError(f"fit: precision must be one of {COMPUTE_DTYPES}, got {precision!r}")
         mixed = MixedPrecision(model, loss, optimizer, precision)
     schedule = getattr(optimizer, "schedule", None)
-    observer = schedule if callable(getattr(schedule, "observe", None)) else None
+    # A composite (LinearWarmup, SequentialLR) has observe() but monitor None when nothing in it
+    # watches a metric: it is not an observer then (it used to demand val_loss and crash).
+    watches = not hasattr(schedule, "monitor") or getattr(schedule, "monitor") is not None
+    observer = schedule if callable(getattr(schedule, "observe", None)) and watches else None
     eval_size = validation_batch_size or max(batch_size, 256)
     try:
         dispatch("on_train_begin", state)

@@ -235,6 +235,8 @@ def broadcast_parameters(model: "Layer | Iterable[Parameter]", comm: Communicato
                         p.state[name] = backend.namespace(p.value).zeros_like(p.value)
             arrays += [p.state[name] for name in names]
         optimizer.step_count = int(comm.broadcast_object(optimizer.step_count, root=root))
+        if hasattr(optimizer, "param_steps"):  # per-parameter counts (Adam's bias correction)
+            optimizer.param_steps = [int(n) for n in comm.broadcast_object(list(optimizer.param_steps), root=root)]
     _broadcast_arrays(arrays, comm, root)
 
 

@@ -1,11 +1,14 @@
 """Optimizers, gradient clipping and learning-rate schedules."""
 
-from .base import Optimizer
+from .base import Optimizer, weight_decay_groups
 from .clip import clip_grad_norm, clip_grad_value, global_grad_norm
-from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
-from .schedules import CosineAnnealing, ExponentialLR, LinearWarmup, OneCycle, ReduceLROnPlateau, Schedule, StepLR
+from .flat import FlatBuffer
+from .optimizers import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop
+from .schedules import (CosineAnnealing, CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR, LinearWarmup, MultiStepLR,
+                        OneCycle, PolynomialLR, ReduceLROnPlateau, Schedule, SequentialLR, StepLR)
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta",
+           "Lion", "weight_decay_groups", "FlatBuffer",
            "clip_grad_norm", "clip_grad_value", "global_grad_norm",
-           "Schedule", "StepLR", "ExponentialLR", "CosineAnnealing", "LinearWarmup", "OneCycle",
-           "ReduceLROnPlateau"]
+           "Schedule", "StepLR", "MultiStepLR", "ExponentialLR", "PolynomialLR", "CosineAnnealing",
+           "CosineAnnealingWarmRestarts", "CyclicLR", "LinearWarmup", "OneCycle", "ReduceLROnPlateau", "SequentialLR"]

@@ -647,6 +647,13 @@ HYPER_ROWS: dict[str, list[tuple[Any, type, str]]] = {
     "initial_accumulator_value": [(-1.0, ValueError, _RANGE + r"\[0, inf\)")],
     "clip_norm": [(0.0, ValueError, _RANGE + r"\(0, inf\)"), (-1.0, ValueError, _RANGE)],
     "clip_value": [(0.0, ValueError, _RANGE + r"\(0, inf\)")],
+    "norm_type": [(0.0, ValueError, r"{name}: norm_type must be a number > 0 or math.inf, got 0.0"),
+                  ("2", ValueError, r"{name}: norm_type must be a number > 0")],
+    "rho": [(1.5, ValueError, _RANGE + r"\[0, 1\]"), (-0.1, ValueError, _RANGE)],
+    "momentum_decay": [(-1.0, ValueError, _RANGE + r"\[0, inf\)")],
+    "maximize": [(1, TypeError, r"{name}: maximize must be True or False, got 1")],
+    "flat": [(None, TypeError, r"{name}: flat must be True or False, got None")],
+    "decoupled_weight_decay": [("yes", TypeError, r"{name}: decoupled_weight_decay must be True or False")],
 }
 # Constructor arguments that take any value of their kind, with the reason.
 HYPER_WITHOUT_ROWS = {
@@ -758,15 +765,37 @@ def test_loading_a_bad_optimizer_state_changes_nothing(cls, device):
     optimizer = cls(model, lr=0.01)
     optimizer.step()
     good = optimizer.state_dict()
-    assert good["slots"], f"{cls.__name__} kept no state to test with"
-    first_key = next(iter(good["slots"]))
+    slot = f"0.{cls.slot_names[0]}"
+    shape = model.parameters()[0].shape
+    good_slots = dict(good["slots"], **{slot: np.ones(shape)})
     before = snapshot(model, optimizer)
-    wrong_shape = dict(good["slots"], **{first_key: np.ones((7, 7))})
-    with pytest.raises(ValueError, match=rf"{cls.__name__}.load_state_dict: slot {re.escape(repr(first_key))} has shape \(7, 7\)"):
-        optimizer.load_state_dict({"step": 5, "slots": wrong_shape})
-    with pytest.raises(ValueError, match=rf"{cls.__name__}.load_state_dict: slot '99.x' names no parameter"):
-        optimizer.load_state_dict({"step": 5, "slots": dict(good["slots"], **{"99.x": np.ones(3)})})
-    assert_unchanged(before, snapshot(model, optimizer))
+    name = rf"{cls.__name__}\.load_state_dict: "
+    rows = [
+        ("wrong shape", {"step": 5, "slots": dict(good_slots, **{slot: np.ones((7, 7))})}, ValueError,
+         rf"slot {re.escape(repr(slot))} has shape \(7, 7\)"),
+        ("no such parameter", {"step": 5, "slots": dict(good_slots, **{"99.x": np.ones(3)})}, ValueError,
+         r"slot '99.x' names no parameter"),
+        ("misspelt slot", {"step": 5, "slots": dict(good_slots, **{"0.exp_avgg": np.ones(shape)})}, ValueError,
+         rf"slot '0.exp_avgg': {cls.__name__} keeps no slot 'exp_avgg'"),
+        ("step a string", {"step": "x", "slots": good_slots}, ValueError, r"step must be an int >= 0, got 'x'"),
+        ("negative step", {"step": -5, "slots": good_slots}, ValueError, r"step must be an int >= 0, got -5"),
+        ("step a bool", {"step": True, "slots": good_slots}, ValueError, r"step must be an int >= 0, got True"),
+        ("param_steps too short", {"step": 5, "param_steps": [1], "slots": good_slots}, ValueError,
+         r"param_steps must be a list of 4 ints"),
+        ("param step above step", {"step": 1, "param_steps": [2, 1, 1, 1], "slots": good_slots}, ValueError,
+         r"param_steps\[0\] must be an int in \[0, step=1\], got 2"),
+        ("integer slot", {"step": 5, "slots": dict(good_slots, **{slot: np.ones(shape, dtype=np.int64)})}, TypeError,
+         r"slot '0\.\w+' has dtype int64; expected floating-point"),
+        ("a list as slot", {"step": 5, "slots": dict(good_slots, **{slot: [[1.0]]})}, TypeError, r"slot '0\.\w+' must be an array"),
+        ("unknown key", {"step": 5, "slots": good_slots, "stepp": 1}, ValueError, r"unknown key\(s\) \['stepp'\]"),
+        ("not a dict", [("step", 5)], TypeError, r"expected a dict"),
+    ]
+    for description, state, error, pattern in rows:
+        with raises_in_row(description, error, name + pattern):
+            optimizer.load_state_dict(state)
+        assert_unchanged(before, snapshot(model, optimizer))
+    optimizer.load_state_dict({"step": 5, "slots": good_slots})  # the good one loads
+    assert optimizer.step_count == 5 and optimizer.param_steps[0] == 5
 
 
 def test_clipping_functions_reject_non_positive_limits():
@@ -876,7 +905,8 @@ def test_constructors_of_later_layers_reject_out_of_range_hyper_parameters(name,
 # -- learning-rate schedules ---------------------------------------------------------------------
 
 SCHEDULE_VALID = {"lr": 0.1, "max_lr": 0.1, "after": 0.1, "total_steps": 10, "step_size": 2, "gamma": 0.5,
-                  "warmup_steps": 3}
+                  "warmup_steps": 3, "milestones": [3, 5], "schedules": [0.1, 0.05, 0.01], "first_cycle": 4,
+                  "base_lr": 0.05, "step_size_up": 2}
 _NUMBER = [(0.0, ValueError), (-0.1, ValueError), (math.nan, TypeError), ("0.1", TypeError)]
 _COUNT = [(0, ValueError), (-1, ValueError), (2.5, TypeError)]
 SCHEDULE_ROWS: dict[str, list[tuple[Any, type]]] = {
@@ -888,6 +918,12 @@ SCHEDULE_ROWS: dict[str, list[tuple[Any, type]]] = {
     "min_lr": [(-0.1, ValueError)], "start_factor": [(-0.1, ValueError), (1.5, ValueError)],
     "patience": [(-1, ValueError), (1.5, TypeError)], "cooldown": [(-1, ValueError)],
     "min_delta": [(-1.0, ValueError)], "mode": [("sideways", ValueError)],
+    "milestones": [([5, 3], ValueError), ([0, 3], ValueError), ([2.5, 3], TypeError)],
+    "schedules": [("x", TypeError), ([0.1, -1.0, 0.1], ValueError)],
+    "power": [(0.0, ValueError), (-1.0, ValueError)], "first_cycle": _COUNT, "cycle_mult": _COUNT,
+    "base_lr": _NUMBER, "step_size_up": _COUNT, "step_size_down": [(0, ValueError), (2.5, TypeError)],
+    "anneal_strategy": [("cosine", ValueError)], "three_phase": [(1, TypeError)],
+    "threshold_mode": [("relative", ValueError)],
 }
 SCHEDULE_WITHOUT_ROWS = {"monitor": "any metric name; fit checks it against the logs"}
 

@@ -94,11 +94,13 @@ CASES = [
 
 def _run(optimizer_class, kwargs, device, dtype):
     p = Parameter(device.send(THETA0.copy(), dtype))  # on cpu, send returns a float64 array as is
-    value_object = p.value
     optimizer = optimizer_class([p], **kwargs)
+    value_object = None
     for g in GRADS:
         p.grad = device.send(g, dtype)
         optimizer.step()
+        # the first step makes p.value a view of the flat buffer; later updates are in place
+        value_object = p.value if value_object is None else value_object
     assert p.value is value_object, "the update must be in place"
     assert backend.dtype_name(p.dtype) == dtype
     for slot, array in p.state.items():

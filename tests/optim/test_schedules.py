@@ -42,11 +42,12 @@ def test_linear_warmup_ramps_then_hands_the_shifted_step_to_the_wrapped_schedule
 
 def test_one_cycle_rises_to_max_lr_then_anneals_to_the_final_lr():
     schedule = OneCycle(1.0, total_steps=100, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
+    # PyTorch's layout: the peak at step pct_start * total_steps - 1, the final lr at total_steps - 1
     assert schedule(0) == pytest.approx(1.0 / 25)
-    assert schedule(30) == pytest.approx(1.0)
-    assert schedule(100) == pytest.approx(1.0 / 25 / 1e4)
+    assert schedule(29) == pytest.approx(1.0)
+    assert schedule(99) == pytest.approx(1.0 / 25 / 1e4) and schedule(100) == schedule(99)
     assert max(schedule(t) for t in range(101)) == pytest.approx(1.0)
-    assert schedule(15) == pytest.approx(1.0 / 25 + (1.0 - 1.0 / 25) * 0.5)
+    assert schedule(14) == pytest.approx(1.0 / 25 + (1.0 - 1.0 / 25) * 0.5 * (1 - np.cos(np.pi * 14 / 29)))
 
 
 def test_reduce_on_plateau_waits_patience_epochs_then_cools_down_and_respects_min_lr():
