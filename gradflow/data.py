@@ -66,12 +66,22 @@ class BatchIterator:
         return self.device.send(part, self.dtype if floating else None)
 
     def __iter__(self) -> Iterator[Any]:
+        for xb, yb in self.host_batches():
+            sent = self._send(xb)
+            yield sent if yb is None else (sent, self._send(yb))
+
+    def host_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The same batches (and the same shuffling) as iteration, as host arrays not yet sent:
+        ``fit`` and ``evaluate`` check each batch's labels here, where that costs no device sync."""
         n = len(self.x)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            xb = self._send(self.x[index])
-            yield xb if self.y is None else (xb, self._send(self.y[index]))
+            yield self.x[index], (None if self.y is None else self.y[index])
+
+    def send(self, batch: np.ndarray) -> Array:
+        """One host batch from :meth:`host_batches` on the iterator's device (floats in its dtype)."""
+        return self._send(batch)
 
     def to(self, device: "str | Device") -> "BatchIterator":
         self.device = backend.device(device)

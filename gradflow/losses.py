@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np  # host-side target checks only (fit/evaluate check each batch before sending it)
+
 from . import backend
 from .backend import Array, DeviceError
 from .core import _device_name
@@ -46,6 +48,13 @@ class Loss:
     def value(self, output: Array, target: Any) -> Array:
         """The loss alone (for evaluation)."""
         return self(output, target)[0]
+
+    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+        """Check a batch's target on the host, before it is sent (no device sync): ``fit`` and
+        ``evaluate`` call this for every batch, so one bad label anywhere raises instead of
+        training on it. Here: a floating target must be finite. Subclasses add their ranges."""
+        if target.dtype.kind == "f" and not np.isfinite(target).all():
+            raise ValueError(f"{self._name()}: the target contains NaN or Inf")
 
     # -- checks ------------------------------------------------------------------------------
     def _name(self) -> str:
@@ -160,6 +169,16 @@ class BCEWithLogits(Loss):
         sigmoid = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         return per_item, sigmoid - target, _size(output)
 
+    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+        super().check_host_target(target, output_shape)
+        _check_host_probabilities(self, target)
+
+
+def _check_host_probabilities(loss: Loss, target: np.ndarray) -> None:
+    if target.dtype.kind in "fiub" and target.size and not ((target >= 0) & (target <= 1)).all():
+        low, high = target.min(), target.max()
+        raise ValueError(f"{loss._name()}: targets must lie in [0, 1], got values in [{low}, {high}]")
+
 
 class _ClassLoss(Loss):
     """Shared label handling: classes on the last axis of the output, shape (..., C)."""
@@ -187,7 +206,7 @@ class _ClassLoss(Loss):
         if self.ignore_index is not None:
             kept = target != self.ignore_index
             target = xp.where(kept, target, xp.zeros_like(target))
-        if self.validate and target.shape[0] > 0:
+        if self.validate and _size(target) > 0:  # a 0-d label (one unbatched sample) too
             low, high = int(xp.min(target)), int(xp.max(target))
             if low < 0 or high >= classes:
                 raise ValueError(
@@ -199,6 +218,24 @@ class _ClassLoss(Loss):
         if kept is not None:
             one_hot = one_hot * xp.astype(kept[..., None], output.dtype)
         return one_hot, kept
+
+    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+        """Integer labels must lie in [0, C) (``ignore_index`` aside); soft labels must be finite."""
+        super().check_host_target(target, output_shape)
+        if target.dtype.kind not in "iub" or not output_shape or target.shape != tuple(output_shape[:-1]):
+            return  # soft labels, or a shape the loss itself refuses with its own message
+        classes = output_shape[-1]
+        bad = (target < 0) | (target >= classes)
+        if self.ignore_index is not None:
+            bad &= target != self.ignore_index
+        if bad.any():
+            first = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+            labels = target
+            raise ValueError(
+                f"{self._name()}: labels must lie in [0, {classes - 1}] for {classes} classes, "
+                f"got {target[first]} at sample {first[0] if len(first) == 1 else first} "
+                f"(values in [{labels.min()}, {labels.max()}])"
+            )
 
     def _count(self, output: Array, kept: Array | None, xp: Any) -> Any:
         if kept is None:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array
-from ..core import Backprop, Buffer, Layer, Parameter, check_delta, check_input
+from ..core import Backprop, Buffer, Layer, Parameter, check_delta, check_input, record_buffer
 from .spatial import LAYOUTS
 
 
@@ -93,6 +93,8 @@ class _BatchNorm(Layer):
 
     def _update_running(self, mean: Array, unbiased_var: Array) -> None:
         m = self.momentum
+        record_buffer(self.running_mean)  # undone if a later layer of this call refuses
+        record_buffer(self.running_var)
         self.running_mean.value = (1.0 - m) * self.running_mean.value + m * mean
         self.running_var.value = (1.0 - m) * self.running_var.value + m * unbiased_var
 

@@ -7,7 +7,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array, DeviceRNG
-from ..core import Backprop, Layer, check_delta, check_input
+from ..core import Backprop, Layer, check_delta, check_input, record_generator
 
 
 class Dropout(Layer):
@@ -77,7 +77,9 @@ class Dropout(Layer):
         if not train or self.p == 0.0:
             return x, lambda dy: dy
         xp = backend.namespace(x)
-        keep = self.generator(x).random(tuple(x.shape), x.dtype) >= self.p
+        rng = self.generator(x)
+        record_generator(rng)  # the draw is undone if a later layer of this call refuses
+        keep = rng.random(tuple(x.shape), x.dtype) >= self.p
         mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
         shape = tuple(x.shape)
 
