@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -168,7 +169,7 @@ def test_metadata_describes_the_run(tmp_path):
     callbacks[0].wait, callbacks[0].best_epoch = 2, 1
     path = gf.save(tmp_path / "m.safetensors", model, optimizer, epoch=1, step=2, callbacks=callbacks)
     meta = ck.read(path).metadata
-    assert meta["format"] == "gradflow-checkpoint" and meta["format_version"] == 1
+    assert meta["format"] == "gradflow-checkpoint" and meta["format_version"] == 2
     assert meta["model"]["architecture"] == repr(model)
     assert meta["optimizer"]["class"] == "Adam"
     assert meta["optimizer"]["hyperparameters"]["beta1"] == 0.8
@@ -327,7 +328,9 @@ def test_an_rng_state_that_does_not_fit_is_skipped_with_a_warning(tmp_path):
     import safetensors.numpy
 
     arrays = {f"model/{k}": v for k, v in weights(model).items()}
-    (tmp_path / "cuda.safetensors").write_bytes(safetensors.numpy.save(arrays, {"gradflow": json.dumps(document)}))
+    text = json.dumps(document)
+    header = {"gradflow": text, "gradflow_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    (tmp_path / "cuda.safetensors").write_bytes(safetensors.numpy.save(arrays, header))
     with pytest.warns(RuntimeWarning, match="RNG state of layer '2' .*was not restored"):
         gf.load(tmp_path / "cuda.safetensors", build(seed=1))
 
