@@ -82,6 +82,8 @@ class Embedding(Layer):
         xp = backend.namespace(ids)
         W = self.weight.value
         flat = xp.reshape(ids, (-1,))
+        if flat.dtype != xp.int64 and flat.dtype != xp.int32:  # torch indexes with int32/int64 only
+            flat = xp.astype(flat, xp.int64)
         out_shape = (*ids.shape, self.dim)
         y = xp.reshape(xp.take(W, flat, axis=0), out_shape)
 

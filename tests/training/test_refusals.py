@@ -242,3 +242,15 @@ def test_class_losses_take_one_unbatched_sample(device, loss):
     np.testing.assert_allclose(gf.to_numpy(delta), gf.to_numpy(batched_delta)[0])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\].*got values in \[3, 3\]"):
         loss(device.send(logits, "float64"), device.send(np.array(3), "int64"))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint8", "int32", "int64"])
+def test_embedding_takes_every_integer_id_dtype_on_every_device(device, dtype):
+    layer = L.Embedding(7, 3, rng=0).to(device, "float64")
+    ids = np.array([[0, 6, 2], [2, 2, 5]], dtype=dtype)
+    y, backprop = layer(device.send(ids), train=True)
+    np.testing.assert_array_equal(gf.to_numpy(y), gf.to_numpy(layer.weight.value)[ids.astype(np.int64)])
+    backprop(device.send(np.ones((2, 3, 3)), "float64"))
+    expected = np.zeros((7, 3))
+    np.add.at(expected, ids.reshape(-1).astype(np.int64), 1.0)
+    np.testing.assert_array_equal(gf.to_numpy(layer.weight.grad), expected)
