@@ -20,6 +20,7 @@ from typing import Any
 
 from . import backend
 from .backend import Array, Device, DeviceError
+from .validation import CheckedArguments
 
 Backprop = Callable[[Array], Array]
 CallHook = Callable[["Layer", Array, Any, Backprop], Backprop]
@@ -178,13 +179,17 @@ class Buffer:
         return f"Buffer(shape={tuple(self.value.shape)})"
 
 
-class Layer:
+class Layer(CheckedArguments):
     """Base class of every layer and container.
 
     Subclasses implement ``forward(x, train) -> (y, backprop)``. Parameters, buffers and
     sub-layers are found by looking at the instance's attributes (also inside lists), in the
     order they were assigned, so ``state_dict`` keys are stable: ``"0.weight"``,
     ``"encoder.layers.1.bias"``.
+
+    Constructor arguments with the common names of :data:`gradflow.validation.CHECKS` (``eps``,
+    ``dropout``, ``dtype``, ``bias``...) are checked the same way in every subclass before its
+    ``__init__`` runs.
     """
 
     training: bool = True
@@ -558,6 +563,8 @@ def _delta_error(layer: Layer, dy: Any, y: Array, what: str = "δ") -> None:
             f"{layer.describe()}: backprop expected a {what} of dtype {backend.dtype_name(y.dtype)} (the output's), "
             f"got {backend.dtype_name(dy.dtype)}"
         )
+    if isinstance(dy, type(y)):  # a subclass of the output's type (np.memmap): the same library
+        return
     raise TypeError(
         f"{layer.describe()}: backprop expected a {what} of type {type(y).__name__} (the output's), "
         f"got {type(dy).__module__}.{type(dy).__name__}"

@@ -13,8 +13,10 @@ import numpy as np
 
 from . import backend
 from .backend import Array, Device
+from .validation import checked_arguments
 
 
+@checked_arguments
 class BatchIterator:
     """Iterate over ``(x_batch, y_batch)`` pairs (or ``x_batch`` alone when ``y`` is None).
 

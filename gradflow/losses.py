@@ -19,11 +19,12 @@ import numpy as np  # host-side target checks only (fit/evaluate check each batc
 from . import backend
 from .backend import Array, DeviceError
 from .core import _device_name
+from .validation import CheckedArguments
 
 REDUCTIONS = ("mean", "sum")
 
 
-class Loss:
+class Loss(CheckedArguments):
     """Base class. Subclasses implement ``_compute(output, target, xp) -> (per_item, delta)``
     where ``per_item`` is the unreduced loss and ``delta`` the gradient of its *sum*."""
 

@@ -19,6 +19,7 @@ from typing import Any
 from .. import backend
 from ..backend import Array
 from ..core import Layer, Parameter, _device_name as _where
+from ..validation import CheckedArguments
 from .clip import clip_grad_norm, clip_grad_value
 
 LearningRate = "float | Callable[[int], float]"
@@ -40,7 +41,7 @@ def check_hyper(owner: str, name: str, value: float, low: float, high: float | N
     return value
 
 
-class Optimizer:
+class Optimizer(CheckedArguments):
     """Base class; subclasses implement ``_update(p, grad, lr, xp)`` (in place on p.value)."""
 
     def __init__(
