@@ -34,19 +34,17 @@ def _is_int(value: Any) -> bool:
 def real(owner: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within the bounds, or a clear error naming ``owner`` and ``name``."""
-    interval = ""
+    expected = "a finite number"
     if low is not None or high is not None:
         left = "(" if low_open or low is None else "["
         right = ")" if high_open or high is None else "]"
-        interval = f" in {left}{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}{right}"
+        expected = f"in {left}{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}{right}"
     if not _is_number(value):
-        raise TypeError(f"{owner}: {name} must be a finite number{interval}, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{owner}: {name} must be a number ({expected}), got {type(value).__name__} {value!r}")
     number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{owner}: {name} must be a finite number{interval}, got {value!r}")
-    if (low is not None and (number < low or (low_open and number == low))) or (
+    if not math.isfinite(number) or (low is not None and (number < low or (low_open and number == low))) or (
             high is not None and (number > high or (high_open and number == high))):
-        raise ValueError(f"{owner}: {name} must be a finite number{interval}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
     return number
 
 
@@ -111,8 +109,12 @@ def _dtype(owner: str, name: str, value: Any) -> None:
 
 
 def _init(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, str) and not callable(value):
-        raise TypeError(f"{owner}: {name} must be an initializer name or a callable, got {value!r}")
+    from .init import _BY_NAME
+
+    if callable(value):
+        return
+    if not isinstance(value, str) or value not in _BY_NAME:
+        raise ValueError(f"{owner}: {name} must be a callable or one of {sorted(_BY_NAME)}, got {value!r}")
 
 
 def _learning_rate(owner: str, name: str, value: Any) -> None:

@@ -543,11 +543,16 @@ def test_every_loss_keeps_the_output_dtype_whatever_the_target_dtype(case, devic
 
 
 @pytest.mark.parametrize("make,pattern", [
-    (lambda: losses.SoftmaxCrossEntropy(reduction="none"), r"reduction must be one of"),
+    (lambda: losses.SoftmaxCrossEntropy(reduction="avg"), r"reduction must be one of"),
     (lambda: losses.SoftmaxCrossEntropy(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
     (lambda: losses.SoftmaxCrossEntropy(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
-    (lambda: losses.Huber(delta=0.0), r"Huber: delta must be > 0"),
-    (lambda: losses.Huber(delta=math.nan), r"Huber: delta must be > 0"),
+    (lambda: losses.Huber(delta=0.0), r"Huber: delta must be in \(0, inf\), got 0.0"),
+    (lambda: losses.Huber(delta=math.nan), r"Huber: delta must be in \(0, inf\), got nan"),
+    (lambda: losses.SoftmaxCrossEntropy(weight=[1.0, -1.0]), r"SoftmaxCrossEntropy: weight must be finite and >= 0"),
+    (lambda: losses.NLL(weight=[[1.0]]), r"NLL: weight must be a 1-D array of numbers"),
+    (lambda: losses.BCEWithLogits(pos_weight=math.inf), r"BCEWithLogits: pos_weight must be finite and >= 0"),
+    (lambda: losses.KLDivergence(reduction="avg"), r"KLDivergence: reduction must be one of \('batchmean'"),
+    (lambda: losses.SoftmaxCrossEntropy(weight=[1.0, 2.0], label_smoothing=0.1), r"label_smoothing together with weight"),
     (lambda: losses.MSE(reduction="avg"), r"MSE: reduction must be one of"),
 ])
 def test_loss_settings_out_of_range_are_value_errors(make, pattern):
