@@ -217,6 +217,8 @@ class BCE(Loss):
     def _compute(self, output, target, xp):
         target = self._check_same_shape(output, target)
         if self.validate and bool(xp.any((target < 0) | (target > 1) | (output < 0) | (output > 1))):
+            if not bool(xp.all(xp.isfinite(output))):
+                self._raise_not_finite(output, xp)
             raise ValueError(f"{self._name()}: outputs and targets must lie in [0, 1] (probabilities)")
         log_y = xp.maximum(xp.log(output), -100.0)
         log_not_y = xp.maximum(xp.log1p(-output), -100.0)
@@ -258,7 +260,8 @@ class KLDivergence(Loss):
             t = target
             positive = t > 0
             safe = xp.where(positive, t, xp.ones_like(t))
-            per_item = xp.where(positive, t * (xp.log(safe) - output), xp.zeros_like(t))
+            # 0 where t = 0 (the limit of t log t); NaN for a NaN target, which the finiteness check names
+            per_item = xp.where(positive, t * (xp.log(safe) - output), xp.where(t == 0, xp.zeros_like(t), t))
         count = output.shape[0] if self.reduction == "batchmean" else _size(output)
         return per_item, -t, count
 
@@ -273,9 +276,11 @@ def _host_weights(owner: str, name: str, value: Any, allow_scalar: bool = False)
     if value is None:
         return None
     host = backend.to_numpy(value) if backend.is_array(value) else np.asarray(value)
-    if host.dtype.kind not in "biuf" or (host.ndim != 1 and not (allow_scalar and host.ndim == 0)):
-        shape = "a number or " if allow_scalar else ""
+    shape = "a number or " if allow_scalar else ""
+    if host.dtype.kind not in "biuf":
         raise TypeError(f"{owner}: {name} must be {shape}a 1-D array of numbers, got {value!r}")
+    if host.ndim != 1 and not (allow_scalar and host.ndim == 0):
+        raise ValueError(f"{owner}: {name} must be {shape}a 1-D array of numbers, got shape {host.shape}")
     host = host.astype(np.float64)
     if not np.all(np.isfinite(host)) or np.any(host < 0):
         raise ValueError(f"{owner}: {name} must be finite and >= 0, got {value!r}")

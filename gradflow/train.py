@@ -13,8 +13,10 @@ half second), or anomaly mode.
 
 Before anything trains, ``fit`` checks every label of the training and validation data on the
 host (``Loss.check_host_target``: integer labels in [0, C), BCE targets in [0, 1], finite
-targets), where that costs no device sync, after one inference forward of a single sample to
-learn the output's shape; ``evaluate`` does the same after its first batch. The loss's device
+targets), where that costs no device sync: the training labels right after the first step's
+forward (whose output gives the class count; that step is rolled back if they are refused),
+the validation data after one inference forward of its first batch (eval mode: nothing moves),
+before epoch 1; ``evaluate`` does the same after its first batch. The loss's device
 checks (finite output) run on the first batch of every ``fit`` and ``evaluate`` call; later
 batches skip them, because each costs a sync. A NaN loss is caught at the end of the epoch
 (training stops with a warning); add ``TerminateOnNaN()`` to stop at the exact step, and use
@@ -73,7 +75,7 @@ def _check_labels(model: Layer, loss: Loss | None, batches: BatchIterator, what:
     if y is None or type(batches).__iter__ is not BatchIterator.__iter__:
         return
     if output_shape is None:
-        output_shape = tuple(model.predict(batches.send(batches.x[:1])).shape)
+        output_shape = tuple(model.predict(batches.send(batches.x[:batches.batch_size])).shape)
     full_shape = (len(y),) + tuple(output_shape[1:])
     try:
         if loss is not None:
@@ -207,8 +209,9 @@ def fit(
     elif val_batches is None and monitor.startswith("val_"):
         raise ValueError(f"fit: the optimizer's schedule monitors {monitor!r}, which needs validation data; "
                          "give validation= or validation_split=, or change the schedule's monitor")
-    # Every label checked on the host, and the data's shapes through the model, before anything moves.
-    _check_labels(model, loss, batches, "fit: data")
+    # Validation data: shapes through the model (one inference forward: nothing moves) and every
+    # label on the host, before anything trains. The training labels are checked in the first
+    # step, between its forward and its loss, where that step's rollback covers them.
     if val_batches is not None:
         _check_labels(model, loss, val_batches, "fit: validation")
     callbacks = list(callbacks or [])
@@ -240,7 +243,7 @@ def fit(
             for metric in train_metrics:
                 metric.reset()
             dispatch("on_epoch_begin", state)
-            total, seen = _train_epoch(state, device, dispatch)
+            total, seen = _train_epoch(state, device, dispatch, check_labels=epoch == initial_epoch)
             lr = _last_lr(optimizer)
             fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
             logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
@@ -282,9 +285,11 @@ def _last_lr(optimizer: Any) -> float:
     return float(optimizer.lr)
 
 
-def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> tuple[Array | None, int]:
+def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
+                 check_labels: bool = False) -> tuple[Array | None, int]:
     """One pass over the batches; returns the loss summed over samples (on the device) and the
-    number of samples. Nothing is fetched here."""
+    number of samples. Nothing is fetched here. ``check_labels``: check every label of the data
+    on the host after the first forward (its output gives the class count)."""
     model, loss, optimizer = state.model, state.loss, state.optimizer
     # Labels were checked on the host before training; a BatchIterator that makes its own batches
     # keeps the loss's device checks on every batch instead.
@@ -300,6 +305,9 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch) -> t
                 dispatch("on_batch_begin", state)
                 with rollback_on_error():  # a refused batch leaves statistics and generators as they were
                     output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
+                    if check_labels:
+                        _check_labels(model, loss, state.data, "fit: data", tuple(output.shape))
+                        check_labels = False
                     value, delta = step_loss(output, yb)
                 step_loss = fast_loss
                 optimizer.zero_grad()

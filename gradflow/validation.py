@@ -1,13 +1,19 @@
-"""Constructor arguments checked by name, in one place, before any constructor body runs.
+"""Constructor arguments checked by name, in one place, for every public constructor.
 
 Every layer, loss, optimizer, schedule and callback constructor goes through
 :func:`checked_arguments` (installed by the base classes' ``__init_subclass__``), so an argument
 with one of the names in :data:`CHECKS` is checked the same way everywhere, including in layers
 added later: ``eps=inf``, ``dropout=-0.1``, ``forget_bias=nan``, ``dtype="float8"``,
 ``bias="yes"`` raise a ``TypeError`` or ``ValueError`` that names the class, the argument, what
-it accepts and what it got. Only arguments the caller passes are checked (defaults are trusted),
-and a class whose argument of a listed name means something else lists it in
-``_unchecked_arguments``. The constructors keep their own checks for everything else.
+it accepts and what it got.
+
+A constructor's own checks keep precedence (their messages are often more specific): the
+shared check replaces the constructor's error only when that error does not name the argument
+(``OverflowError: cannot convert float infinity to integer``), and runs after a constructor that
+accepted the value, restoring the initializer's generator if it then refuses, so a refused
+construction leaves no trace. Only arguments the caller passes are checked (defaults are
+trusted); a class whose argument of a listed name means something else lists it in
+``_unchecked_arguments``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +47,7 @@ def real(owner: str, name: str, value: Any, *, low: float | None = None, high: f
         right = ")" if high_open or high is None else "]"
         expected = f"in {left}{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}{right}"
     if not _is_number(value):
-        raise TypeError(f"{owner}: {name} must be a number ({expected}), got {type(value).__name__} {value!r}")
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__} {value!r} (expected {expected})")
     number = float(value)
     if not math.isfinite(number) or (low is not None and (number < low or (low_open and number == low))) or (
             high is not None and (number > high or (high_open and number == high))):
@@ -187,17 +194,37 @@ def checked_arguments(cls: type) -> type:
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        from . import init as _init_module
+
         try:
             given = signature.bind(self, *args, **kwargs).arguments
         except TypeError:  # a wrong call: the constructor's own TypeError says so
-            given = {}
-        for name, check, default in checks:
-            if name in given:
-                value = given[name]
-                if value is default or (value is None and default is None):
-                    continue
-                check(type(self).__name__, name, value)
-        init(self, *args, **kwargs)
+            return init(self, *args, **kwargs)
+        to_check = [(name, check, given[name]) for name, check, default in checks
+                    if name in given and given[name] is not default and not (given[name] is None and default is None)]
+        if not to_check:
+            return init(self, *args, **kwargs)
+        generator = _init_module._default_generator
+        saved = generator.bit_generator.state
+        owner = type(self).__name__
+        try:
+            init(self, *args, **kwargs)
+        except Exception as error:
+            message = str(error)
+            for name, check, value in to_check:
+                if not re.search(rf"\b{name}\b", message):  # the constructor's error does not name it: ours does
+                    try:
+                        check(owner, name, value)
+                    except (TypeError, ValueError) as ours:
+                        raise ours from None
+            raise
+        for name, check, value in to_check:
+            try:
+                check(owner, name, value)
+            except (TypeError, ValueError):
+                generator.bit_generator.state = saved  # the refused construction draws nothing
+                _init_module._default_generator = generator
+                raise
 
     __init__._checked_arguments = True  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]

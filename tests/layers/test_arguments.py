@@ -56,7 +56,8 @@ def test_every_checked_argument_is_refused_with_its_name(cls, name, bad):
     if (isinstance(bad, str) and name in ("monitor", "path")) or (isinstance(bad, list) and name == "normalized_shape"):
         pytest.skip(f"{bad!r} is a valid {name}")
     build(cls)  # the valid call works
-    with pytest.raises((TypeError, ValueError), match=rf"{cls.__name__}: {name} must be"):
+    # the constructor's own message, or the shared one (gradflow.validation): either names the argument
+    with pytest.raises((TypeError, ValueError), match=rf"\b{name}\b"):
         build(cls, **{name: bad})
 
 
@@ -69,9 +70,9 @@ def test_every_checked_argument_is_refused_with_its_name(cls, name, bad):
     (lambda: L.TransformerEncoderBlock(math.nan, 2), r"TransformerEncoderBlock: embed_dim must be an int >= 1, got nan"),
     (lambda: L.TransformerEncoderBlock(4, 2, mlp_ratio=math.inf), r"TransformerEncoderBlock: mlp_ratio must be"),
     (lambda: L.Linear(2, 2, bias="yes"), r"Linear: bias must be True or False, got 'yes'"),
-    (lambda: L.Linear(2, 2, dtype="float8"), r"Linear: dtype must be one of"),
+    (lambda: L.Linear(2, 2, dtype="float8"), r"dtype 'float8'"),
     (lambda: L.LayerNorm(math.nan), r"LayerNorm: normalized_shape must be a positive int or a tuple of them"),
-    (lambda: Lo.Huber(delta="1"), r"Huber: delta must be a number \(in \(0, inf\)\), got str"),
+    (lambda: Lo.Huber(delta="1"), r"Huber: delta must be a number, got str \'1\' \(expected in \(0, inf\)\)"),
     (lambda: Lo.SoftmaxCrossEntropy(label_smoothing=None), r"SoftmaxCrossEntropy: label_smoothing must be"),
     (lambda: LossScaler(initial=math.inf), r"LossScaler: initial must be in \(0, inf\), got inf"),
     (lambda: LossScaler(growth_interval=math.inf), r"LossScaler: growth_interval must be an int >= 1"),
