@@ -36,7 +36,7 @@ anywhere in the arrays or the metadata is found when the file is read. ``load`` 
 everything (digests, metadata types, keys, shapes, optimizer slot names, RNG generator names
 and states) before it assigns anything, and if applying still fails, restores what it had
 changed: an error leaves the model, optimizer, data iterator, callbacks and RNGs as they were.
-Files of format version 1 (no digests) still load.
+Files of format version 1 (no digests, Linear weights (in, out)) are refused.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ from . import backend
 from .callbacks import History, callback_key
 
 FORMAT = "gradflow-checkpoint"
+# 2: Linear weights are stored (out_features, in_features) as in PyTorch; version 1 stored them
+# (in, out), and a square one would load transposed without a word, so version 1 is refused.
+# Version 2 also holds SHA-256 digests of every array and of the metadata.
 FORMAT_VERSION = 2
 METADATA_KEY = "gradflow"
 DIGEST_KEY = "gradflow_sha256"  # header entry: SHA-256 of the metadata document
@@ -413,10 +416,15 @@ def read(path: "str | os.PathLike") -> Checkpoint:
             f"{name}: written by a newer gradflow (format version {metadata['format_version']}, this one reads "
             f"up to {FORMAT_VERSION}); upgrade gradflow"
         )
+    if version < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name}: written by gradflow 0.1 (format version {metadata.get('format_version')}), which stored "
+            "Linear weights as (in, out); this version stores PyTorch's (out, in) and will not guess: "
+            "re-create the checkpoint with this version"
+        )
     saved_digest = (header.get("__metadata__") or {}).get(DIGEST_KEY)
-    if version >= 2 or saved_digest is not None:
-        if saved_digest != _text_digest(document):
-            raise CheckpointError(f"{name}: corrupt checkpoint: the metadata does not match its SHA-256 digest")
+    if saved_digest != _text_digest(document):
+        raise CheckpointError(f"{name}: corrupt checkpoint: the metadata does not match its SHA-256 digest")
     try:
         ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
     except (TypeError, KeyError, IndexError, ValueError):
@@ -428,13 +436,12 @@ def read(path: "str | os.PathLike") -> Checkpoint:
         arrays = st.load(payload)
     except Exception as error:  # safetensors raises its own error type
         raise CheckpointError(f"{name}: corrupt checkpoint ({error})") from None
-    if version >= 2:
-        digests = metadata.get("digests")
-        if not isinstance(digests, dict) or set(digests) != set(arrays):
-            raise CheckpointError(f"{name}: corrupt checkpoint: the arrays do not match the list of digests")
-        bad = [key for key, array in arrays.items() if digests[key] != _digest(key, array)]
-        if bad:
-            raise CheckpointError(f"{name}: corrupt checkpoint: {bad} do not match their SHA-256 digests")
+    digests = metadata.get("digests")
+    if not isinstance(digests, dict) or set(digests) != set(arrays):
+        raise CheckpointError(f"{name}: corrupt checkpoint: the arrays do not match the list of digests")
+    bad = [key for key, array in arrays.items() if digests[key] != _digest(key, array)]
+    if bad:
+        raise CheckpointError(f"{name}: corrupt checkpoint: {bad} do not match their SHA-256 digests")
     _check_metadata(metadata, name)
     # safetensors does not keep the insertion order: restore the model's own key order
     order = {key: i for i, key in enumerate((metadata.get("model") or {}).get("keys", []))}

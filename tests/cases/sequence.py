@@ -85,7 +85,7 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
 def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
     N, T, E = x.shape
     d = E // heads
-    qkv = x @ p[prefix + "qkv.weight"] + p[prefix + "qkv.bias"]
+    qkv = x @ p[prefix + "qkv.weight"].T + p[prefix + "qkv.bias"]
     q, k, v = qkv[..., :E], qkv[..., E:2 * E], qkv[..., 2 * E:]
     out = np.zeros((N, T, E))
     for n in range(N):
@@ -103,7 +103,7 @@ def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
                     e = np.exp(scores[t, allowed[t]] - scores[t, allowed[t]].max())
                     weights[t, allowed[t]] = e / e.sum()
             out[n, :, cols] = weights @ v[n, :, cols]
-    return out @ p[prefix + "out.weight"] + p[prefix + "out.bias"]
+    return out @ p[prefix + "out.weight"].T + p[prefix + "out.bias"]
 
 
 def gelu_ref(x):
@@ -114,8 +114,8 @@ def block_ref(p, x, heads, causal=False, key_padding_mask=None):
     a = layer_norm_ref(x, p["attention.body.0.weight"], p["attention.body.0.bias"], (-1,))
     h = x + attention_ref(p, a, heads, causal, key_padding_mask, prefix="attention.body.1.")
     m = layer_norm_ref(h, p["mlp.body.0.weight"], p["mlp.body.0.bias"], (-1,))
-    hidden = gelu_ref(m @ p["mlp.body.1.weight"] + p["mlp.body.1.bias"])
-    return h + hidden @ p["mlp.body.3.weight"] + p["mlp.body.3.bias"]
+    hidden = gelu_ref(m @ p["mlp.body.1.weight"].T + p["mlp.body.1.bias"])
+    return h + hidden @ p["mlp.body.3.weight"].T + p["mlp.body.3.bias"]
 
 
 def sinusoid_ref(T, dim, base=10000.0):
