@@ -247,7 +247,7 @@ def test_loading_into_another_architecture_lists_every_mismatch_and_changes_noth
     with pytest.raises(ck.CheckpointError) as caught:
         gf.load(path, other)
     message = str(caught.value)
-    assert "0.weight: model (5, 8) vs given (5, 16)" in message
+    assert "0.weight: model (8, 5) vs given (16, 5)" in message
     assert "missing keys: ['2.weight', '2.bias']" in message
     assert "unexpected keys: ['3.weight', '3.bias']" in message  # in the saved model's order
     assert "saved architecture" in message and "GeneratorDropout" in message
