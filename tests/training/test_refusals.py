@@ -254,3 +254,13 @@ def test_embedding_takes_every_integer_id_dtype_on_every_device(device, dtype):
     expected = np.zeros((7, 3))
     np.add.at(expected, ids.reshape(-1).astype(np.int64), 1.0)
     np.testing.assert_array_equal(gf.to_numpy(layer.weight.grad), expected)
+
+
+def test_the_cli_trains_with_warmup_and_no_validation_split(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    from gradflow import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--warmup", "5", "--validation-split", "0", "--epochs", "2", "--limit", "120",
+                     "--verbose", "0"]) == 0
+    assert "test loss" in capsys.readouterr().out
