@@ -47,7 +47,7 @@ def worker(args: argparse.Namespace) -> None:
             layers.append(L.ReLU())
     model = gf.Sequential(*layers)
     bucket_bytes = None if args.bucket_kb is None else args.bucket_kb * 1024
-    net = gfd.DataParallel(model, comm, bucket_bytes=bucket_bytes)
+    net = gfd.DataParallel(model, comm, bucket_bytes=bucket_bytes, overlap=False)  # overlap: benchmarks/overlap.py
     net.allreduce_gradients = lambda: None  # reduced explicitly below, to time it on its own
     optimizer = Adam(net, lr=1e-3)
     loss = SoftmaxCrossEntropy()

@@ -249,3 +249,160 @@ def _short(filename: str) -> str:
         if marker in filename:
             return filename[filename.index(marker):].replace("site-packages/", "")
     return filename
+
+
+# --------------------------------------------------------------------------------------------
+# Page faults: what the allocator costs when large temporaries are freed and made again
+# --------------------------------------------------------------------------------------------
+
+
+def minor_faults_per_step(step: Callable[[], Any], synchronize: Callable[[], None] | None = None,
+                          steps: int = 20) -> float:
+    """Minor page faults per warm step (``resource.getrusage``; the whole process, so run it
+    with no other work going on). A step that frees and reallocates temporaries larger than
+    glibc's mmap threshold faults on every page of them each time; one that reuses buffers
+    faults ~0 times. NaN where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        step()
+    if synchronize is not None:
+        synchronize()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
+# --------------------------------------------------------------------------------------------
+# Operations per step on a GPU: the portable path vs the fused kernels
+# --------------------------------------------------------------------------------------------
+
+
+def _gpu_shaped_counter(xp: Any) -> Any:
+    """An OperationCounter whose proxies (over NumPy) the backend takes for CuPy arrays, so a
+    step runs exactly the code CuPy would run (fast paths, fused kernels)."""
+    from gradflow.testing.counting import OperationCounter
+
+    counter = OperationCounter(xp)
+    counter.array_type.gradflow_library = "cupy"
+    return counter
+
+
+def _count_step(build: Callable[[Any], Callable[[], Any]], engine: str) -> dict[str, Any]:
+    import array_api_compat.numpy as compat_numpy
+
+    from gradflow.backend import fused
+
+    counter = _gpu_shaped_counter(compat_numpy)
+    with fused.engine(engine):
+        step = build(counter)
+        step()
+        step()
+        counter.reset()
+        step()
+    return {"operations": counter.total, "syncs": counter.syncs,
+            "by_name": dict(sorted(counter.by_name.items()))}
+
+
+def _counted_model_step(model: Any, loss: Any, optimizer: Any, x: Any, target: Any) -> Callable[[Any], Callable[[], Any]]:
+    def build(counter: Any) -> Callable[[], Any]:
+        counter.wrap_layer(model)
+        cx, ct = counter.wrap(x), counter.wrap(target)
+
+        def step() -> Any:
+            output, backprop = model(cx, train=True, input_grad=False)
+            value, delta = loss(output, ct)
+            optimizer.zero_grad()
+            backprop(delta)
+            optimizer.step()
+            return value
+
+        return step
+
+    return build
+
+
+def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZES,
+                           workloads: tuple[str, ...] = ("mlp", "cnn", "lstm", "transformer_block")) -> dict[str, Any]:
+    """Array operations (each at least one kernel launch on a GPU) and host syncs of one
+    steady-state training step as CuPy would run it: the portable path, and the fused kernels
+    of gradflow.backend.fused (their bodies run on the host through g++ here; one call counts
+    as one operation). Model sizes are the benchmark's (CNN batch 64 model, LSTM and
+    transformer (seq 64, hidden 128)); ``batch`` does not change the counts."""
+    import gradflow as gf
+    from gradflow import layers as L
+    from gradflow.losses import MSE, SoftmaxCrossEntropy
+    from gradflow.optim import SGD, Adam
+
+    rng = np.random.default_rng(0)
+
+    def mlp(counter: Any) -> Callable[[], Any]:
+        return mlp_step.build_gradflow_step(batch, optimizer="sgd", counter=counter, sizes=sizes)
+
+    def cnn(counter: Any) -> Callable[[], Any]:
+        from benchmarks.cnn_step import build_gradflow_model
+
+        model = build_gradflow_model()
+        x = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
+        return _counted_model_step(model, SoftmaxCrossEntropy(), SGD(model, lr=0.01), x,
+                                   rng.integers(0, 10, batch))(counter)
+
+    def lstm(counter: Any) -> Callable[[], Any]:
+        model = gf.Sequential(L.LSTM(128, 128, return_sequences=False, rng=0), L.Linear(128, 10, rng=1))
+        x = rng.standard_normal((batch, 64, 128), dtype=np.float32)
+        return _counted_model_step(model, SoftmaxCrossEntropy(), Adam(model, lr=1e-3), x,
+                                   rng.integers(0, 10, batch))(counter)
+
+    def transformer_block(counter: Any) -> Callable[[], Any]:
+        model = L.TransformerEncoderBlock(128, 4, rng=0)
+        x = rng.standard_normal((batch, 64, 128), dtype=np.float32)
+        return _counted_model_step(model, MSE(), Adam(model, lr=1e-3), x,
+                                   rng.standard_normal((batch, 64, 128), dtype=np.float32))(counter)
+
+    builders = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "transformer_block": transformer_block}
+    found: dict[str, Any] = {}
+    for name in workloads:
+        try:
+            found[name] = {engine_name: _count_step(builders[name], engine)
+                           for engine_name, engine in (("portable", "portable"), ("fused", "host"))}
+        except Exception as error:  # noqa: BLE001 - a peer's layer change must not stop the suite
+            found[name] = {"status": f"failed: {type(error).__name__}: {error}"}
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Mixed precision in fit: speed and accuracy against float32
+# --------------------------------------------------------------------------------------------
+
+
+def mixed_precision_digits(epochs: int = 8, precisions: tuple[str, ...] = ("float32", "float16")) -> list[dict[str, Any]]:
+    """``fit(..., precision=p)`` of a Linear-BatchNorm-ReLU-Linear model on scikit-learn's digits
+    (Adam 3e-3, batch 128): seconds per epoch and test accuracy for each precision. On NumPy
+    float16 saves memory, not time (its float16 matmul does not use BLAS)."""
+    import time
+
+    import gradflow as gf
+    from gradflow import layers as L
+    from gradflow.datasets import digits
+    from gradflow.losses import SoftmaxCrossEntropy
+    from gradflow.optim import Adam
+    from gradflow.train import evaluate, fit
+
+    data = digits()
+    rows = []
+    for precision in precisions:
+        model = gf.Sequential(L.Linear(64, 64, rng=0), L.BatchNorm1d(64), L.ReLU(), L.Linear(64, 10, rng=1))
+        started = time.perf_counter()
+        try:
+            fit(model, SoftmaxCrossEntropy(), Adam(model, lr=3e-3), (data.x_train, data.y_train), epochs=epochs,
+                batch_size=128, verbose=0, precision=precision)
+        except Exception as error:  # noqa: BLE001 - e.g. bfloat16 on a device without it
+            rows.append({"precision": precision, "status": f"{type(error).__name__}: {error}"})
+            continue
+        seconds = time.perf_counter() - started
+        accuracy = evaluate(model, None, (data.x_test, data.y_test))["accuracy"]
+        rows.append({"precision": precision, "status": "ok", "seconds_per_epoch": seconds / max(epochs, 1),
+                     "accuracy": accuracy, "epochs": epochs})
+    return rows

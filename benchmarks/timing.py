@@ -3,6 +3,13 @@
 Contenders run in short blocks, one after another in a rotating order, for several rounds; each
 round gives one time per step per contender, and ratios are taken within a round (so a noisy
 neighbour slows every contender of that round alike) before taking the median over rounds.
+
+Before each block the process sleeps ``pause`` seconds: a BLAS or OpenMP pool whose work just
+ended keeps its threads spinning for a while (OpenBLAS ~2^28 cycles, about 0.1 s; libgomp's
+spin count), and those spinning threads would otherwise take the cores from the next contender
+(measured on 2 cores: PyTorch's MLP step looked 2-3x slower run right after NumPy's). The suite
+confirms each interleaved time against the same contender timed alone in its own process
+(:mod:`benchmarks.solo`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: Environment variables that size the thread pools of OpenMP, OpenBLAS, MKL and numexpr-style
+#: libraries; a solo child process gets every one of them set to the thread count.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: Idle seconds before each interleaved block: longer than OpenBLAS's and libgomp's spin-wait,
+#: so one library's spinning threads are not charged to the next contender.
+DEFAULT_PAUSE = 0.2
 
 
 def limit_threads(threads: int) -> Any:
@@ -118,17 +132,21 @@ def time_interleaved(
     block_seconds: float = 0.08,
     warmup: int = 3,
     synchronize: dict[str, Callable[[], None]] | None = None,
+    pause: float = DEFAULT_PAUSE,
 ) -> Timing:
     """Time each zero-argument ``step`` in interleaved blocks; see the module docstring.
 
     Every contender runs the same number of steps per block, chosen so that the slowest one's
     block lasts about ``block_seconds``. ``synchronize[name]`` (a GPU wait) runs before the
-    clock stops.
+    clock stops. ``pause``: idle seconds before every block (0 for none), so that no contender
+    pays for the previous one's spinning threads.
     """
     sync = synchronize or {}
     names = list(steps)
     slowest = 0.0
     for name in names:
+        if pause > 0:
+            time.sleep(pause)
         for _ in range(max(warmup, 1)):
             steps[name]()
         sync.get(name, _nothing)()
@@ -142,12 +160,19 @@ def time_interleaved(
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             step, wait = steps[name], sync.get(name, _nothing)
+            if pause > 0:
+                time.sleep(pause)
             started = time.perf_counter()
             for _ in range(per_block):
                 step()
             wait()
             timing.per_round[name].append((time.perf_counter() - started) / per_block)
     return timing
+
+
+def flagged(interleaved: float, solo: float | None, tolerance: float = 0.15) -> bool:
+    """Whether an interleaved time is more than ``tolerance`` (15%) off the solo time."""
+    return solo is not None and solo > 0 and abs(interleaved / solo - 1.0) > tolerance
 
 
 def _nothing() -> None:

@@ -28,8 +28,8 @@ from typing import Any
 
 from . import backend
 from .backend import Array, DeviceError
+from .core import Buffer, Layer, Parameter
 from .validation import checked_arguments
-from .core import Layer, Parameter
 
 COMPUTE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -123,33 +123,76 @@ class MixedPrecision:
                 raise TypeError(f"MixedPrecision: parameter {name} is {backend.dtype_name(p.dtype)}, the master "
                                 f"dtype is {self.policy.master}; create the model in {self.policy.master}")
         self.scaler = scaler if scaler is not None else (LossScaler() if self.policy.scales_loss else None)
+        # layers whose running statistics must stay in the master dtype (BatchNorm and the like)
+        self._float32_layers = [layer for _, layer in model.sublayers()
+                                if any(True for _ in layer._named_own(Buffer)) and self.policy.is_mixed]
 
     def step(self, x: Array, target: Any) -> Array:
         """One training step; returns the loss value (a 0-d float32 array on the device)."""
+        return self.train_step(x, target)[0]
+
+    def train_step(self, x: Array, target: Any, loss: Any = None,
+                   before_update: Any = None) -> tuple[Array, Array]:
+        """One training step: ``(loss value, output)``, both in the master dtype.
+
+        loss: the loss to use this step (default the trainer's; fit passes its unchecked copy
+        after the first step). before_update: called with no arguments after the gradients
+        are unscaled to float32 and before the optimizer updates (fit's callbacks and
+        ``before_step``); it does not run on a skipped step (non-finite gradients).
+
+        Layers with running statistics (BatchNorm) keep their weights and buffers in the
+        master dtype and compute in it: their input is cast up and their output back down, so
+        the statistics never round to float16.
+        """
         params, xp = self.params, backend.namespace(self.params[0].value)
-        masters = [p.value for p in params]
+        kept = {id(p) for layer in self._float32_layers for p in layer.parameters()}
+        cast = [p for p in params if id(p) not in kept]
+        masters = [p.value for p in cast]
+        loss = self.loss if loss is None else loss
         try:
-            for p in params:
+            for p in cast:
                 p.value = xp.astype(p.value, self._compute)
+            for layer in self._float32_layers:
+                layer.forward = self._in_master_dtype(layer, xp)
             output, backprop = self.model(xp.astype(x, self._compute), train=True, input_grad=False)
-            value, delta = self.loss(xp.astype(output, self._master), target)
+            output = xp.astype(output, self._master)
+            value, delta = loss(output, target)
             scale = self.scaler.scale if self.scaler is not None else 1.0
             if scale != 1.0:
                 delta = delta * scale
             self.optimizer.zero_grad()
             backprop(xp.astype(delta, self._compute))
         finally:
-            for p, master in zip(params, masters):
+            for p, master in zip(cast, masters):
                 p.value = master
+            for layer in self._float32_layers:
+                vars(layer).pop("forward", None)
         finite = self._unscale_gradients(xp, 1.0 / scale)
         if self.scaler is not None:
             finite_now = True if finite is None else bool(finite)  # the one sync of the step
             self.scaler.update(finite_now)
             if not finite_now:
                 self.optimizer.zero_grad()
-                return value
+                return value, output
+        if before_update is not None:
+            before_update()
         self.optimizer.step()
-        return value
+        return value, output
+
+    def _in_master_dtype(self, layer: Layer, xp: Any) -> Any:
+        """``layer.forward`` computing in the master dtype between casts (see train_step)."""
+        forward, master, compute = type(layer).forward, self._master, self._compute
+
+        def run(x: Array, train: bool, *args: Any, **kwargs: Any) -> tuple[Array, Any]:
+            y, backprop = forward(layer, xp.astype(x, master), train, *args, **kwargs)
+
+            def back(dy: Array) -> Any:
+                dx = backprop(xp.astype(dy, master))
+                return None if dx is None else xp.astype(dx, compute)
+
+            return xp.astype(y, compute), back
+
+        return run
 
     def _unscale_gradients(self, xp: Any, inverse_scale: float) -> Array | None:
         """Cast every gradient to the master dtype, divide by the scale; all-finite flag."""

@@ -167,6 +167,7 @@ def fit(
     initial_epoch: int = 0,
     resume: "str | os.PathLike | None" = None,
     before_step: Callable[[], None] | None = None,
+    precision: str = "float32",
 ) -> History:
     """Train ``model`` until epoch ``epochs`` on ``data`` (an (x, y) pair or a BatchIterator).
 
@@ -181,6 +182,10 @@ def fit(
     weights as an uninterrupted run. initial_epoch: the epoch to start at without a checkpoint.
     before_step: called between backprop and the optimizer step (e.g.
     ``lambda: allreduce_gradients(model, comm)`` for data-parallel training).
+    precision: ``"float32"`` (default), or ``"float16"``/``"bfloat16"`` for mixed precision
+    (:class:`gradflow.precision.MixedPrecision`: float32 master weights, the forward and backward
+    in the compute dtype, float16 with dynamic loss scaling, BatchNorm statistics in float32);
+    bfloat16 needs a device that has it (NumPy has not: a DeviceError says so).
 
     Returns the :class:`History`: one value per epoch for "loss", each metric, "val_*", and "lr"
     (the learning rate of the epoch's last step).
@@ -235,6 +240,13 @@ def fit(
                           epochs=epochs, steps_per_epoch=len(batches), epoch=initial_epoch, step=step,
                           first_step=step, callbacks=callbacks, train_metrics=train_metrics,
                           before_step=before_step)
+    mixed = None
+    if precision != "float32":
+        from .precision import COMPUTE_DTYPES, MixedPrecision
+
+        if precision not in COMPUTE_DTYPES:
+            raise ValueError(f"fit: precision must be one of {COMPUTE_DTYPES}, got {precision!r}")
+        mixed = MixedPrecision(model, loss, optimizer, precision)
     try:
         dispatch("on_train_begin", state)
         for epoch in range(initial_epoch, epochs):
@@ -243,7 +255,7 @@ def fit(
             for metric in train_metrics:
                 metric.reset()
             dispatch("on_epoch_begin", state)
-            total, seen = _train_epoch(state, device, dispatch, check_labels=epoch == initial_epoch)
+            total, seen = _train_epoch(state, device, dispatch, mixed, check_labels=epoch == initial_epoch)
             lr = _last_lr(optimizer)
             fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
             logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
@@ -286,10 +298,11 @@ def _last_lr(optimizer: Any) -> float:
 
 
 def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
-                 check_labels: bool = False) -> tuple[Array | None, int]:
+                 mixed: Any = None, check_labels: bool = False) -> tuple[Array | None, int]:
     """One pass over the batches; returns the loss summed over samples (on the device) and the
-    number of samples. Nothing is fetched here. ``check_labels``: check every label of the data
-    on the host after the first forward (its output gives the class count)."""
+    number of samples. Nothing is fetched here. ``mixed``: a MixedPrecision trainer doing the
+    steps (fit's ``precision``). ``check_labels``: check every label of the data on the host
+    after the first forward (its output gives the class count), before that step's loss."""
     model, loss, optimizer = state.model, state.loss, state.optimizer
     # Labels were checked on the host before training; a BatchIterator that makes its own batches
     # keeps the loss's device checks on every batch instead.
@@ -303,19 +316,26 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
             state.batch = batch
             try:
                 dispatch("on_batch_begin", state)
-                with rollback_on_error():  # a refused batch leaves statistics and generators as they were
-                    output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
-                    if check_labels:
-                        _check_labels(model, loss, state.data, "fit: data", tuple(output.shape))
-                        check_labels = False
-                    value, delta = step_loss(output, yb)
+                if check_labels:  # the first step: every label on the host, once the class count is known
+                    first_loss = step_loss
+
+                    def step_loss(out: Array, target: Array, _loss: Loss = first_loss) -> Any:
+                        _check_labels(model, loss, state.data, "fit: data", tuple(out.shape))
+                        return _loss(out, target)
+
+                    check_labels = False
+                if mixed is not None:
+                    with rollback_on_error():
+                        value, output = mixed.train_step(xb, yb, step_loss, lambda: _before_update(state, dispatch))
+                else:
+                    with rollback_on_error():  # a refused batch leaves statistics and generators as they were
+                        output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
+                        value, delta = step_loss(output, yb)
+                    optimizer.zero_grad()
+                    backprop(delta)
+                    _before_update(state, dispatch)
+                    optimizer.step()
                 step_loss = fast_loss
-                optimizer.zero_grad()
-                backprop(delta)
-                dispatch("on_after_backward", state)
-                if state.before_step is not None:
-                    state.before_step()
-                optimizer.step()
             except Exception as error:
                 if hasattr(error, "add_note"):
                     error.add_note(f"(in fit: epoch {state.epoch + 1}, batch {batch + 1}, step {state.step})")
@@ -330,6 +350,12 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
             if state.stop_training:
                 break
     return total, seen
+
+
+def _before_update(state: TrainingState, dispatch: _Dispatch) -> None:
+    dispatch("on_after_backward", state)
+    if state.before_step is not None:
+        state.before_step()
 
 
 def evaluate(

@@ -15,6 +15,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from . import fused
 from .arrays import library_kind, namespace
 from .common import Array
 
@@ -244,6 +245,9 @@ def softmax_cross_entropy(logits: Array, labels: Array, scale: float, *, check_l
     """
     n, classes = logits.shape
     xp = namespace(logits)
+    if not portable and n and fused.available(logits):  # CuPy: 6 kernels instead of ~14
+        value, delta, labels_ok = fused.softmax_cross_entropy(logits, labels, scale)
+        return value, delta, labels_ok if check_labels else None
     if not portable and library_kind(logits) == "numpy":
         labels_ok = None
         if check_labels:

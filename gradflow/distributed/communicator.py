@@ -4,6 +4,7 @@ A communicator runs collectives over the ranks (processes) of one job. Array col
 in place on an array of any gradflow device, and every rank must call them in the same order::
 
     comm.allreduce(buffer)            # buffer <- the sum of every rank's buffer
+    request = comm.iallreduce(buffer) # the same, started; request.wait() before using buffer
     comm.broadcast(buffer, root=0)    # buffer <- root's buffer
     comm.allreduce_floats([a, b])     # host floats summed over ranks -> [a_sum, b_sum]
     comm.broadcast_object(obj, 0)     # any picklable object from root
@@ -25,6 +26,27 @@ import numpy as np  # host staging buffers only: MPI reads and writes NumPy memo
 
 from .. import backend
 from ..backend import Array
+
+
+class Request:
+    """A collective that was started and may still be running (see :meth:`Communicator.iallreduce`).
+
+    ``wait()`` blocks until it is done (then its buffer holds the result); ``test()`` lets it
+    make progress and says whether it is done. Waiting twice is harmless.
+    """
+
+    def __init__(self, finish: Callable[[], None] | None = None, poll: Callable[[], bool] | None = None):
+        self._finish, self._poll = finish, poll
+
+    def wait(self) -> None:
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            finish()
+
+    def test(self) -> bool:
+        if self._finish is None:
+            return True
+        return bool(self._poll()) if self._poll is not None else False
 
 
 class Communicator:
@@ -53,6 +75,14 @@ class Communicator:
         if self.size > 1:
             self._on_host(buffer, self._allreduce_host)
         return buffer
+
+    def iallreduce(self, buffer: Array) -> Request:
+        """Start replacing ``buffer`` by the sum over all ranks; returns a :class:`Request` to
+        ``wait()`` on before ``buffer`` is read or written. Every rank must start the same
+        collectives in the same order. Communicators that cannot overlap (this default) run
+        the blocking :meth:`allreduce` and return a finished request."""
+        self.allreduce(buffer)
+        return Request()
 
     def broadcast(self, buffer: Array, root: int = 0) -> Array:
         """Replace ``buffer`` by rank ``root``'s buffer, in place; returns it."""

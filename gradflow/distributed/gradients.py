@@ -65,6 +65,12 @@ class GradientReducer:
         self.length = offset
         self.buckets = self._cut_buckets(backend.namespace(first.value).finfo(first.dtype).bits // 8)
         self._flat: Array | None = None
+        # overlap: which bucket each parameter (index into self.order) lies in, and their members
+        self.bucket_of = [next(b for b, (start, stop) in enumerate(self.buckets) if start <= lo and hi <= stop)
+                          for lo, hi in self.slices]
+        self.members = [[i for i, b in enumerate(self.bucket_of) if b == k] for k in range(len(self.buckets))]
+        self._step: dict[str, Any] | None = None
+        self.last_wait_seconds = 0.0  # time the last finish() spent waiting for collectives
 
     def _cut_buckets(self, itemsize: int) -> list[tuple[int, int]]:
         if self.bucket_bytes is None:
@@ -110,6 +116,75 @@ class GradientReducer:
         flat[0] = weight
         for start, stop in self.buckets:
             self.comm.allreduce(flat[start:stop])
+        if average:
+            flat *= 1.0 / flat[0:1]  # on the device: no host sync
+        for p, (start, stop) in zip(self.order, self.slices):
+            p.grad = xp.reshape(flat[start:stop], p.shape)
+
+
+    # -- overlapping the all-reduce with backprop ------------------------------------------
+    def begin(self, samples: int | None = None) -> None:
+        """Start a step whose buckets are all-reduced as soon as their gradients are complete:
+        call :meth:`ready` for each parameter whose gradient is final (in any order), then
+        :meth:`finish`. Buckets start in bucket order (the same on every rank, as the collectives
+        require), each as soon as it and every bucket before it are complete."""
+        weight = 1.0 if samples is None else float(samples)
+        self._step = {"weight": weight, "left": [len(m) for m in self.members], "done": set(),
+                      "launched": 0, "requests": []}
+
+    def ready(self, index: int) -> None:
+        """The gradient of ``self.order[index]`` is final for this step."""
+        step = self._step
+        if step is None or index in step["done"] or self.comm.size == 1:
+            return
+        step["done"].add(index)
+        step["left"][self.bucket_of[index]] -= 1
+        while step["launched"] < len(self.buckets) and step["left"][step["launched"]] == 0:
+            self._launch(step["launched"])
+        for request in step["requests"]:  # let started collectives progress (MPI needs the calls)
+            request.test()
+
+    def _launch(self, bucket: int) -> None:
+        step = self._step
+        flat = self._buffer()
+        xp = backend.namespace(flat)
+        start, stop = self.buckets[bucket]
+        for i in self.members[bucket]:
+            p, (lo, hi) = self.order[i], self.slices[i]
+            if p.grad is None:
+                flat[lo:hi] = 0.0
+            else:
+                flat[lo:hi] = xp.reshape(p.grad, (-1,))
+        if step["weight"] != 1.0:
+            flat[start:stop] *= step["weight"]
+        if start == 0:
+            flat[0] = step["weight"]
+        step["left"][bucket] = 0
+        step["launched"] = bucket + 1
+        step["requests"].append(self.comm.iallreduce(flat[start:stop]))
+
+    def finish(self, average: bool = True) -> None:
+        """Start the buckets not started yet, wait for every collective, then average and hand
+        each parameter its reduced gradient (a view into the buffer), as :meth:`reduce` does."""
+        import time
+
+        step, self._step = self._step, None
+        if step is None:
+            raise RuntimeError("GradientReducer.finish: no step was begun")
+        if self.comm.size == 1:
+            return
+        self._step = step
+        try:
+            while step["launched"] < len(self.buckets):
+                self._launch(step["launched"])
+        finally:
+            self._step = None
+        started = time.perf_counter()
+        for request in step["requests"]:
+            request.wait()
+        self.last_wait_seconds = time.perf_counter() - started
+        flat = self._buffer()
+        xp = backend.namespace(flat)
         if average:
             flat *= 1.0 / flat[0:1]  # on the device: no host sync
         for p, (start, stop) in zip(self.order, self.slices):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import Array
-from .communicator import Communicator
+from .communicator import Communicator, Request
 
 CUDA_AWARE_ENV = "GRADFLOW_CUDA_AWARE_MPI"
 
@@ -84,6 +84,29 @@ class MPICommunicator(Communicator):
             else:
                 self._on_host(buffer, self._allreduce_host)
         return buffer
+
+    def iallreduce(self, buffer: Array) -> Request:
+        """Non-blocking ``MPI_Iallreduce`` in place. A contiguous float32/float64 NumPy buffer (or
+        a CuPy one with CUDA-aware MPI) is reduced where it lies; anything else through a host
+        copy that ``wait()`` writes back."""
+        if self.size == 1:
+            return Request()
+        MPI = self._MPI
+        if self._passes_device_pointer(buffer) or (
+                isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous and buffer.flags.writeable
+                and buffer.dtype != np.float16):
+            request = self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+            return Request(request.Wait, request.Test)
+        device = backend.device_of(buffer)
+        host = np.array(backend.to_numpy(buffer), copy=True, order="C")
+        wide = host.astype(np.float32) if host.dtype == np.float16 else host
+        request = self.comm.Iallreduce(MPI.IN_PLACE, wide, op=MPI.SUM)
+
+        def finish() -> None:
+            request.Wait()
+            buffer[...] = device.send(wide.astype(host.dtype, copy=False), buffer.dtype)
+
+        return Request(finish, request.Test)
 
     def broadcast(self, buffer: Array, root: int = 0) -> Array:
         self._check_root(root)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backend import Array, Device
-from .communicator import Communicator
+from .communicator import Communicator, Request
 
 # __cuda_array_interface__ typestr (without byte order) -> name of cupy.cuda.nccl's datatype
 _NCCL_DATATYPES = {
@@ -99,6 +99,28 @@ class NCCLCommunicator(Communicator):
         if self.size > 1 and count:
             self._comm.allReduce(pointer, pointer, count, datatype, self._nccl.NCCL_SUM, self._stream())
         return buffer
+
+    def iallreduce(self, buffer: Array) -> Request:
+        """The all-reduce queued on a side stream of this rank's GPU, after the work queued so
+        far on the current stream; ``wait()`` makes the current stream wait for it (no host
+        sync), so backprop's next kernels run while NCCL communicates."""
+        if not hasattr(buffer, "__cuda_array_interface__") or self._stream is not _current_stream_pointer:
+            return super().iallreduce(buffer)  # host arrays, and the tests' stand-in streams
+        pointer, count, datatype = self._describe(buffer)
+        if self.size == 1 or not count:
+            return Request()
+        import cupy
+
+        side = getattr(self, "_side_stream", None)
+        if side is None:
+            side = self._side_stream = cupy.cuda.Stream(non_blocking=True)
+        ready = cupy.cuda.Event(disable_timing=True)
+        ready.record()  # on the current stream: the gradients in buffer are written
+        side.wait_event(ready)
+        self._comm.allReduce(pointer, pointer, count, datatype, self._nccl.NCCL_SUM, side.ptr)
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record(side)
+        return Request(lambda: cupy.cuda.get_current_stream().wait_event(done), lambda: done.done)
 
     def broadcast(self, buffer: Array, root: int = 0) -> Array:
         self._check_root(root)

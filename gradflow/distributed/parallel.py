@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..backend import Array
-from ..core import Backprop, Layer
+from ..core import Backprop, Layer, Parameter, add_call_hook
 from .communicator import Communicator
 from .gradients import GradientReducer, broadcast_parameters
 
@@ -35,12 +35,21 @@ class DataParallel(Layer):
     gradients are the mean over the global batch even when ranks hold unequal batches;
     ``"ranks"`` is the plain mean over ranks; ``"sum"`` leaves the sum. bucket_bytes: see
     :class:`GradientReducer`. broadcast: copy rank 0's parameters and buffers to every rank now.
-    Gradients are reduced at the end of each backprop, except inside :meth:`no_sync` (gradient
+    Gradients are reduced during each backprop, except inside :meth:`no_sync` (gradient
     accumulation): the samples seen there are counted into the next reduction.
+
+    overlap (default True): each bucket is all-reduced, non-blocking (``MPI_Iallreduce``; NCCL
+    on a side stream), as soon as the gradients in it are final, while backprop goes on through
+    the earlier layers; backprop waits for the collectives only at its end. A parameter's
+    gradient counts as final when every call of the layers that own it (hold it as an
+    attribute) has backpropagated, so a layer must not add gradient to a parameter owned by a
+    layer called *later* in the forward pass (weight tying the other way round, with the owner
+    first, is fine); use ``overlap=False`` (one reduction after backprop) for such models.
+    Pick ``bucket_bytes`` (e.g. 1-25 MB) for overlap to pay: with one bucket nothing overlaps.
     """
 
     def __init__(self, model: Layer, comm: Communicator | None = None, *, average: str = "samples",
-                 bucket_bytes: int | None = None, broadcast: bool = True):
+                 bucket_bytes: int | None = None, broadcast: bool = True, overlap: bool = True):
         if not isinstance(model, Layer):
             raise TypeError(f"DataParallel: expected a Layer, got {type(model).__name__}")
         if average not in AVERAGES:
@@ -53,6 +62,12 @@ class DataParallel(Layer):
         self.comm = comm
         self.average = average
         self.reducer = GradientReducer(model, comm, bucket_bytes)
+        self.overlap = bool(overlap)
+        index = {id(p): i for i, p in enumerate(self.reducer.order)}
+        # the reducer's indices of the parameters each layer owns, by layer id
+        self._owned = {id(layer): [index[id(p)] for p in vars(layer).values() if isinstance(p, Parameter)
+                                   and id(p) in index] for _, layer in model.sublayers()}
+        self._owned = {k: v for k, v in self._owned.items() if v}
         self._sync = True
         self._pending_samples = 0
         if broadcast:
@@ -88,17 +103,57 @@ class DataParallel(Layer):
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, x: Array, train: bool, **kwargs: Any) -> tuple[Array, Backprop]:
-        y, module_backprop = self.module(x, train, **kwargs)
+        overlap = self.overlap and self._sync and train and self.comm.size > 1 and len(self.reducer.buckets) > 1
+        calls: dict[int, int] = {}
+        if overlap:
+            remove = add_call_hook(self._hook(calls))
+            try:
+                y, module_backprop = self.module(x, train, **kwargs)
+            finally:
+                remove()
+        else:
+            y, module_backprop = self.module(x, train, **kwargs)
         samples = int(x.shape[0]) if x.ndim else 1
 
         def backprop(dy: Array) -> Array:
-            dx = module_backprop(dy)
             self._pending_samples += samples
+            if overlap and self._sync:
+                weight = self._pending_samples if self.average == "samples" else None
+                self._pending_samples = 0
+                self.reducer.begin(samples=weight)
+                dx = module_backprop(dy)
+                self.reducer.finish(average=self.average != "sum")
+                return dx
+            dx = module_backprop(dy)
             if self._sync:
                 self.allreduce_gradients()
             return dx
 
         return y, backprop
+
+    def _hook(self, calls: dict[int, int]) -> Any:
+        """A call hook counting, per parameter, the calls of its owning layers in this forward,
+        and wrapping their backprops to report the parameter ready after the last one."""
+        owned, reducer = self._owned, self.reducer
+
+        def hook(layer: Layer, x: Array, y: Any, backprop: Backprop) -> Backprop:
+            indices = owned.get(id(layer))
+            if not indices:
+                return backprop
+            for i in indices:
+                calls[i] = calls.get(i, 0) + 1
+
+            def counted(dy: Any) -> Any:
+                dx = backprop(dy)
+                for i in indices:
+                    calls[i] -= 1
+                    if calls[i] == 0:
+                        reducer.ready(i)
+                return dx
+
+            return counted
+
+        return hook
 
     def allreduce_gradients(self) -> None:
         """Reduce the gradients now (done by backprop unless inside :meth:`no_sync`)."""

@@ -64,12 +64,17 @@ class LayerNorm(Layer):
         self._check(x)
         xp = backend.namespace(x)
         axes = self._axes
-        centred = x - xp.mean(x, axis=axes, keepdims=True)
+        mean = xp.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
         variance = xp.mean(centred * centred, axis=axes, keepdims=True)
         inv_std = 1.0 / xp.sqrt(variance + self.eps)
-        x_hat = centred * inv_std
         gamma = None if self.weight is None else self.weight.value
-        y = x_hat if gamma is None else x_hat * gamma + self.bias.value
+        fused = gamma is not None and backend.fused.available(x)  # one kernel each way (CuPy)
+        if fused:
+            y, x_hat = backend.fused.layer_norm_affine(x, mean, inv_std, gamma, self.bias.value)
+        else:
+            x_hat = centred * inv_std
+            y = x_hat if gamma is None else x_hat * gamma + self.bias.value
         shape = tuple(x.shape)
 
         def backprop(dy: Array) -> Array:
@@ -83,6 +88,8 @@ class LayerNorm(Layer):
                 g = dy * gamma
             mean_g = xp.mean(g, axis=axes, keepdims=True)
             mean_gx = xp.mean(g * x_hat, axis=axes, keepdims=True)
+            if fused:
+                return backend.fused.layer_norm_backward(g, x_hat, inv_std, mean_g, mean_gx)
             return inv_std * (g - mean_g - x_hat * mean_gx)
 
         return y, backprop

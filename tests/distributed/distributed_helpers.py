@@ -62,7 +62,32 @@ class ThreadCommunicator(Communicator):
         self.group.barrier.wait()
 
 
-def run_ranks(size: int, fn: Callable[[Communicator], Any]) -> list[Any]:
+class AsyncThreadCommunicator(ThreadCommunicator):
+    """A ThreadCommunicator whose ``iallreduce`` really runs in the background: each rank hands
+    its collectives to one worker thread of its own (so they keep their order), and the
+    request's ``wait()`` joins it. ``log`` records when collectives start and finish."""
+
+    def __init__(self, group: ThreadGroup, rank: int):
+        super().__init__(group, rank)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.worker = ThreadPoolExecutor(max_workers=1)
+        self.log: list[str] = []
+
+    def iallreduce(self, buffer: Any) -> Any:
+        from gradflow.distributed.communicator import Request
+
+        self.log.append(f"start:{buffer.size}")
+        future = self.worker.submit(self.allreduce, buffer)
+
+        def finish() -> None:
+            future.result()
+            self.log.append(f"done:{buffer.size}")
+
+        return Request(finish, future.done)
+
+
+def run_ranks(size: int, fn: Callable[[Communicator], Any], communicator: type | None = None) -> list[Any]:
     """``[fn(comm_0), ..., fn(comm_{size-1})]`` run concurrently; re-raises a rank's exception."""
     group = ThreadGroup(size)
     results: list[Any] = [None] * size
@@ -70,7 +95,7 @@ def run_ranks(size: int, fn: Callable[[Communicator], Any]) -> list[Any]:
 
     def target(rank: int) -> None:
         try:
-            results[rank] = fn(ThreadCommunicator(group, rank))
+            results[rank] = fn((communicator or ThreadCommunicator)(group, rank))
         except BaseException as error:  # noqa: BLE001 - handed to the main thread
             errors[rank] = error  # ranks left waiting for this one time out (barrier timeout)
 

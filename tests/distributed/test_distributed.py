@@ -591,3 +591,92 @@ def test_ddp_digits_example_runs_on_two_ranks():
     assert job.returncode == 0, job.stdout + job.stderr
     assert "rank 0: 719 training samples" in job.stdout and "rank 1: 719 training samples" in job.stdout
     assert "test accuracy" in job.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Overlap: buckets all-reduced during backprop
+# --------------------------------------------------------------------------------------------
+
+
+def _overlap_net(seed):
+    return gf.Sequential(L.Linear(12, 16, rng=seed), L.ReLU(), L.Linear(16, 16, rng=seed + 1), L.ReLU(),
+                         L.Linear(16, 5, rng=seed + 2)).to("cpu", "float64")
+
+
+def _overlap_run(comm, overlap, steps=3):
+    from .distributed_helpers import AsyncThreadCommunicator
+
+    net = _overlap_net(10 * comm.rank)  # different weights: DataParallel broadcasts rank 0's
+    model = gfd.DataParallel(net, comm, bucket_bytes=256, overlap=overlap)
+    optimizer = SGD(model, lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(comm.rank)
+    launched_early = []
+    finish = model.reducer.finish
+
+    def finish_and_record(average=True):
+        launched_early.append(model.reducer._step["launched"] if model.reducer._step else 0)
+        finish(average)
+
+    model.reducer.finish = finish_and_record
+    for _ in range(steps):
+        x = rng.standard_normal((6 + comm.rank, 12))  # unequal batches: weighted by samples
+        labels = rng.integers(0, 5, 6 + comm.rank)
+        output, backprop = model(x, train=True)
+        _, delta = SoftmaxCrossEntropy()(output, labels)
+        optimizer.zero_grad()
+        backprop(delta)
+        optimizer.step()
+    log = comm.log if isinstance(comm, AsyncThreadCommunicator) else []
+    return worker.flat_parameters(net), launched_early, len(model.reducer.buckets), log
+
+
+def test_overlapped_buckets_give_the_same_parameters_as_one_reduction_after_backprop():
+    from .distributed_helpers import AsyncThreadCommunicator
+
+    blocking = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False))
+    overlapped = run_ranks(2, lambda comm: _overlap_run(comm, overlap=True), AsyncThreadCommunicator)
+    np.testing.assert_array_equal(blocking[0][0], blocking[1][0])
+    np.testing.assert_array_equal(overlapped[0][0], overlapped[1][0])
+    np.testing.assert_array_equal(overlapped[0][0], blocking[0][0])  # same sums, same order: bit-identical
+    for _, launched_early, buckets, log in overlapped:
+        assert buckets >= 3
+        # every bucket started inside the model's backprop (the first layer's bucket as soon as
+        # its backprop returned), none was left for finish(), which only waits
+        assert launched_early == [buckets] * 3, (launched_early, buckets)
+        assert log.count("done:" + log[0].split(":")[1]) == 3 and len([e for e in log if e.startswith("start")]) == 3 * buckets
+    assert blocking[0][1] == []  # overlap=False never begins a step
+
+
+def test_overlap_counts_every_call_of_a_layer_used_twice():
+    # one Linear applied twice: its gradient is final only after both calls have backpropagated
+    from .distributed_helpers import AsyncThreadCommunicator
+
+    class Twice(gf.Layer):
+        def __init__(self, seed):
+            self.first = L.Linear(8, 8, rng=seed)
+            self.shared = L.Linear(8, 8, rng=seed + 1)
+
+        def forward(self, x, train, input_grad=True):
+            h, b1 = self.first(x, train)
+            y1, b2 = self.shared(h, train)
+            y2, b3 = self.shared(y1, train)
+            return y2, lambda dy: b1(b2(b3(dy)))
+
+    def run(comm, overlap):
+        net = Twice(comm.rank).to("cpu", "float64")
+        model = gfd.DataParallel(net, comm, bucket_bytes=64, overlap=overlap)
+        x = np.random.default_rng(comm.rank).standard_normal((4, 8))
+        y, backprop = model(x, train=True)
+        backprop(np.ones_like(y))
+        return [gf.to_numpy(p.grad) for p in net.parameters()]
+
+    blocking = run_ranks(2, lambda comm: run(comm, False))
+    overlapped = run_ranks(2, lambda comm: run(comm, True), AsyncThreadCommunicator)
+    for a, b in zip(blocking[0], overlapped[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_communicator_iallreduce_default_is_the_blocking_allreduce():
+    results = run_ranks(2, lambda comm: (lambda b: (comm.iallreduce(b).wait(), b)[1])(np.full(3, comm.rank + 1.0)))
+    for buffer in results:
+        np.testing.assert_array_equal(buffer, [3.0, 3.0, 3.0])

@@ -30,6 +30,11 @@ def test_quick_run_writes_json_markdown_and_chart_stating_the_command(tmp_path):
     assert {row["target"].split(":")[0] for row in results["targets"]} >= {"MLP step batch 8"}
     assert "## Targets" in text and "## Array operations per training step" in text
     assert set(results["slots"]) == {"cnn", "sequence"}
+    # fair timing: every MLP contender was also timed alone in a process of its own
+    assert set(cpu["solo_ms"]) == set(cpu["ms"]), cpu.get("solo")
+    assert set(cpu["solo_ratios"]) >= {"gradflow/numpy"} and isinstance(cpu["flagged"], list)
+    assert cpu["minor_faults_per_step"]["gradflow"] >= 0
+    assert "(solo)" in text and results["settings"]["pause"] > 0
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         assert name in results["environment"]["openblas_variables"]
 
@@ -86,3 +91,28 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# x\n\nbefore") and text.endswith("after\n")
     assert "gradflow / NumPy by hand" in text and results["command"] in text
+
+
+def test_solo_child_times_a_contender_alone_with_the_thread_variables_set(tmp_path):
+    from benchmarks import solo
+
+    env = solo.child_environment(3)
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    spec = {"kind": "mlp", "contender": "numpy", "batch": 4, "sizes": list(TINY)}
+    times = solo.time_alone(spec, rounds=3, block_seconds=0.001)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    with pytest.raises(ValueError, match="unknown contender kind"):
+        solo.build({"kind": "nope"})
+    failed = solo.run_solo({"kind": "slot", "module": "benchmarks.no_such_module", "workload": "x",
+                            "contender": "gradflow", "batch": 1}, threads=1, rounds=1, block_seconds=0.001)
+    assert failed["status"].startswith("failed") and "not available" in failed["status"]
+
+
+def test_interleaved_times_more_than_15_percent_off_solo_are_flagged_and_fail_targets():
+    from benchmarks.timing import flagged
+
+    assert flagged(1.2, 1.0) and flagged(0.8, 1.0) and not flagged(1.1, 1.0) and not flagged(1.0, None)
+    entry = {"ms": {"gradflow": 1.0, "torch": 1.1}, "ratios": {"gradflow/torch": 0.91}, "solo_ms": {},
+             "solo_ratios": {"gradflow/torch": 1.02}, "flagged": ["torch"]}
+    value, met = run._fair_ratio(entry, "gradflow/torch", 1.0, strict=True)
+    assert not met and "1.020x solo" in value and "flagged: torch" in value

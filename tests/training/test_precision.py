@@ -119,3 +119,58 @@ def test_float16_mlp_on_digits_is_within_one_point_of_float32():
         accuracy[compute] = evaluate(model, None, (data.x_test, data.y_test))["accuracy"]
     assert accuracy["float32"] >= 0.95, accuracy
     assert abs(accuracy["float16"] - accuracy["float32"]) <= 0.01, accuracy
+
+
+def _batchnorm_model(seed: int = 0):
+    import gradflow as gf
+    from gradflow import layers as L
+
+    return gf.Sequential(L.Linear(64, 64, rng=seed), L.BatchNorm1d(64), L.ReLU(), L.Linear(64, 10, rng=seed + 1))
+
+
+def test_mixed_precision_keeps_batchnorm_statistics_and_weights_in_float32():
+    model = _batchnorm_model()
+    trainer = MixedPrecision(model, SoftmaxCrossEntropy(), Adam(model, lr=1e-3), "float16")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 64)).astype(np.float32)
+    labels = rng.integers(0, 10, 32)
+    before = np.array(model[1].running_mean.value)
+    for _ in range(3):
+        value = trainer.step(x, labels)
+    assert np.isfinite(float(value)) and value.dtype == np.float32
+    for name, p in model.named_parameters():
+        assert p.value.dtype == np.float32 and p.grad.dtype == np.float32, name
+    for name, b in model.named_buffers():
+        assert b.value.dtype == np.float32, name
+    assert not np.allclose(model[1].running_mean.value, before)  # the statistics were updated
+    assert "forward" not in vars(model[1])  # the float32 forward is only in place during a step
+    # the running statistics equal a float32 run's on the same (float16-rounded) inputs to the layer
+    assert np.all(np.isfinite(model[1].running_var.value)) and np.all(model[1].running_var.value > 0)
+
+
+def test_fit_with_precision_float16_on_digits_with_batchnorm_is_within_two_points_of_float32():
+    from gradflow.datasets import digits
+    from gradflow.train import evaluate, fit
+
+    data = digits()
+    accuracy = {}
+    for precision in ("float32", "float16"):
+        model = _batchnorm_model()
+        history = fit(model, SoftmaxCrossEntropy(), Adam(model, lr=3e-3), (data.x_train, data.y_train), epochs=8,
+                      batch_size=128, verbose=0, precision=precision, metrics=["accuracy"])
+        assert len(history["loss"]) == 8 and history["loss"][-1] < history["loss"][0]
+        accuracy[precision] = evaluate(model, None, (data.x_test, data.y_test))["accuracy"]
+    assert accuracy["float32"] >= 0.95, accuracy
+    assert abs(accuracy["float16"] - accuracy["float32"]) <= 0.02, accuracy
+
+
+def test_fit_rejects_an_unknown_precision_and_bfloat16_on_numpy():
+    from gradflow.backend import DeviceError
+    from gradflow.train import fit
+
+    model = _batchnorm_model()
+    x, y = np.zeros((8, 64), np.float32), np.zeros(8, np.int64)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fit(model, SoftmaxCrossEntropy(), Adam(model), (x, y), verbose=0, precision="float8")
+    with pytest.raises(DeviceError, match="bfloat16"):
+        fit(model, SoftmaxCrossEntropy(), Adam(model), (x, y), verbose=0, precision="bfloat16")

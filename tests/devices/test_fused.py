@@ -1,0 +1,190 @@
+"""Fused elementwise kernels (gradflow.backend.fused) against their portable paths.
+
+No GPU exists here, so the kernels' arithmetic is proven on the host: every CUDA C body is
+compiled as C++ by g++ into a shared library called through ctypes on NumPy arrays
+(``fused.engine("host")``) and compared with the portable array-API path in float32 and
+float64. The same bodies are compiled as CUDA by nvcc (or NVRTC through CuPy) where either
+exists. A CuPy on which kernels cannot be built (a simulated CuPy, no compiler) must fall back
+to the portable path.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from gradflow.backend import fused
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the host engine "
+                               "compiles the kernel bodies with it")
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}  # a few ulps (1 + tanh cancels)
+DTYPES = (np.float32, np.float64)
+
+
+def _data(dtype, shape=(9, 7), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) * 2 for _ in range(3)]
+
+
+def _both(function, *args, **kwargs):
+    with fused.engine("host"):
+        kernel = function(*args, **kwargs)
+    return kernel, function.portable(*args, **kwargs)
+
+
+def _close(a, b, dtype):
+    for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert x.dtype == y.dtype == dtype, (x.dtype, y.dtype)
+        np.testing.assert_allclose(x, y, **TOLERANCE[dtype])
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_bias_activation_kernels_match_the_portable_path(dtype, approximate):
+    x, dy, _ = _data(dtype)
+    b = np.linspace(-1, 1, 7).astype(dtype)
+    _close(*_both(fused.bias_relu, x, b), dtype)
+    _close(*_both(fused.bias_relu, x, None), dtype)
+    _close(*_both(fused.relu_backward, dy, x), dtype)
+    _close(*_both(fused.bias_gelu, x, b, approximate), dtype)
+    _close(*_both(fused.bias_gelu, x, None, approximate), dtype)
+    _close(*_both(fused.gelu_backward, dy, x, approximate), dtype)
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_backward_kernel_matches_finite_differences(dtype):
+    if dtype is np.float32:
+        pytest.skip("finite differences need float64")
+    x, _, _ = _data(dtype)
+    h = 1e-6
+    with fused.engine("host"):
+        for approximate in ("none", "tanh"):
+            numeric = (fused.bias_gelu(x + h, None, approximate) - fused.bias_gelu(x - h, None, approximate)) / (2 * h)
+            np.testing.assert_allclose(fused.gelu_backward(np.ones_like(x), x, approximate), numeric, rtol=1e-7, atol=1e-9)
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_kernels_match_the_portable_path(dtype):
+    x, dy, _ = _data(dtype, (4, 3, 6))
+    mean = x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+    gamma, beta = np.linspace(0.5, 2, 6).astype(dtype), np.linspace(-1, 1, 6).astype(dtype)
+    (y, x_hat), (y0, x_hat0) = _both(fused.layer_norm_affine, x, mean, inv_std, gamma, beta)
+    _close((y, x_hat), (y0, x_hat0), dtype)
+    g = dy * gamma
+    mean_g, mean_gx = g.mean(axis=-1, keepdims=True), (g * x_hat).mean(axis=-1, keepdims=True)
+    _close(*_both(fused.layer_norm_backward, g, x_hat, inv_std, mean_g, mean_gx), dtype)
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_kernels_match_the_portable_path_and_flag_bad_labels(dtype):
+    x, _, _ = _data(dtype)
+    labels = np.arange(9, dtype=np.int64) % 7
+    (value, delta, ok), (value0, delta0, ok0) = _both(fused.softmax_cross_entropy, x, labels, 1 / 9)
+    _close((value, delta), (value0, delta0), dtype)
+    assert bool(ok) and bool(ok0)
+    # float64 reference: mean over items of log-sum-exp minus the label's logit
+    z = x.astype(np.float64)
+    reference = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(9), labels])
+    np.testing.assert_allclose(float(value), reference, rtol=1e-5 if dtype is np.float32 else 1e-12)
+    labels[3] = 7
+    with fused.engine("host"):
+        value, _, ok = fused.softmax_cross_entropy(x, labels, 1 / 9)
+    assert not bool(ok) and np.isnan(value)
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_update_in_place_like_the_portable_path(dtype):
+    p, g, m = _data(dtype, (5, 4))
+    v = np.abs(m)
+    for function, arrays, scalars in ((fused.sgd_momentum_, (p, m, g), (0.01, 0.9)),
+                                      (fused.adam_, (p, m, v, g), (0.9, 0.999, 1e-3 / 0.1, 1 / np.sqrt(1e-3), 1e-8))):
+        kernel = [a.copy() for a in arrays]
+        portable = [a.copy() for a in arrays]
+        with fused.engine("host"):
+            assert function(*kernel, *scalars) is None
+        function.portable(*portable, *scalars)
+        for a, b in zip(kernel, portable):
+            np.testing.assert_allclose(a, b, **TOLERANCE[dtype])
+        assert not np.array_equal(kernel[0], arrays[0])  # the parameters did move
+
+
+def test_kernel_sources_compile_as_cuda_with_nvcc_or_nvrtc(tmp_path):
+    source = fused.cuda_source()
+    expected = 2 * len(fused.KERNELS)  # one instantiation per kernel and dtype
+    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/bin/nvcc")
+    if nvcc:
+        cu = tmp_path / "fused.cu"
+        cu.write_text(source)
+        done = subprocess.run([nvcc, "-ptx", str(cu), "-o", str(tmp_path / "fused.ptx")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert len(re.findall(r"^\.visible \.entry", (tmp_path / "fused.ptx").read_text(), re.M)) == expected
+        return
+    try:
+        import cupy
+        from cupy.cuda import nvrtc  # noqa: F401
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"neither nvcc nor NVRTC is available here ({type(error).__name__}: {error})")
+    try:
+        module = cupy.RawModule(code=source, options=("-std=c++14",),
+                                name_expressions=[f"{k}_impl<float>" for k in fused.KERNELS])
+        module.compile()
+    except Exception as error:  # noqa: BLE001 - NVRTC present but no device to compile for
+        pytest.skip(f"NVRTC could not compile without a device: {error}")
+
+
+def test_host_source_is_the_same_bodies_as_the_cupy_kernels():
+    host, cuda = fused.host_source(), fused.cuda_source()
+    for kernel in fused.KERNELS.values():
+        assert kernel.body in host and kernel.body in cuda
+
+
+def test_a_cupy_that_cannot_build_kernels_falls_back_to_the_portable_path(monkeypatch):
+    # A stand-in array type the backend takes for CuPy's: no real CuPy (or a simulated one
+    # without a compiler) makes the first kernel build fail, and the portable path answers.
+    from gradflow.testing.counting import OperationCounter
+
+    monkeypatch.setattr(fused, "_CUPY_BROKEN", [])
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # "import cupy" fails
+    counter = OperationCounter(np)
+    counter.array_type.gradflow_library = "cupy"
+    x, dy, _ = _data(np.float32)
+    px, pdy = counter.wrap(x), counter.wrap(dy)
+    assert fused.available(px)
+    result = fused.relu_backward(pdy, px)
+    np.testing.assert_array_equal(result._array, dy * (x > 0))
+    assert fused.cupy_status() is not None and not fused.available(px)
+    assert "fused:relu_backward" not in counter.by_name
+
+
+def test_environment_variable_and_engine_force_the_portable_path(monkeypatch):
+    x = np.ones((2, 3), np.float32)
+    with fused.engine("host"):
+        assert fused.available(x)
+        monkeypatch.setenv("GRADFLOW_FUSED", "0")
+        assert not fused.available(x)
+    monkeypatch.delenv("GRADFLOW_FUSED")
+    assert not fused.available(x)  # NumPy takes the portable path unless a test asks for host
+    with pytest.raises(ValueError, match="engine must be"):
+        with fused.engine("gpu"):
+            pass
+
+
+@needs_gxx
+def test_fused_path_cuts_the_operations_of_a_training_step():
+    from benchmarks import measure
+
+    found = measure.count_fused_operations(8, sizes=(20, 12, 12, 5))
+    assert found["mlp"]["fused"]["operations"] < found["mlp"]["portable"]["operations"]
+    assert any(name.startswith("fused:") for name in found["mlp"]["fused"]["by_name"])
+    assert found["mlp"]["fused"]["syncs"] == found["mlp"]["portable"]["syncs"]
