@@ -43,6 +43,7 @@ from typing import Any
 from . import backend
 from .backend import Array
 from .metrics import mode_of
+from .validation import CheckedArguments
 
 
 class History(dict):
@@ -130,7 +131,7 @@ class TrainingState:
             self.stop_reason = reason
 
 
-class Callback:
+class Callback(CheckedArguments):
     """Base class: every hook does nothing."""
 
     def on_train_begin(self, state: TrainingState) -> None: ...

@@ -28,12 +28,24 @@ with a warning: the weights still load, only the random stream differs.
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and
 fsynced, renamed over the target with ``os.replace``, and the directory is fsynced. A save that
 fails or is interrupted leaves the previous file as it was (and removes its temporary file when
-it still can), so nothing already saved is lost to a failed save.
+it still can), so nothing already saved is lost to a failed save. The temporary file's name
+holds the writer's process id; the next save to the same path removes the ones whose process
+is gone (a save killed with SIGKILL cannot clean up after itself).
+
+Integrity (format version 2): the metadata holds a SHA-256 digest of every array (name, dtype,
+shape and bytes), and the header holds one of the metadata document itself, so a flipped bit
+anywhere in the arrays or the metadata is found when the file is read. ``load`` then checks
+everything (digests, metadata types, keys, shapes, optimizer slot names, RNG generator names
+and states) before it assigns anything, and if applying still fails, restores what it had
+changed: an error leaves the model, optimizer, data iterator, callbacks and RNGs as they were.
+Files of format version 1 (no digests, Linear weights (in, out)) are refused.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _datetime
+import hashlib
 import json
 import os
 import tempfile
@@ -50,8 +62,12 @@ from .callbacks import History, callback_key
 FORMAT = "gradflow-checkpoint"
 # 2: Linear weights are stored (out_features, in_features) as in PyTorch; version 1 stored them
 # (in, out), and a square one would load transposed without a word, so version 1 is refused.
+# Version 2 also holds SHA-256 digests of every array and of the metadata.
 FORMAT_VERSION = 2
 METADATA_KEY = "gradflow"
+DIGEST_KEY = "gradflow_sha256"  # header entry: SHA-256 of the metadata document
+# The NumPy bit generators a checkpoint may name (gf.load never calls any other numpy.random name).
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 _CHUNK = 1 << 22  # bytes per write call; small enough that an interrupt lands mid-file
 
 
@@ -150,12 +166,23 @@ def _init_generator_state() -> dict[str, Any]:
     return init._default_generator.bit_generator.state
 
 
+def _generator_from_state(state: Any, what: str) -> np.random.Generator:
+    """A new generator in ``state``; only the known bit generators are accepted."""
+    if not isinstance(state, dict) or state.get("bit_generator") not in BIT_GENERATORS:
+        name = state.get("bit_generator") if isinstance(state, dict) else state
+        raise CheckpointError(f"{what}: bit_generator must be one of {BIT_GENERATORS}, got {name!r}")
+    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    try:
+        generator.bit_generator.state = state
+    except (ValueError, TypeError, KeyError, OverflowError) as error:
+        raise CheckpointError(f"{what}: not a valid {state['bit_generator']} state ({error})") from None
+    return generator
+
+
 def _set_init_generator_state(state: dict[str, Any]) -> None:
     from . import init
 
-    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
-    generator.bit_generator.state = state
-    init._default_generator = generator
+    init._default_generator = _generator_from_state(state, "the initializer's RNG state")
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,13 +291,25 @@ def save(
         from .config import architecture_metadata
 
         metadata["architecture"] = architecture_metadata(model)
+    metadata["digests"] = {key: _digest(key, array) for key, array in arrays.items()}
     try:
         document = json.dumps(metadata)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"save: the metadata is not JSON-serialisable ({error}); check `extra`") from None
-    payload = st.save(arrays, metadata={METADATA_KEY: document})
+    payload = st.save(arrays, metadata={METADATA_KEY: document, DIGEST_KEY: _text_digest(document)})
     atomic_write(path, payload)
     return path
+
+
+def _digest(key: str, array: np.ndarray) -> str:
+    """SHA-256 of an array's name, dtype, shape and bytes (what a flipped bit could change)."""
+    digest = hashlib.sha256(f"{key}|{array.dtype.str}|{tuple(array.shape)}|".encode())
+    digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
+    return digest.hexdigest()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _version() -> str:
@@ -288,7 +327,8 @@ def atomic_write(path: "str | os.PathLike", payload: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     mode = (path.stat().st_mode & 0o777) if path.exists() else _default_mode()
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             _write_chunks(handle, payload)
@@ -303,6 +343,43 @@ def atomic_write(path: "str | os.PathLike", payload: bytes) -> None:
             pass
         raise
     _fsync_directory(directory)
+
+
+def remove_stale_temporaries(path: "str | os.PathLike") -> list[Path]:
+    """Remove the temporary files of saves to ``path`` whose process no longer runs (a save killed
+    with SIGKILL leaves one behind); a save in progress in a live process is left alone. Returns
+    the files removed. ``atomic_write`` calls this before every save."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        candidates = [entry for entry in directory.iterdir()
+                      if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for entry in candidates:
+        pid_text = entry.name[len(prefix):].partition("-")[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # exists (another user's) or cannot tell: leave it
+    return True
 
 
 def _write_chunks(handle: Any, payload: bytes) -> None:
@@ -358,19 +435,26 @@ def read(path: "str | os.PathLike") -> Checkpoint:
         metadata = json.loads(document)
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{name}: corrupt gradflow metadata ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{name}: not a gradflow checkpoint (format {metadata.get('format')!r})")
-    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise CheckpointError(f"{name}: not a gradflow checkpoint (format {found!r})")
+    version = metadata.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{name}: corrupt gradflow metadata (format_version {version!r})")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{name}: written by a newer gradflow (format version {metadata['format_version']}, this one reads "
             f"up to {FORMAT_VERSION}); upgrade gradflow"
         )
-    if int(metadata.get("format_version", 0)) < FORMAT_VERSION:
+    if version < FORMAT_VERSION:
         raise CheckpointError(
             f"{name}: written by gradflow 0.1 (format version {metadata.get('format_version')}), which stored "
             "Linear weights as (in, out); this version stores PyTorch's (out, in) and will not guess: "
             "re-create the checkpoint with this version"
         )
+    saved_digest = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+    if saved_digest != _text_digest(document):
+        raise CheckpointError(f"{name}: corrupt checkpoint: the metadata does not match its SHA-256 digest")
     try:
         ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
     except (TypeError, KeyError, IndexError, ValueError):
@@ -382,6 +466,13 @@ def read(path: "str | os.PathLike") -> Checkpoint:
         arrays = st.load(payload)
     except Exception as error:  # safetensors raises its own error type
         raise CheckpointError(f"{name}: corrupt checkpoint ({error})") from None
+    digests = metadata.get("digests")
+    if not isinstance(digests, dict) or set(digests) != set(arrays):
+        raise CheckpointError(f"{name}: corrupt checkpoint: the arrays do not match the list of digests")
+    bad = [key for key, array in arrays.items() if digests[key] != _digest(key, array)]
+    if bad:
+        raise CheckpointError(f"{name}: corrupt checkpoint: {bad} do not match their SHA-256 digests")
+    _check_metadata(metadata, name)
     # safetensors does not keep the insertion order: restore the model's own key order
     order = {key: i for i, key in enumerate((metadata.get("model") or {}).get("keys", []))}
     model_keys = sorted((k[len("model/"):] for k in arrays if k.startswith("model/")),
@@ -390,8 +481,60 @@ def read(path: "str | os.PathLike") -> Checkpoint:
     slot_keys = sorted((k[len("optimizer/"):] for k in arrays if k.startswith("optimizer/")),
                        key=lambda k: (int(k.partition(".")[0]) if k.partition(".")[0].isdigit() else -1, k))
     slots = {k: arrays[f"optimizer/{k}"] for k in slot_keys}
-    history = History.from_dict(metadata["history"]) if metadata.get("history") else History()
+    try:
+        history = History.from_dict(metadata["history"]) if metadata.get("history") else History()
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{name}: corrupt gradflow metadata: history ({error})") from None
     return Checkpoint(name, metadata, model_state, slots, history)
+
+
+def _check_metadata(meta: dict[str, Any], name: str) -> None:
+    """Every field ``load`` reads has the type it needs (a clear CheckpointError, not a KeyError
+    half-way through restoring)."""
+    def fail(field: str, expected: str, value: Any) -> None:
+        raise CheckpointError(f"{name}: corrupt gradflow metadata: {field} must be {expected}, got {value!r}")
+
+    def count(field: str, value: Any) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            fail(field, "a non-negative int or null", value)
+
+    count("epoch", meta.get("epoch"))
+    count("step", meta.get("step"))
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("keys", []), list) \
+            or not isinstance(model.get("architecture", ""), str):
+        fail("model", "an object with a 'keys' list and an 'architecture' string", model)
+    optimizer = meta.get("optimizer")
+    if optimizer is not None:
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class"), str):
+            fail("optimizer", "null or an object with a 'class' name", optimizer)
+        step = optimizer.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            fail("optimizer.step", "a non-negative int", step)
+        if not isinstance(optimizer.get("hyperparameters"), dict):
+            fail("optimizer.hyperparameters", "an object", optimizer.get("hyperparameters"))
+        lr = optimizer["hyperparameters"].get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+            fail("optimizer.hyperparameters.lr", "a number", lr)
+        schedule = optimizer.get("schedule")
+        if schedule is not None and (not isinstance(schedule, dict)
+                                     or not isinstance(schedule.get("state") or {}, dict)):
+            fail("optimizer.schedule", "null or an object with a 'state' object", schedule)
+    rng = meta.get("rng")
+    if not isinstance(rng, dict):
+        fail("rng", "an object", rng)
+    if rng.get("init") is not None:
+        _generator_from_state(rng["init"], f"{name}: rng.init")
+    if isinstance(rng.get("data"), dict) and "bit_generator" in rng["data"]:  # a BatchIterator's
+        _generator_from_state(rng["data"], f"{name}: rng.data")
+    layers = rng.get("layers")
+    if layers is not None and (not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values())):
+        fail("rng.layers", "an object of objects", layers)
+    for field in ("callbacks", "extra"):
+        if meta.get(field) is not None and not isinstance(meta[field], dict):
+            fail(field, "an object", meta[field])
+    if meta.get("history") is not None and not isinstance(meta["history"], dict):
+        fail("history", "an object", meta["history"])
 
 
 def load(
@@ -413,10 +556,99 @@ def load(
     shuffling state. callbacks: their saved states. ``restore_rng``: also the initializer's
     generator and the layers' generators.
     """
-    checkpoint = read(path)
+    checkpoint = read(path)  # parsed, digests verified, metadata types checked
     meta = checkpoint.metadata
     if optimizer is not None:
         _check_optimizer(checkpoint, optimizer)
+    if model is not None:
+        _check_model(checkpoint, model, strict)
+    undo = _Snapshot(model, optimizer, data, callbacks, restore_rng)
+    try:
+        _apply(checkpoint, model, optimizer, data, callbacks, strict, restore_rng)
+    except BaseException:
+        undo.restore()
+        raise
+    return checkpoint
+
+
+def _check_model(checkpoint: Checkpoint, model: Any, strict: bool) -> None:
+    """Keys and shapes (load_state_dict's own check, run on a stand-in so nothing is assigned)."""
+    targets = model.state_dict()
+    state = checkpoint.model_state
+    missing = [k for k in targets if k not in state]
+    unexpected = [k for k in state if k not in targets]
+    wrong = [f"{k}: model {tuple(targets[k].shape)} vs given {tuple(state[k].shape)}"
+             for k in targets if k in state and tuple(targets[k].shape) != tuple(state[k].shape)]
+    if wrong or (strict and (missing or unexpected)):
+        lines = [f"{type(model).__name__}.load_state_dict: the state does not fit the model"]
+        if missing:
+            lines.append(f"missing keys: {missing}")
+        if unexpected:
+            lines.append(f"unexpected keys: {unexpected}")
+        if wrong:
+            lines.append("shape mismatches: " + "; ".join(wrong))
+        raise CheckpointError(f"{checkpoint.path}: " + "\n  ".join(lines) + "\n  saved architecture:\n"
+                              + _indent(checkpoint.architecture))
+    floating = [k for k, v in state.items() if k in targets and backend.is_floating(targets[k].dtype)
+                and v.dtype.kind not in "f"]
+    if floating:
+        raise CheckpointError(f"{checkpoint.path}: {floating} hold non-floating arrays for floating parameters")
+
+
+class _Snapshot:
+    """What ``load`` may change, taken before it changes anything, so a failure can put it back."""
+
+    def __init__(self, model: Any, optimizer: Any, data: Any, callbacks: list[Any] | None, rng: bool):
+        from . import init
+
+        self.model = model
+        self.values: list[tuple[Any, Any]] = []
+        if model is not None:
+            self.values = [(item, item.value) for _, item in model.named_parameters()]
+            self.values += [(item, item.value) for _, item in model.named_buffers()]
+        self.optimizer = optimizer
+        if optimizer is not None:
+            self.slots = [dict(p.state) for p in optimizer.params]
+            self.optimizer_vars = dict(vars(optimizer))
+            schedule = getattr(optimizer, "schedule", None)
+            self.schedule = copy.deepcopy(vars(schedule)) if schedule is not None and hasattr(schedule, "__dict__") else None
+        self.data = data
+        self.data_state = copy.deepcopy(data.get_state()) if data is not None else None
+        self.callbacks = [(cb, copy.deepcopy(vars(cb))) for cb in callbacks or []]
+        self.init_generator = init._default_generator if rng else None
+        self.layer_rngs = layer_rng_states(model) if rng and model is not None else None
+
+    def restore(self) -> None:
+        from . import init
+
+        for item, value in self.values:
+            item.value = value
+        if self.optimizer is not None:
+            for p, slots in zip(self.optimizer.params, self.slots):
+                p.state.clear()
+                p.state.update(slots)
+            vars(self.optimizer).clear()
+            vars(self.optimizer).update(self.optimizer_vars)
+            schedule = getattr(self.optimizer, "schedule", None)
+            if self.schedule is not None:
+                vars(schedule).clear()
+                vars(schedule).update(self.schedule)
+        if self.data is not None:
+            self.data.set_state(self.data_state)
+        for callback, saved in self.callbacks:
+            vars(callback).clear()
+            vars(callback).update(saved)
+        if self.init_generator is not None:
+            init._default_generator = self.init_generator
+        if self.layer_rngs is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                set_layer_rng_states(self.model, self.layer_rngs)
+
+
+def _apply(checkpoint: Checkpoint, model: Any, optimizer: Any, data: Any, callbacks: list[Any] | None,
+           strict: bool, restore_rng: bool) -> None:
+    meta = checkpoint.metadata
     if model is not None:
         try:
             model.load_state_dict(checkpoint.model_state, strict=strict)
@@ -446,8 +678,7 @@ def load(
             _set_init_generator_state(meta["rng"]["init"])
         if model is not None:
             for problem in set_layer_rng_states(model, meta["rng"].get("layers") or {}):
-                warnings.warn(f"{checkpoint.path}: {problem}", RuntimeWarning, stacklevel=2)
-    return checkpoint
+                warnings.warn(f"{checkpoint.path}: {problem}", RuntimeWarning, stacklevel=3)
 
 
 def _check_optimizer(checkpoint: Checkpoint, optimizer: Any) -> None:
@@ -458,12 +689,17 @@ def _check_optimizer(checkpoint: Checkpoint, optimizer: Any) -> None:
     if saved["class"] != name:
         raise CheckpointError(f"{checkpoint.path}: holds {saved['class']} state, not {name}'s")
     wrong = []
+    known = _slot_names(optimizer)
     for key, array in checkpoint.optimizer_slots.items():
         index, _, slot = key.partition(".")
         if not index.isdigit() or int(index) >= len(optimizer.params):
             wrong.append(f"slot {key!r} names parameter {index}, the optimizer has {len(optimizer.params)}")
+        elif known is not None and slot not in known:
+            wrong.append(f"slot {key!r}: {name} has no slot {slot!r} (its slots: {sorted(known)})")
         elif tuple(array.shape) != optimizer.params[int(index)].shape:
             wrong.append(f"slot {key!r}: saved {tuple(array.shape)} vs parameter {optimizer.params[int(index)].shape}")
+        elif array.dtype.kind != "f":
+            wrong.append(f"slot {key!r}: saved dtype {array.dtype}, slots are floating-point")
     if wrong:
         raise CheckpointError(f"{checkpoint.path}: the optimizer state does not fit:\n  " + "\n  ".join(wrong))
     check = getattr(optimizer, "check_state_dict", None)
@@ -485,9 +721,35 @@ def _optimizer_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return state
 
 
+def _slot_names(optimizer: Any) -> set[str] | None:
+    """The slot names ``optimizer`` uses: its ``slot_names`` when it declares them, else those one
+    update of a throw-away one-element parameter creates (None when that cannot be done)."""
+    declared = getattr(optimizer, "slot_names", None)
+    if declared is not None:
+        return set(declared() if callable(declared) else declared)
+    from .core import Parameter
+
+    params = getattr(optimizer, "params", None)
+    update = getattr(optimizer, "_update", None)
+    if not params or not callable(update):
+        return None
+    first = params[0].value
+    xp = backend.namespace(first)
+    probe = Parameter(xp.zeros((1,), dtype=first.dtype, device=first.device))
+    twin = copy.copy(optimizer)
+    twin.params = [probe]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            type(optimizer)._update(twin, probe, xp.ones_like(probe.value), 0.0, xp)
+    except Exception:  # an optimizer that cannot be probed this way: slot names unchecked
+        return None
+    return set(probe.state)
+
+
 def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
 __all__ = ["save", "load", "read", "Checkpoint", "CheckpointError", "atomic_write", "layer_rng_states",
-           "set_layer_rng_states"]
+           "set_layer_rng_states", "remove_stale_temporaries"]

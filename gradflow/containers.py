@@ -72,6 +72,10 @@ class Sequential(Layer):
         return len(self.layers)
 
     def __getitem__(self, index: int) -> Layer:
+        if isinstance(index, bool) or not isinstance(index, (int, slice)):
+            raise TypeError(f"Sequential: index must be an int, got {index!r}")
+        if isinstance(index, int) and not -len(self.layers) <= index < len(self.layers):
+            raise IndexError(f"Sequential: index {index} is out of range for {len(self.layers)} layers")
         return self.layers[index]
 
     def __iter__(self):
@@ -179,6 +183,8 @@ class Concat(Layer):
         for i, branch in enumerate(branches):
             if not isinstance(branch, Layer):
                 raise TypeError(f"Concat: branch {i} is a {type(branch).__name__}, not a Layer")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"Concat: axis must be an int, got {axis!r}")
         self.branches = list(branches)
         self.axis = axis
 
@@ -189,6 +195,14 @@ class Concat(Layer):
             outputs.append(y)
             backprops.append(branch_backprop)
         xp = backend.namespace(x)
+        first = tuple(outputs[0].shape)
+        for i, y in enumerate(outputs):
+            shape = tuple(y.shape)
+            if not -len(first) <= self.axis < len(first) or len(shape) != len(first) or any(
+                    a != b for k, (a, b) in enumerate(zip(shape, first)) if k != self.axis % len(first)):
+                shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
+                raise ValueError(f"{self.describe()}: the branches' outputs ({shapes}) cannot be concatenated on "
+                                 f"axis {self.axis}: they need the same number of axes and equal sizes off that axis")
         sizes = [y.shape[self.axis] for y in outputs]
 
         def backprop(dy: Array) -> Array | None:

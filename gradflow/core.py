@@ -20,6 +20,7 @@ from typing import Any
 
 from . import backend
 from .backend import Array, Device, DeviceError
+from .validation import CheckedArguments
 
 Backprop = Callable[[Array], Array]
 CallHook = Callable[["Layer", Array, Any, Backprop], Backprop]
@@ -27,6 +28,64 @@ CallHook = Callable[["Layer", Array, Any, Backprop], Backprop]
 # Observers of every layer call (diagnostics, anomaly mode). Empty in normal use, so a layer
 # call costs one extra truthiness check. See :func:`add_call_hook`.
 _CALL_HOOKS: list[CallHook] = []
+
+# Counts every Parameter.mark_modified() in the process. A backprop compares it with the value
+# it saw at its forward: equal (the common case) means no weight changed, one integer compare;
+# different means look at the parameters' own stamps (see Parameter.mark_modified).
+_MODIFICATIONS = 0
+
+# Undo records of the outermost layer call (or of a `rollback_on_error()` block) in progress:
+# None outside one. Layers that change state in a forward (running statistics, a generator)
+# record how to undo it with `record_undo`, so a forward that raises leaves no trace.
+_JOURNAL: list[Callable[[], None]] | None = None
+
+
+def record_undo(undo: Callable[[], None]) -> None:
+    """Register ``undo`` to run if the layer call (or ``rollback_on_error`` block) in progress
+    raises. Layers call this before changing state in a forward: BatchNorm before moving its
+    running statistics, Dropout before drawing a mask. Outside a call it does nothing."""
+    if _JOURNAL is not None:
+        _JOURNAL.append(undo)
+
+
+def record_buffer(buffer: "Buffer") -> None:
+    """Before assigning ``buffer.value`` in a forward: restore the current array on failure."""
+    if _JOURNAL is not None:
+        old = buffer.value
+        _JOURNAL.append(lambda: setattr(buffer, "value", old))
+
+
+def record_generator(generator: Any) -> None:
+    """Before drawing from ``generator`` (a DeviceRNG) in a forward: restore its state on failure."""
+    if _JOURNAL is not None:
+        state = generator.get_state()
+        _JOURNAL.append(lambda: generator.set_state(state))
+
+
+class rollback_on_error:
+    """``with rollback_on_error(): ...``: if the block raises, every state change recorded with
+    :func:`record_undo` inside it (running statistics, dropout generators) is undone, newest
+    first, before the error propagates. ``fit`` wraps each step's forward and loss in one, so a
+    batch that is refused (bad labels, a shape a later layer rejects) changes nothing. Layer
+    calls outside such a block open their own. Nested blocks join the outermost one."""
+
+    __slots__ = ("_owner",)
+
+    def __enter__(self) -> "rollback_on_error":
+        global _JOURNAL
+        self._owner = _JOURNAL is None
+        if self._owner:
+            _JOURNAL = []
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        global _JOURNAL
+        if not self._owner:
+            return
+        journal, _JOURNAL = _JOURNAL, None
+        if kind is not None and journal:
+            for undo in reversed(journal):
+                undo()
 
 
 def add_call_hook(hook: CallHook) -> Callable[[], None]:
@@ -57,7 +116,7 @@ class Parameter:
     closed over changed since its forward.
     """
 
-    __slots__ = ("value", "grad", "state", "version")
+    __slots__ = ("value", "grad", "state", "version", "modified_at")
 
     def __init__(self, value: Array):
         if not backend.is_floating(value.dtype):
@@ -66,10 +125,17 @@ class Parameter:
         self.grad: Array | None = None
         self.state: dict[str, Array] = {}
         self.version = 0
+        self.modified_at = 0
 
     def mark_modified(self) -> None:
-        """Record that ``value`` was changed in place (optimizers call this after each update)."""
+        """Record that ``value`` was changed in place (optimizers call this after each update).
+
+        A backprop whose forward ran before this call then raises instead of returning gradients
+        computed with weights that are no longer the ones it saw."""
+        global _MODIFICATIONS
+        _MODIFICATIONS += 1
         self.version += 1
+        self.modified_at = _MODIFICATIONS
 
     def accumulate(self, gradient: Array) -> None:
         """Add ``gradient`` into ``.grad``; a fresh array is taken over, not copied."""
@@ -113,13 +179,17 @@ class Buffer:
         return f"Buffer(shape={tuple(self.value.shape)})"
 
 
-class Layer:
+class Layer(CheckedArguments):
     """Base class of every layer and container.
 
     Subclasses implement ``forward(x, train) -> (y, backprop)``. Parameters, buffers and
     sub-layers are found by looking at the instance's attributes (also inside lists), in the
     order they were assigned, so ``state_dict`` keys are stable: ``"0.weight"``,
     ``"encoder.layers.1.bias"``.
+
+    Constructor arguments with the common names of :data:`gradflow.validation.CHECKS` (``eps``,
+    ``dropout``, ``dtype``, ``bias``...) are checked the same way in every subclass before its
+    ``__init__`` runs.
     """
 
     training: bool = True
@@ -141,16 +211,38 @@ class Layer:
         """
         if not input_grad and self.skips_input_grad:
             kwargs["input_grad"] = False
+        seen = _MODIFICATIONS
         context = backend.device_context(x)  # CuPy: forward and backprop run on x's GPU
         if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
-            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+            y, backprop = self._journaled_forward(x, train, kwargs)
         else:
             with context:
-                y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
-        if _CALL_HOOKS:
-            for hook in tuple(_CALL_HOOKS):
-                backprop = hook(self, x, y, backprop)
-        return y, _delta_checked(self, y, backprop, context)
+                y, backprop = self._journaled_forward(x, train, kwargs)
+        return y, _delta_checked(self, y, backprop, seen, context)
+
+    def _journaled_forward(self, x: Array, train: bool | None, kwargs: dict[str, Any]) -> tuple[Array, Backprop]:
+        """The forward and the call hooks; the outermost call undoes what a forward that raises
+        changed (running statistics, dropout generators: see :func:`record_buffer`)."""
+        global _JOURNAL
+        if _JOURNAL is not None:  # inside a container's call: the outermost call owns the undo
+            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+            if _CALL_HOOKS:
+                for hook in tuple(_CALL_HOOKS):
+                    backprop = hook(self, x, y, backprop)
+            return y, backprop
+        journal = _JOURNAL = []
+        try:
+            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+            if _CALL_HOOKS:
+                for hook in tuple(_CALL_HOOKS):
+                    backprop = hook(self, x, y, backprop)
+        except BaseException:
+            _JOURNAL = None
+            for undo in reversed(journal):
+                undo()
+            raise
+        _JOURNAL = None
+        return y, backprop
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
         """Inference: eval-mode output, nothing kept for backward."""
@@ -220,7 +312,10 @@ class Layer:
             raise ValueError(f"{type(self).__name__}.to: dtype must be one of {backend.DTYPES}, got {dtype!r}")
         for _, p in self.named_parameters():
             dev = target or p.device
+            before = p.value
             p.value = dev.send(p.value, dtype)
+            if p.value is not before:  # a backprop of an earlier forward holds the old array
+                p.mark_modified()
             if p.grad is not None:
                 p.grad = dev.send(p.grad, dtype)
             for slot, array in list(p.state.items()):
@@ -284,6 +379,8 @@ class Layer:
                 target.value = backend.device_of(current).send(state[key], current.dtype)
                 if target.value is state[key]:
                     target.value = backend.namespace(current).asarray(target.value, copy=True)
+                if isinstance(target, Parameter):
+                    target.mark_modified()
 
     # -- display -----------------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -409,32 +506,66 @@ def check_delta_like(layer: Layer, dy: Any, like: Array, what: str = "δ") -> No
 _NO_CONTEXT = backend.device_context(None)  # the shared do-nothing context of host arrays
 
 
-def _delta_checked(layer: Layer, y: Any, backprop: Backprop, context: Any) -> Backprop:
-    """``backprop`` behind a check that the δ has the output's shape, dtype and device, so a wrong
-    δ raises before any gradient is touched (and never broadcasts into a wrong one), run in the
-    forward's device ``context``. Outputs that are not single arrays (tuples with states) are
-    handed on unchecked."""
+def _delta_checked(layer: Layer, y: Any, backprop: Backprop, seen: int, context: Any = _NO_CONTEXT) -> Backprop:
+    """``backprop`` behind the checks every backprop needs, all before any gradient is touched,
+    run in the forward's device ``context``:
+
+    - it runs once (a second call would add the gradients twice);
+    - no parameter of ``layer`` (sub-layers included) was changed in place since the forward
+      (``seen`` is the modification count at the forward; the closures hold the live arrays, so
+      the gradients would be those of other weights);
+    - the δ has the output's type, shape, dtype and device (never broadcast into a wrong one).
+      Outputs that are not single arrays (tuples with states) leave their δ to the layer.
+    """
+    used = False
     if isinstance(y, tuple) or not hasattr(y, "dtype"):
-        if context is _NO_CONTEXT:
-            return backprop
+        def unchecked(dy: Any) -> Any:
+            nonlocal used
+            if used or _MODIFICATIONS != seen:
+                _guard_error(layer, used, seen)
+            used = True
+            try:
+                if context is _NO_CONTEXT:
+                    return backprop(dy)
+                with context:
+                    return backprop(dy)
+            except (TypeError, ValueError, DeviceError):  # the layer refused the δs before touching anything
+                used = False
+                raise
 
-        def in_context(*args: Any, **kwargs: Any) -> Any:
-            with context:
-                return backprop(*args, **kwargs)
-
-        return in_context
+        return unchecked
     shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
 
     def checked(dy: Array) -> Array:
+        nonlocal used
+        if used or _MODIFICATIONS != seen:
+            _guard_error(layer, used, seen)
         if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
                 or getattr(dy, "device", None) != device):
             _delta_error(layer, dy, y)
+        used = True
         if context is _NO_CONTEXT:
             return backprop(dy)
         with context:
             return backprop(dy)
 
     return checked
+
+
+def _guard_error(layer: Layer, used: bool, seen: int) -> None:
+    """Raise for a backprop called a second time or after its weights changed (else return)."""
+    if used:
+        raise RuntimeError(
+            f"{layer.describe()}: this backprop was already called; each forward's backprop runs once "
+            "(a second call would add the gradients again). Run the forward again for another backward pass"
+        )
+    changed = [name for name, p in layer.named_parameters() if p.modified_at > seen]
+    if changed:
+        raise RuntimeError(
+            f"{layer.describe()}: parameters {changed} were changed in place (an optimizer step, "
+            "load_state_dict) after this forward; its backprop would compute gradients for weights it "
+            "did not see. Run the forward again after changing the weights"
+        )
 
 
 def _delta_error(layer: Layer, dy: Any, y: Array, what: str = "δ") -> None:
@@ -455,6 +586,8 @@ def _delta_error(layer: Layer, dy: Any, y: Array, what: str = "δ") -> None:
             f"{layer.describe()}: backprop expected a {what} of dtype {backend.dtype_name(y.dtype)} (the output's), "
             f"got {backend.dtype_name(dy.dtype)}"
         )
+    if isinstance(dy, type(y)):  # a subclass of the output's type (np.memmap): the same library
+        return
     raise TypeError(
         f"{layer.describe()}: backprop expected a {what} of type {type(y).__name__} (the output's), "
         f"got {type(dy).__module__}.{type(dy).__name__}"

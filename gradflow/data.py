@@ -13,8 +13,10 @@ import numpy as np
 
 from . import backend
 from .backend import Array, Device
+from .validation import checked_arguments
 
 
+@checked_arguments
 class BatchIterator:
     """Iterate over ``(x_batch, y_batch)`` pairs (or ``x_batch`` alone when ``y`` is None).
 
@@ -72,14 +74,25 @@ class BatchIterator:
         return self.device.send(part, self.dtype if floating else None)
 
     def __iter__(self) -> Iterator[Any]:
+        for xb, yb in self.host_batches():
+            sent = self.send(xb)
+            yield sent if yb is None else (sent, self._send(yb))
+
+    def host_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The same batches (and the same shuffling) as iteration, as host arrays not yet sent:
+        ``fit`` and ``evaluate`` check each batch's labels here, where that costs no device sync."""
         n = len(self.x)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            host = self.x[index]
-            xb = self._send(host)
-            backend.remember_host_copy(xb, host)  # value checks (Embedding ids) read the host copy
-            yield xb if self.y is None else (xb, self._send(self.y[index]))
+            yield self.x[index], (None if self.y is None else self.y[index])
+
+    def send(self, batch: np.ndarray) -> Array:
+        """One host batch of inputs from :meth:`host_batches` on the iterator's device (floats in its
+        dtype); value checks (Embedding's id range) then read the host copy instead of syncing."""
+        sent = self._send(batch)
+        backend.remember_host_copy(sent, batch)
+        return sent
 
     def to(self, device: "str | Device") -> "BatchIterator":
         """This iterator's batches sent to another device (the same data and shuffling state).

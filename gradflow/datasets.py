@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .validation import flag, integer, real
+
 
 class Split(NamedTuple):
     """Host arrays: inputs float32, labels int64."""
@@ -32,8 +34,9 @@ def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0, stan
 
     Needs scikit-learn (``pip install 'gradflow-nn[data]'``).
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"digits: test_fraction must be in (0, 1), got {test_fraction!r}")
+    real("digits", "test_fraction", test_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+    flag("digits", "images", images)
+    integer("digits", "seed", seed, low=0)
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
@@ -42,6 +45,14 @@ def digits(images: bool = False, test_fraction: float = 0.2, seed: int = 0, stan
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
     rng = np.random.default_rng(seed)
+    sizes = [int(np.sum(y == label)) for label in range(10)]
+    tests = [int(round(size * test_fraction)) for size in sizes]
+    if min(size - test for size, test in zip(sizes, tests)) < 1 or min(tests) < 1:
+        low = max(0.5 / min(sizes), 1e-12)
+        raise ValueError(
+            f"digits: test_fraction={test_fraction!r} leaves a class with no training or no test image "
+            f"(classes have {min(sizes)} to {max(sizes)} images); use a fraction in about [{low:.4f}, {1 - low:.4f}]"
+        )
     test_index = []
     for label in range(10):
         members = np.flatnonzero(y == label)

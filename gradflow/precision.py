@@ -29,6 +29,7 @@ from typing import Any
 from . import backend
 from .backend import Array, DeviceError
 from .core import Buffer, Layer, Parameter
+from .validation import checked_arguments
 
 COMPUTE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -61,6 +62,7 @@ class Policy:
         return self.compute != self.master
 
 
+@checked_arguments
 class LossScaler:
     """Dynamic loss scale: halves on a non-finite gradient, doubles after ``growth_interval``
     finite steps in a row. A plain Python float, so reading it costs no sync."""

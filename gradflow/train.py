@@ -11,10 +11,20 @@ device and fetched together once per epoch (one transfer). Only what you ask for
 epoch: a callback that reads the loss per step (TerminateOnNaN, the progress bar's refresh every
 half second), or anomaly mode.
 
-The loss's own checks (labels in range, finite output) run on the first batch of every ``fit``
-and ``evaluate`` call; later batches skip them, because each costs a sync. A NaN loss is caught
-at the end of the epoch (training stops with a warning); add ``TerminateOnNaN()`` to stop at
-the exact step, and use :func:`gradflow.diagnostics.detect_anomaly` to find the layer.
+Before anything trains, ``fit`` checks every label of the training and validation data on the
+host (``Loss.check_host_target``: integer labels in [0, C), BCE targets in [0, 1], finite
+targets), where that costs no device sync: the training labels right after the first step's
+forward (whose output gives the class count; that step is rolled back if they are refused),
+the validation data after one inference forward of its first batch (eval mode: nothing moves),
+before epoch 1; ``evaluate`` does the same after its first batch. The loss's device
+checks (finite output) run on the first batch of every ``fit`` and ``evaluate`` call; later
+batches skip them, because each costs a sync. A NaN loss is caught at the end of the epoch
+(training stops with a warning); add ``TerminateOnNaN()`` to stop at the exact step, and use
+:func:`gradflow.diagnostics.detect_anomaly` to find the layer.
+
+A step that raises in its forward or loss (a refused batch) leaves the model as it was: running
+statistics and dropout generators moved by that forward are restored
+(:class:`gradflow.core.rollback_on_error`), and no gradient or weight has been touched yet.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from . import backend
 from . import metrics as _metrics
 from .backend import Array, Device
 from .callbacks import Callback, History, TrainingState
-from .core import Layer
+from .core import Layer, rollback_on_error
 from .data import BatchIterator
 from .losses import Loss
 from .progress import Progress, resolve_verbose
@@ -51,7 +61,38 @@ def _batches(data: Any, batch_size: int, model: Layer, shuffle: bool, seed: int)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return BatchIterator(data[0], data[1], batch_size, shuffle=shuffle, seed=seed, device=device,
                              dtype=_model_dtype(model))
-    raise TypeError("data must be a BatchIterator or an (x, y) pair of arrays")
+    raise TypeError(f"data must be a BatchIterator or an (x, y) pair of host arrays, got {type(data).__name__}")
+
+
+def _check_labels(model: Layer, loss: Loss | None, batches: BatchIterator, what: str,
+                  output_shape: tuple[int, ...] | None = None) -> None:
+    """Check every target of ``batches`` on the host before any of it trains or is scored.
+
+    The output's shape comes from ``output_shape`` or from an inference forward of one sample
+    (``predict``: eval mode, nothing moves). A BatchIterator subclass that makes its own
+    batches (overrides ``__iter__``) is left to the loss's device checks, every batch."""
+    y = batches.y
+    if y is None or type(batches).__iter__ is not BatchIterator.__iter__:
+        return
+    if output_shape is None:
+        output_shape = tuple(model.predict(batches.send(batches.x[:batches.batch_size])).shape)
+    full_shape = (len(y),) + tuple(output_shape[1:])
+    try:
+        if loss is not None:
+            loss.check_host_target(y, full_shape)
+        elif y.dtype.kind in "iu" and len(full_shape) == y.ndim + 1:  # labels scored by metrics
+            classes = full_shape[-1]
+            if y.size and (y.min() < 0 or y.max() >= classes):
+                raise ValueError(f"labels must lie in [0, {classes - 1}] for {classes} classes, "
+                                 f"got values in [{y.min()}, {y.max()}]")
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
+
+
+def _check_not_empty(batches: BatchIterator, what: str) -> None:
+    if len(batches) == 0:
+        raise ValueError(f"{what} yields no batch: {batches.num_samples} samples, batch_size "
+                         f"{batches.batch_size}, drop_last={batches.drop_last}")
 
 
 def _model_device(model: Layer) -> Device:
@@ -163,6 +204,25 @@ def fit(
         data, validation = _split(data, validation_split)
     device = _model_device(model)
     batches = _batches(data, batch_size, model, shuffle=shuffle, seed=seed)
+    _check_not_empty(batches, "fit: data")
+    eval_size = validation_batch_size or max(batch_size, 256)
+    val_batches = None
+    if validation is not None:
+        val_batches = _batches(validation, eval_size, model, shuffle=False, seed=0)
+        _check_not_empty(val_batches, "fit: validation")
+    schedule = getattr(optimizer, "schedule", None)
+    observer = schedule if callable(getattr(schedule, "observe", None)) else None
+    monitor = getattr(observer, "monitor", "val_loss") if observer is not None else None
+    if monitor is None:  # e.g. LinearWarmup after a plain schedule: nothing to observe
+        observer = None
+    elif val_batches is None and monitor.startswith("val_"):
+        raise ValueError(f"fit: the optimizer's schedule monitors {monitor!r}, which needs validation data; "
+                         "give validation= or validation_split=, or change the schedule's monitor")
+    # Validation data: shapes through the model (one inference forward: nothing moves) and every
+    # label on the host, before anything trains. The training labels are checked in the first
+    # step, between its forward and its loss, where that step's rollback covers them.
+    if val_batches is not None:
+        _check_labels(model, loss, val_batches, "fit: validation")
     callbacks = list(callbacks or [])
     level = resolve_verbose(verbose)
     display = [Progress(level)] if level else []
@@ -205,13 +265,13 @@ def fit(
             for metric in train_metrics:
                 metric.reset()
             dispatch("on_epoch_begin", state)
-            total, seen = _train_epoch(state, device, dispatch, mixed)
+            total, seen = _train_epoch(state, device, dispatch, mixed, check_labels=epoch == initial_epoch)
             lr = _last_lr(optimizer)
             fetched = _metrics.fetch(train_metrics, extra=[total] if total is not None else [])
             logs = {"loss": fetched.pop("extra")[0] / seen if seen else math.nan}
             logs.update(fetched)
-            if validation is not None:
-                results = evaluate(model, loss, validation, batch_size=eval_size,
+            if val_batches is not None:
+                results = evaluate(model, loss, val_batches, batch_size=eval_size,
                                    metrics=[_fresh(m) for m in metrics] if metrics is not None else None)
                 logs.update({f"val_{name}": value for name, value in results.items()})
             logs["lr"] = lr
@@ -222,7 +282,6 @@ def fit(
                 warnings.warn(reason, RuntimeWarning, stacklevel=2)
                 state.stop(reason)
             if observer is not None:
-                monitor = getattr(observer, "monitor", None) or "val_loss"
                 if monitor not in logs:
                     raise KeyError(f"fit: the optimizer's schedule monitors {monitor!r}, which is not among the logs "
                                    f"({', '.join(sorted(logs))}); give validation data or change its monitor")
@@ -249,12 +308,16 @@ def _last_lr(optimizer: Any) -> float:
 
 
 def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
-                 mixed: Any = None) -> tuple[Array | None, int]:
+                 mixed: Any = None, check_labels: bool = False) -> tuple[Array | None, int]:
     """One pass over the batches; returns the loss summed over samples (on the device) and the
     number of samples. Nothing is fetched here. ``mixed``: a MixedPrecision trainer doing the
-    steps (fit's ``precision``)."""
+    steps (fit's ``precision``). ``check_labels``: check every label of the data on the host
+    after the first forward (its output gives the class count), before that step's loss."""
     model, loss, optimizer = state.model, state.loss, state.optimizer
-    fast_loss = _unchecked(loss)
+    # Labels were checked on the host before training; a BatchIterator that makes its own batches
+    # keeps the loss's device checks on every batch instead.
+    own_batches = type(state.data).__iter__ is not BatchIterator.__iter__
+    fast_loss = loss if own_batches else _unchecked(loss)
     step_loss = loss if state.step == state.first_step else fast_loss
     total: Array | None = None
     seen = 0
@@ -263,11 +326,21 @@ def _train_epoch(state: TrainingState, device: Device, dispatch: _Dispatch,
             state.batch = batch
             try:
                 dispatch("on_batch_begin", state)
+                if check_labels:  # the first step: every label on the host, once the class count is known
+                    first_loss = step_loss
+
+                    def step_loss(out: Array, target: Array, _loss: Loss = first_loss) -> Any:
+                        _check_labels(model, loss, state.data, "fit: data", tuple(out.shape))
+                        return _loss(out, target)
+
+                    check_labels = False
                 if mixed is not None:
-                    value, output = mixed.train_step(xb, yb, step_loss, lambda: _before_update(state, dispatch))
+                    with rollback_on_error():
+                        value, output = mixed.train_step(xb, yb, step_loss, lambda: _before_update(state, dispatch))
                 else:
-                    output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
-                    value, delta = step_loss(output, yb)
+                    with rollback_on_error():  # a refused batch leaves statistics and generators as they were
+                        output, backprop = model(xb, train=True, input_grad=False)  # xb is data: no δ for it
+                        value, delta = step_loss(output, yb)
                     optimizer.zero_grad()
                     backprop(delta)
                     _before_update(state, dispatch)
@@ -327,6 +400,8 @@ def evaluate(
         raise TypeError("evaluate: missing data: evaluate(model, loss, (x, y)) or evaluate(model, (x, y), metrics=[...])")
     device = _model_device(model)
     batches = _batches(data, batch_size, model, shuffle=False, seed=0)
+    _check_not_empty(batches, "evaluate: data")
+    own_batches = type(batches).__iter__ is not BatchIterator.__iter__
     chosen = [_metrics.get(m) for m in metrics] if metrics is not None else None
     for metric in chosen or []:
         metric.reset()
@@ -334,8 +409,10 @@ def evaluate(
     seen = 0
     checked = loss
     with device:
-        for xb, yb in batches:
+        for batch, (xb, yb) in enumerate(batches):
             output = model.predict(xb)
+            if batch == 0:  # every label, on the host, before anything is scored
+                _check_labels(model, loss, batches, "evaluate: data", tuple(output.shape))
             if chosen is None:
                 xp = backend.namespace(output)
                 is_labels = xp.isdtype(yb.dtype, "integral") and output.ndim == yb.ndim + 1
@@ -343,7 +420,7 @@ def evaluate(
             if checked is not None:
                 weighted = checked.value(output, yb) * xb.shape[0]
                 total_loss = weighted if total_loss is None else total_loss + weighted
-                checked = _unchecked(loss)
+                checked = loss if own_batches else _unchecked(loss)
             for metric in chosen:
                 metric.update(output, yb)
             seen += xb.shape[0]

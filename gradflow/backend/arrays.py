@@ -105,8 +105,8 @@ def to_float(x: Array) -> float:
 
 def same_device(a: Array, b: Array) -> bool:
     """True when two arrays are of the same library and on the same device."""
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return True  # subclasses too: np.memmap weights (unpickled with mmap_mode) are host arrays
+    if isinstance(a, (np.ndarray, np.generic)) and isinstance(b, (np.ndarray, np.generic)):
+        return True  # subclasses and NumPy scalars too: np.memmap weights, np.float32(1) targets
     if type(a) is not type(b):
         return False
     return a.device == b.device

@@ -81,10 +81,16 @@ class Device:
 
         An array already here is returned as is (cast when ``dtype`` differs).
         """
+        if not self._library.owns(x):
+            host = arrays.to_numpy(x) if arrays.is_array(x) else np.asarray(x)
+            if host.dtype.kind not in "biufc":
+                raise TypeError(
+                    f"Device.send: x must be an array or nested lists of numbers, got "
+                    f"{type(x).__name__}" + ("" if host.dtype.kind == "O" else f" of dtype {host.dtype}")
+                )
         # CuPy allocates the cast's result on the *current* GPU: cast inside our context.
         with self._library.context():
             if not self._library.owns(x):
-                host = arrays.to_numpy(x) if arrays.is_array(x) else np.asarray(x)
                 x = self._library.from_host(host)
             if dtype is not None:
                 target = self.dtype(dtype) if isinstance(dtype, str) else dtype
@@ -158,6 +164,8 @@ def device(spec: "str | Device" = "auto") -> Device:
             "(or the test devices 'strict' and 'torch')"
         )
     kind, suffix = match.group(1), match.group(2)
+    if kind == "auto" and suffix is not None:
+        raise ValueError(f"unknown device {spec!r}: 'auto' takes no index")
     if kind == "auto":
         kind, suffix = ("cuda", None) if cuda_device_count() > 0 else ("cpu", None)
     index = 0

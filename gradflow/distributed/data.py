@@ -63,11 +63,11 @@ class DistributedBatchIterator(BatchIterator):
         """Samples this rank sees per epoch."""
         return len(range(self.rank, self._used, self.size))
 
-    def __iter__(self) -> Iterator[Any]:
+    def host_batches(self) -> Iterator[Any]:
+        """This rank's batches as host arrays (iteration sends them; see BatchIterator)."""
         n = len(self.x)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         shard = order[:self._used][self.rank::self.size]
         for start in range(0, len(shard), self.batch_size):
             index = shard[start:start + self.batch_size]
-            xb = self._send(self.x[index])
-            yield xb if self.y is None else (xb, self._send(self.y[index]))
+            yield self.x[index], (None if self.y is None else self.y[index])

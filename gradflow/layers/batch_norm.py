@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from .. import init as _init
 from ..backend import Array
-from ..core import Backprop, Buffer, Layer, Parameter, check_delta, check_input
+from ..core import Backprop, Buffer, Layer, Parameter, check_delta, check_input, record_buffer
 from .spatial import LAYOUTS
 
 
@@ -116,6 +116,8 @@ class _BatchNorm(Layer):
 
     def _update_running(self, mean: Array, unbiased_var: Array) -> None:
         m = self.momentum
+        record_buffer(self.running_mean)  # undone if a later layer of this call refuses
+        record_buffer(self.running_var)
         if m is None:  # cumulative average: weight 1/k for the k-th batch, computed on the device (no sync)
             xp = backend.namespace(mean)
             self.num_batches_tracked.value = self.num_batches_tracked.value + 1

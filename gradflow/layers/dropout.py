@@ -7,7 +7,7 @@ from typing import Any
 from .. import backend
 from .. import init as _init
 from ..backend import Array, DeviceRNG
-from ..core import Backprop, Layer, check_delta, check_input
+from ..core import Backprop, Layer, check_delta, check_input, record_generator, record_undo
 
 
 class Dropout(Layer):
@@ -49,9 +49,16 @@ class Dropout(Layer):
         rng = self._generators.get(dev.name)
         if rng is None:
             rng = self._generators[dev.name] = dev.rng(self.seed)
-            if dev.name in self._pending_states:
-                rng.set_state(self._pending_states.pop(dev.name))
+            pending = self._pending_states.pop(dev.name, None)
+            if pending is not None:
+                rng.set_state(pending)
+            record_undo(lambda: self._forget_generator(dev.name, pending))  # a refused call creates none
         return rng
+
+    def _forget_generator(self, name: str, pending: dict | None) -> None:
+        self._generators.pop(name, None)
+        if pending is not None:
+            self._pending_states[name] = pending
 
     def reset_rng(self, seed: int | None = None) -> None:
         """Restart the mask stream on every device (from ``seed`` when given)."""
@@ -77,7 +84,9 @@ class Dropout(Layer):
         if not train or self.p == 0.0:
             return x, lambda dy: dy
         xp = backend.namespace(x)
-        keep = self.generator(x).random(tuple(x.shape), x.dtype) >= self.p
+        rng = self.generator(x)
+        record_generator(rng)  # the draw is undone if a later layer of this call refuses
+        keep = rng.random(tuple(x.shape), x.dtype) >= self.p
         mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
         shape = tuple(x.shape)
 

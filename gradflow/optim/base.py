@@ -47,6 +47,7 @@ from typing import Any
 from .. import backend
 from ..backend import Array
 from ..core import Layer, Parameter, _device_name as _where
+from ..validation import CheckedArguments
 from .clip import clip_arrays_by_norm, clip_arrays_by_value, norm_of_arrays
 from .flat import FlatBuffer, bucket_key, device_context
 
@@ -82,7 +83,7 @@ def check_flag(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-class Optimizer:
+class Optimizer(CheckedArguments):
     """Base class of every optimizer.
 
     params: a Layer, an iterable of Parameters, or a list of parameter groups (dicts with

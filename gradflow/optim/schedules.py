@@ -26,6 +26,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..validation import CheckedArguments
+
 
 def _positive(owner: str, name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> Any:
     kind = int if integer else (int, float)
@@ -43,7 +45,7 @@ def _fraction(owner: str, name: str, value: Any, high_inclusive: bool = False) -
     return value
 
 
-class Schedule:
+class Schedule(CheckedArguments):
     """Base class: ``schedule(step) -> lr``, plus ``state_dict``/``load_state_dict`` for the few
     schedules that keep state (saved in checkpoints with the optimizer)."""
 

@@ -251,7 +251,7 @@ def check_loss(
         assert_close(z, output, 0, 0, f"{dev.name}: {loss!r} modified the output")
         assert_close(t, target, 0, 0, f"{dev.name}: {loss!r} modified the target")
         if reference is not None:
-            assert_close(value, np.float64(reference(output.copy(), np.array(target, copy=True))), 1e-9, 1e-12,
+            assert_close(value, np.asarray(reference(output.copy(), np.array(target, copy=True)), np.float64), 1e-9, 1e-12,
                          f"{dev.name}: {loss!r} value vs NumPy reference")
             checks.append("value")
         numeric = np.zeros_like(output)
@@ -260,9 +260,10 @@ def check_loss(
         for i in range(output.size):
             bumped = output.copy().reshape(-1)
             bumped[i] += eps
-            plus = backend.to_float(loss(dev.send(bumped.reshape(output.shape), "float64"), t)[0])
+            # the δ is the gradient of the value's sum (of the value itself unless reduction="none")
+            plus = float(np.sum(backend.to_numpy(loss(dev.send(bumped.reshape(output.shape), "float64"), t)[0])))
             bumped[i] -= 2 * eps
-            minus = backend.to_float(loss(dev.send(bumped.reshape(output.shape), "float64"), t)[0])
+            minus = float(np.sum(backend.to_numpy(loss(dev.send(bumped.reshape(output.shape), "float64"), t)[0])))
             flat[i] = (plus - minus) / (2 * eps)
         assert_close(delta, numeric, 1e-6, 1e-8, f"{dev.name}: {loss!r} δ vs finite differences")
         checks.append("gradients")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -334,7 +335,9 @@ def test_an_rng_state_that_does_not_fit_is_skipped_with_a_warning(tmp_path):
     import safetensors.numpy
 
     arrays = {f"model/{k}": v for k, v in weights(model).items()}
-    (tmp_path / "cuda.safetensors").write_bytes(safetensors.numpy.save(arrays, {"gradflow": json.dumps(document)}))
+    text = json.dumps(document)
+    header = {"gradflow": text, "gradflow_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    (tmp_path / "cuda.safetensors").write_bytes(safetensors.numpy.save(arrays, header))
     with pytest.warns(RuntimeWarning, match="RNG state of layer '2' .*was not restored"):
         gf.load(tmp_path / "cuda.safetensors", build(seed=1))
 

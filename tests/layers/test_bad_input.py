@@ -26,6 +26,7 @@ import gradflow as gf
 from gradflow import backend, data, datasets, layers, losses, optim, train
 from gradflow.backend import DeviceError
 from gradflow.core import Layer
+from gradflow.data import BatchIterator
 from tests.cases import LayerCase, layer_cases, loss_cases
 
 # --------------------------------------------------------------------------------------------
@@ -611,11 +612,16 @@ def test_every_loss_keeps_the_output_dtype_whatever_the_target_dtype(case, devic
 
 
 @pytest.mark.parametrize("make,pattern", [
-    (lambda: losses.SoftmaxCrossEntropy(reduction="none"), r"reduction must be one of"),
+    (lambda: losses.SoftmaxCrossEntropy(reduction="avg"), r"reduction must be one of"),
     (lambda: losses.SoftmaxCrossEntropy(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
     (lambda: losses.SoftmaxCrossEntropy(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
     (lambda: losses.Huber(delta=0.0), r"Huber: delta must be > 0"),
     (lambda: losses.Huber(delta=math.nan), r"Huber: delta must be > 0"),
+    (lambda: losses.SoftmaxCrossEntropy(weight=[1.0, -1.0]), r"SoftmaxCrossEntropy: weight must be finite and >= 0"),
+    (lambda: losses.NLL(weight=[[1.0]]), r"NLL: weight must be a 1-D array of numbers"),
+    (lambda: losses.BCEWithLogits(pos_weight=math.inf), r"BCEWithLogits: pos_weight must be finite and >= 0"),
+    (lambda: losses.KLDivergence(reduction="avg"), r"KLDivergence: reduction must be one of \('batchmean'"),
+    (lambda: losses.SoftmaxCrossEntropy(weight=[1.0, 2.0], label_smoothing=0.1), r"label_smoothing together with weight"),
     (lambda: losses.MSE(reduction="avg"), r"MSE: reduction must be one of"),
 ])
 def test_loss_settings_out_of_range_are_value_errors(make, pattern):
@@ -819,7 +825,7 @@ def test_clipping_functions_reject_non_positive_limits():
     (lambda: layers.Linear(3.0, 2), ValueError, r"Linear: in_features must be a positive int, got 3.0"),
     (lambda: layers.Linear(3, 2, dtype="int64"), TypeError, r"Parameter: a trainable array must be floating-point, got dtype int64"),
     (lambda: layers.Linear(3, 2, dtype="float8"), ValueError, r"unknown dtype 'float8'"),
-    (lambda: layers.Linear(3, 2, init="nope"), ValueError, r"unknown initializer 'nope'"),
+    (lambda: layers.Linear(3, 2, init="nope"), ValueError, r"Linear: init must be a callable or one of \[.*\], got 'nope'"),
     (lambda: layers.Linear(3, 2, device="gpu"), ValueError, r"unknown device 'gpu'"),
     (lambda: layers.LeakyReLU(-0.1), ValueError, r"LeakyReLU: negative_slope must be >= 0"),
     (lambda: layers.LeakyReLU(math.nan), ValueError, r"LeakyReLU: negative_slope must be >= 0"),
@@ -873,7 +879,7 @@ def _landed_constructor_rows() -> list:
         "Embedding": [(lambda c: c(0, 3), r"Embedding: num_embeddings must be a positive int"),
                       (lambda c: c(5, 3, padding_idx=5), r"Embedding: padding_idx must be an int in \[0, 5\)")],
         "MultiHeadAttention": [(lambda c: c(6, 4), r"MultiHeadAttention: embed_dim \(6\) must be divisible by num_heads \(4\)"),
-                               (lambda c: c(6, 2, dropout=1.0), r"Dropout: p must be a number in \[0, 1\)")],
+                               (lambda c: c(6, 2, dropout=1.0), r"MultiHeadAttention: dropout must be in \[0, 1\), got 1.0")],
         "LSTM": [(lambda c: c(3, 0), r"LSTM: hidden_size must be a positive int"),
                  (lambda c: c(3, 4, proj_size=4), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got 4"),
                  (lambda c: c(3, 4, proj_size=-1), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got -1"),
@@ -1218,3 +1224,122 @@ def test_every_optimizer_hyper_parameter_has_rows():
     unknown = {f"{name}.{param}" for name, cls in OPTIMIZERS.items() for param in _constructor_parameters(cls)
                if param not in HYPER_ROWS and param not in HYPER_WITHOUT_ROWS}
     assert not unknown, f"optimizer arguments without bad-value rows in HYPER_ROWS: {sorted(unknown)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 13: containers, fit/evaluate data (every batch) and checkpoint metadata
+# --------------------------------------------------------------------------------------------
+
+CONTAINER_ROWS = [
+    ("Sequential item not a layer", lambda: gf.Sequential(layers.Linear(2, 2), 3), TypeError, r"Sequential: item 1 is a int, not a Layer"),
+    ("Sequential of a class", lambda: gf.Sequential(layers.Linear), TypeError, r"Sequential: item 0 is a type"),
+    ("Sequential index out of range", lambda: gf.Sequential(layers.Linear(2, 2))[5], IndexError, r"Sequential: index 5 is out of range for 1 layers"),
+    ("Sequential index not an int", lambda: gf.Sequential(layers.Linear(2, 2))["a"], TypeError, r"Sequential: index must be an int, got 'a'"),
+    ("Residual body not a layer", lambda: gf.Residual(3), TypeError, r"Residual: the body is a int"),
+    ("Residual body changes the shape", lambda: gf.Residual(layers.Linear(2, 3, rng=0))(np.ones((1, 2), np.float32)),
+     ValueError, r"Residual: the body Linear.*changed the shape from \(1, 2\) to \(1, 3\)"),
+    ("Concat without branches", lambda: gf.Concat(), ValueError, r"Concat: needs at least one branch"),
+    ("Concat branch not a layer", lambda: gf.Concat(layers.Linear(2, 2), 5), TypeError, r"Concat: branch 1 is a int"),
+    ("Concat axis not an int", lambda: gf.Concat(layers.Linear(2, 2), axis="x"), TypeError, r"Concat: axis must be an int, got 'x'"),
+    ("Concat axis out of range", lambda: gf.Concat(layers.Linear(2, 2), layers.Linear(2, 2), axis=5)(np.ones((1, 2), np.float32)),
+     ValueError, r"Concat\(axis=5\): the branches' outputs \(\(1, 2\), \(1, 2\)\) cannot be concatenated on axis 5"),
+    ("Concat of different ranks", lambda: gf.Concat(layers.Linear(2, 2), gf.Sequential(layers.Linear(2, 2), layers.Reshape((1, 2))))(
+        np.ones((1, 2), np.float32)), ValueError, r"cannot be concatenated on axis -1"),
+]
+
+
+@pytest.mark.parametrize("description,call,error,pattern", CONTAINER_ROWS, ids=[r[0] for r in CONTAINER_ROWS])
+def test_containers_reject_bad_input_with_a_clear_error(description, call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def _labels_data(n=24):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 2, size=n)
+
+
+def _bad_last(value):
+    x, y = _labels_data()
+    y = y.copy()
+    y[-1] = value
+    return x, y
+
+
+FIT_DATA_ROWS = [
+    # (description, data, validation, loss, error, pattern)
+    ("label -1 in the last batch", _bad_last(-1), None, losses.SoftmaxCrossEntropy(), ValueError,
+     r"fit: data: SoftmaxCrossEntropy: labels must lie in \[0, 1\].*got -1 at sample 23"),
+    ("label = classes in the last batch", _bad_last(2), None, losses.SoftmaxCrossEntropy(), ValueError,
+     r"fit: data: .*got 2 at sample 23"),
+    ("NLL label out of range", _bad_last(5), None, losses.NLL(), ValueError, r"fit: data: NLL: labels must lie"),
+    ("bad validation label", _labels_data(), _bad_last(-3), losses.SoftmaxCrossEntropy(), ValueError,
+     r"fit: validation: SoftmaxCrossEntropy: labels .*got -3 at sample 23"),
+    ("validation of the wrong width", _labels_data(), (np.ones((4, 5), np.float32), np.zeros(4, np.int64)),
+     losses.SoftmaxCrossEntropy(), ValueError, r"Linear\(in_features=3.*expected input with 3 features"),
+    ("NaN regression target in the last batch", (np.ones((24, 3), np.float32), np.r_[np.zeros(23), np.nan][:, None] * np.ones((1, 2))),
+     None, losses.MSE(), ValueError, r"fit: data: MSE: the target contains NaN or Inf"),
+    ("x and y of different lengths", (np.ones((24, 3), np.float32), np.zeros(23, np.int64)), None,
+     losses.SoftmaxCrossEntropy(), ValueError, r"BatchIterator: x has 24 samples but y has 23"),
+    ("no batch", BatchIterator(np.ones((5, 3), np.float32), np.zeros(5, np.int64), 8, drop_last=True), None,
+     losses.SoftmaxCrossEntropy(), ValueError, r"fit: data yields no batch"),
+    ("not data", iter([]), None, losses.SoftmaxCrossEntropy(), TypeError, r"data must be a BatchIterator or an \(x, y\) pair"),
+]
+
+
+@pytest.mark.parametrize("description,data,validation,loss,error,pattern", FIT_DATA_ROWS, ids=[r[0] for r in FIT_DATA_ROWS])
+def test_fit_rejects_bad_data_in_any_batch_before_changing_state(description, data, validation, loss, error, pattern):
+    width = 2
+    model = gf.Sequential(layers.Linear(3, width, rng=0), layers.BatchNorm1d(width), layers.Dropout(0.3, seed=2))
+    optimizer = optim.SGD(model, lr=0.1)
+    before = snapshot(model, optimizer)
+    with pytest.raises(error, match=pattern):
+        train.fit(model, loss, optimizer, data, 2, batch_size=8, validation=validation, shuffle=False, verbose=0)
+    assert_unchanged(before, snapshot(model, optimizer))
+
+
+@pytest.mark.parametrize("loss", [None, losses.SoftmaxCrossEntropy()], ids=["metrics only", "with a loss"])
+def test_evaluate_rejects_a_bad_label_in_any_batch(loss):
+    model = gf.Sequential(layers.Linear(3, 2, rng=0), layers.BatchNorm1d(2))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"evaluate: data: .*labels must lie in \[0, 1\]"):
+        train.evaluate(model, loss, _bad_last(-1), batch_size=8)
+    assert_unchanged(before, snapshot(model))
+
+
+CHECKPOINT_METADATA_ROWS = [
+    ("epoch not an int", "epoch", "3", r"epoch must be a non-negative int"),
+    ("optimizer step negative", "optimizer.step", -5, r"optimizer.step must be a non-negative int"),
+    ("generator named by the file", "rng.init.bit_generator", "seed", r"bit_generator must be one of"),
+    ("rng not an object", "rng", [], r"rng must be an object"),
+]
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("description,field,value,pattern", CHECKPOINT_METADATA_ROWS, ids=[r[0] for r in CHECKPOINT_METADATA_ROWS])
+def test_checkpoint_metadata_is_checked_before_anything_changes(tmp_path, description, field, value, pattern):
+    import hashlib
+    import json
+
+    import safetensors.numpy
+
+    from gradflow import checkpoint as ck
+
+    model, first = _model_with_state(gf.device("cpu"))
+    path = gf.save(tmp_path / "run.safetensors", model, first, epoch=1)
+    document = ck.read(path).metadata
+    node = document
+    *parents, last = field.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    text = json.dumps(document)
+    arrays = safetensors.numpy.load_file(str(path))
+    path.write_bytes(safetensors.numpy.save(arrays, {"gradflow": text, "gradflow_sha256": hashlib.sha256(text.encode()).hexdigest()}))
+    other, other_optimizer = _model_with_state(gf.device("cpu"))
+    for p in other.parameters():
+        p.value += 1.0
+    before = snapshot(other, other_optimizer)
+    with pytest.raises(ck.CheckpointError, match=pattern):
+        gf.load(path, other, other_optimizer)
+    assert_unchanged(before, snapshot(other, other_optimizer))

@@ -256,6 +256,7 @@ def test_return_state_backprop_takes_only_a_final_state_delta():
     (_, final), backprop = layer(x, True, return_state=True)
     dx, d_h0 = backprop((None, np.ones_like(final)))
     assert dx.shape == x.shape and d_h0.shape == final.shape
+    (_, final), backprop = layer(x, True, return_state=True)  # a backprop runs once: a fresh forward
     with pytest.raises(ValueError, match=r"GRU.*neither an output δ nor a final-state δ"):
         backprop((None, None))
 

@@ -130,6 +130,6 @@ def test_fit_feeds_the_monitored_metric_to_reduce_on_plateau():
     history = fit(model, MSE(), optim.SGD(model, lr=schedule), (x, y), epochs=4, validation=(x, y), verbose=0)
     # min_delta=10 makes every epoch after the first a non-improvement: halve at every epoch end
     assert history["lr"] == pytest.approx([0.05, 0.05, 0.025, 0.0125])
-    with pytest.raises(KeyError, match="monitors 'val_loss'"):
+    with pytest.raises(ValueError, match="monitors 'val_loss', which needs validation data"):  # before training
         fit(model, MSE(), optim.SGD(model, lr=ReduceLROnPlateau(0.05)), (x, y), epochs=1, verbose=0)
     assert math.isfinite(history["loss"][-1])
