@@ -26,9 +26,9 @@ from .embedding import Embedding
 from .layer_norm import LayerNorm
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 from .recurrent import GRU, LSTM, RNN
-from .transformer import TransformerEncoderBlock
+from .transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ += [
     "MultiHeadAttention", "Dropout", "Embedding", "LayerNorm", "LearnedPositionalEncoding",
-    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "TransformerEncoderBlock",
+    "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "TransformerDecoderBlock", "TransformerEncoderBlock",
 ]

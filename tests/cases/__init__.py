@@ -36,6 +36,7 @@ class LayerCase:
     parity: bool = True
     noncontiguous: bool = True
     max_full: int = 256
+    inputs: tuple[str, ...] = ()  # call_kwargs that are differentiable inputs: backprop returns their δs after dx
     bad_inputs: list[tuple] = field(default_factory=list)
 
 
