@@ -221,7 +221,7 @@ class TransformerDecoderBlock(Layer):
     of x attends to steps ≤ t; the cross-attention is never causal). Dropout seeds: seed
     (self-attention weights), seed+1, seed+2 (cross-attention weights), seed+3, seed+4.
 
-    Call: ``block(x, train, memory, *, key_padding_mask=None, attn_mask=None,
+    Call: ``block(x, train, memory=memory, *, key_padding_mask=None, attn_mask=None,
     memory_key_padding_mask=None, memory_mask=None)``: x (N, T, E), memory (N, S, memory_dim)
     -> y (N, T, E). key_padding_mask (N, T) and attn_mask (T, T) or (N·heads, T, T) go to the
     self-attention (PyTorch's tgt_key_padding_mask, tgt_mask); memory_key_padding_mask (N, S)
