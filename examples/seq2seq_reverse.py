@@ -15,7 +15,7 @@ The whole model is one ``Layer``, so ``fit`` and ``evaluate`` drive it like any 
 is the source and the decoder input side by side, (N, 2L) integer ids. Its backprop carries the
 δ of the encoder's output (the memory) back from every decoder block into the encoder.
 
-Measured (the command above, defaults: length 8, 1 + 1 blocks of width 64, 4 epochs of 16,000
+Measured (the command above, defaults: length 8, 1 + 1 blocks of width 64, 2 epochs of 16,000
 sequences): see the results line in examples/README.md, written by this script's own output.
 """
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--length", type=int, default=8, help="digits per sequence")
     parser.add_argument("--train-size", type=int, default=16000)
     parser.add_argument("--test-size", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=1, help="encoder blocks and decoder blocks (each)")

@@ -90,8 +90,6 @@ class MultiHeadAttention(Layer):
                 raise ValueError(f"MultiHeadAttention: {name} must be a positive int, got {value!r}")
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.kdim, self.vdim = kdim, vdim
@@ -146,6 +144,18 @@ class MultiHeadAttention(Layer):
         if tuple(mask.shape) not in allowed.values():
             shapes = " or ".join(f"{label} = {shape}" for label, shape in allowed.items())
             raise ValueError(f"{self.describe()}: expected {name} of shape {shapes}, got {tuple(mask.shape)}")
+
+    def _lower_triangle(self, T: int, S: int, query: Array, xp: Any) -> Array:
+        """The causal mask (T, S), True where s ≤ t; made once per shape and device."""
+        cache = self.__dict__.setdefault("_causal_masks", {})
+        key = (T, S, str(backend.device_of(query)), type(query))
+        lower = cache.get(key)
+        if lower is None:
+            if len(cache) > 8:
+                cache.clear()
+            lower = xp.arange(T, device=query.device)[:, None] >= xp.arange(S, device=query.device)[None, :]
+            cache[key] = lower
+        return lower
 
     def check_call(self, query: Any, key: Any = None, value: Any = None, key_padding_mask: Any = None,
                    attn_mask: Any = None, names: tuple[str, str] = ("key_padding_mask", "attn_mask")) -> tuple[Any, Any]:
@@ -257,7 +267,7 @@ class MultiHeadAttention(Layer):
             else:
                 additive = mask
         if self.causal:
-            lower = xp.arange(T, device=query.device)[:, None] >= xp.arange(S, device=query.device)[None, :]
+            lower = self._lower_triangle(T, S, query, xp)
             visible = lower if visible is None else xp.logical_and(visible, lower)
         # Only a causal mask (or none) guarantees every query sees a key (itself, or key 0).
         may_hide_all = key_padding_mask is not None or attn_mask is not None
@@ -272,11 +282,14 @@ class MultiHeadAttention(Layer):
         top = xp.max(scores, axis=-1, keepdims=True)
         if may_hide_all:  # a row that sees nothing has max −inf: shift by 0 so it gives zeros, not NaN
             top = xp.where(top == -math.inf, 0.0, top)
-        e = xp.exp(scores - top)
-        total = xp.sum(e, axis=-1, keepdims=True)
+        # In place where the array is this call's own temporary: the (N, h, T, S) arrays are the
+        # largest of the layer, and fresh ones cost page faults on every step.
+        scores -= top
+        weights = xp.exp(scores)
+        total = xp.sum(weights, axis=-1, keepdims=True)
         if may_hide_all:
             total = xp.where(total > 0, total, 1.0)
-        weights = e / total
+        weights /= total
         dropped, dropout_backprop = (weights, None) if self.attention_dropout is None else self.attention_dropout(weights, train)
         heads = dropped @ v  # (N, h, T, d)
         merged = xp.reshape(xp.permute_dims(heads, (0, 2, 1, 3)), (N, T, E))
@@ -294,7 +307,9 @@ class MultiHeadAttention(Layer):
                 d_weights = d_weights + (d_shown[:, None, ...] / h if average_weights else d_shown)
             if dropout_backprop is not None:
                 d_weights = dropout_backprop(d_weights)
-            d_scores = weights * (d_weights - xp.sum(d_weights * weights, axis=-1, keepdims=True))
+            d_weights -= xp.sum(d_weights * weights, axis=-1, keepdims=True)
+            d_weights *= weights  # now dS: P ⊙ (dP − Σ dP ⊙ P), in the buffer of dP
+            d_scores = d_weights
             dq = (d_scores @ k) * scale
             dk = xp.matrix_transpose(d_scores) @ q
             dv = xp.matrix_transpose(dropped) @ d_heads
