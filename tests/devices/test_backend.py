@@ -230,3 +230,17 @@ def test_cuda_rng_is_counter_based_and_resumes_exactly():
     assert ("random", 1) in recorder.calls  # drawn under the asked-for GPU's context
     with pytest.raises(ValueError, match="does not fit a CUDA RNG"):
         again.set_state({"kind": "pcg64"})
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_erf_of_float32_is_float32_accurate_on_every_device(device, portable):
+    """float32 input: float32 output within a few ULP (NumPy uses a float32 rational
+    approximation there instead of SciPy's double-precision erf)."""
+    from scipy.special import erf
+
+    host = np.concatenate([np.linspace(-9, 9, 200_001), np.logspace(-30, 1, 2000), -np.logspace(-30, 1, 2000), [0.0]])
+    host32 = host.astype(np.float32)
+    got = backend.erf(device.send(host32, "float32"), portable=portable)
+    assert backend.dtype_name(got.dtype) == "float32"
+    exact = erf(host32.astype(np.float64))
+    np.testing.assert_allclose(gf.to_numpy(got).astype(np.float64), exact, rtol=5e-7, atol=1e-37)
