@@ -185,7 +185,6 @@ class TransformerEncoderBlock(Layer):
                 attn_mask: Array | None = None) -> tuple[Array, Backprop]:
         check_input(self, x, ndim=3, features=self.embed_dim, like=self.mlp.body[1].weight.value)
         norm1, attention, dropout1 = self.attention.body.layers
-        attention.check_call(x, None, None, key_padding_mask, attn_mask)
         masks = _masks(key_padding_mask=key_padding_mask, attn_mask=attn_mask)
         h, attention_backprop = _residual(x, train, norm1, _attention_branch(attention, dropout1, train, **masks), self.norm_first)
         y, mlp_backprop = _residual(h, train, self.mlp.body.layers[0], _mlp_branch(self.mlp.body, train), self.norm_first)
@@ -293,8 +292,8 @@ class TransformerDecoderBlock(Layer):
             raise ValueError(f"{self.describe()}: memory has batch size {memory.shape[0]} but the input {x.shape[0]}")
         norm1, self_attention, dropout1 = self.attention.body.layers
         norm2, cross_attention, dropout2 = self.cross_attention.body.layers
-        # Every argument is checked before any dropout draws: a bad call changes no state.
-        self_attention.check_call(x, None, None, key_padding_mask, attn_mask)
+        # Every argument is checked before any dropout draws (the self-attention checks its own
+        # masks before its first draw): a bad call changes no state.
         cross_attention.check_call(x, memory, None, memory_key_padding_mask, memory_mask,
                                    names=("memory_key_padding_mask", "memory_mask"))
         self_masks = _masks(key_padding_mask=key_padding_mask, attn_mask=attn_mask)
