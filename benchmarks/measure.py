@@ -118,9 +118,9 @@ def layer_overheads(number: int = 3000) -> list[dict[str, Any]]:
         backprop(dy)
 
     def bare_linear():
-        y = x @ W
+        y = x @ W.T
         y += b
-        grad_w, grad_b, dx = x.T @ dy, np.sum(dy, axis=0), dy @ W.T
+        grad_w, grad_b, dx = dy.T @ x, np.sum(dy, axis=0), dy @ W
         return grad_w, grad_b, dx
 
     def gradflow_relu():

@@ -66,7 +66,7 @@ def build_gradflow_model(sizes: tuple[int, ...] = SIZES, seed: int = 0, device: 
     layers: list = []
     for i, (weight, bias) in enumerate(initial_weights(sizes, seed)):
         linear = L.Linear(weight.shape[0], weight.shape[1], rng=0)
-        linear.weight.value, linear.bias.value = weight.copy(), bias.copy()
+        linear.weight.value, linear.bias.value = weight.T.copy(), bias.copy()
         layers += [linear, L.ReLU()] if i < len(sizes) - 2 else [linear]
     return gf.Sequential(*layers).to(device, dtype)
 
@@ -220,7 +220,8 @@ def build_numpy_step(batch: int, *, optimizer: str = "sgd", xp: Any = None, coun
         host = []
         for p in params:
             p = unwrap(p)
-            host.append((p.get() if hasattr(p, "get") else np.asarray(p)).astype(np.float64))
+            value = (p.get() if hasattr(p, "get") else np.asarray(p)).astype(np.float64)
+            host.append(value.T if value.ndim == 2 else value)  # (out, in) like gradflow and PyTorch
         return host
 
     def synchronize() -> None:
@@ -272,7 +273,7 @@ def build_torch_step(batch: int, *, optimizer: str = "sgd", device: str = "cpu",
         host = []
         for module in model:
             if isinstance(module, torch.nn.Linear):
-                host.append(module.weight.detach().cpu().numpy().T.astype(np.float64))
+                host.append(module.weight.detach().cpu().numpy().astype(np.float64))
                 host.append(module.bias.detach().cpu().numpy().astype(np.float64))
         return host
 

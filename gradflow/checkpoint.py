@@ -46,7 +46,9 @@ from . import backend
 from .callbacks import History, callback_key
 
 FORMAT = "gradflow-checkpoint"
-FORMAT_VERSION = 1
+# 2: Linear weights are stored (out_features, in_features) as in PyTorch; version 1 stored them
+# (in, out), and a square one would load transposed without a word, so version 1 is refused.
+FORMAT_VERSION = 2
 METADATA_KEY = "gradflow"
 _CHUNK = 1 << 22  # bytes per write call; small enough that an interrupt lands mid-file
 
@@ -332,6 +334,12 @@ def read(path: "str | os.PathLike") -> Checkpoint:
         raise CheckpointError(
             f"{name}: written by a newer gradflow (format version {metadata['format_version']}, this one reads "
             f"up to {FORMAT_VERSION}); upgrade gradflow"
+        )
+    if int(metadata.get("format_version", 0)) < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name}: written by gradflow 0.1 (format version {metadata.get('format_version')}), which stored "
+            "Linear weights as (in, out); this version stores PyTorch's (out, in) and will not guess: "
+            "re-create the checkpoint with this version"
         )
     try:
         ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]

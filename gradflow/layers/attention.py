@@ -23,8 +23,8 @@ class MultiHeadAttention(Layer):
         causal: query t sees only keys s ≤ t (a lower-triangular mask, also for T ≠ S).
         bias: whether the projections have biases.
         kdim, vdim: feature sizes of the key and value inputs (default E). When both are E the
-            three input projections are packed into one Linear ``qkv`` (E -> 3E, columns
-            [queries | keys | values], PyTorch's ``in_proj_weight`` transposed); otherwise they are
+            three input projections are packed into one Linear ``qkv`` (E -> 3E, weight (3E, E)
+            with rows [queries | keys | values]: PyTorch's ``in_proj_weight``); otherwise they are
             separate Linears ``q_proj`` (E -> E), ``k_proj`` (kdim -> E), ``v_proj`` (vdim -> E).
             ``out`` (E -> E) is the output projection either way.
         seed: seed of the attention-dropout generator. rng: seed or generator for the weights.
@@ -44,7 +44,7 @@ class MultiHeadAttention(Layer):
     - need_weights: also return the attention weights P' (after dropout, the ones that multiply
       V): averaged over heads (N, T, S) when ``average_weights``, else per head (N, h, T, S).
 
-    Forward, per head: ``Q = query W_q + b_q``, ``K = key W_k + b_k``, ``V = value W_v + b_v``
+    Forward, per head: ``Q = query W_qᵀ + b_q``, ``K = key W_kᵀ + b_k``, ``V = value W_vᵀ + b_v``
     (slices of one packed GEMM where possible); ``S = Q Kᵀ / √d + A`` (N, h, T, S) with A the
     additive mask; hidden keys get weight zero: ``P = softmax_masked(S)`` over the key axis (a
     query that sees no key at all gets all-zero weights instead of NaN, unlike PyTorch);
@@ -52,8 +52,8 @@ class MultiHeadAttention(Layer):
 
     δ rule: ``dV = P'ᵀ dO``, ``dP' = dO Vᵀ (+ the weights' δ)``, ``dP = dropout δ(dP')``,
     ``dS = P ⊙ (dP − Σ_keys dP ⊙ P)``, ``dQ = dS K / √d``, ``dK = dSᵀ Q / √d``; then through the
-    projections: ``d_query = dQ W_qᵀ``, ``d_key = dK W_kᵀ``, ``d_value = dV W_vᵀ`` (summed into
-    one δ for self-attention). Gradients: ``dW_q = queryᵀ dQ``, ``db_q = Σ dQ`` and likewise for
+    projections: ``d_query = dQ W_q``, ``d_key = dK W_k``, ``d_value = dV W_v`` (summed into
+    one δ for self-attention). Gradients: ``dW_q = dQᵀ query``, ``db_q = Σ dQ`` and likewise for
     K, V and the output projection.
 
     Returns ``(y, backprop)`` with y (N, T, E), or ``((y, weights), backprop)`` with
@@ -208,15 +208,15 @@ class MultiHeadAttention(Layer):
 
             return heads(q, T, 1)[0, ...], heads(k, S, 1)[0, ...], heads(v, S, 1)[0, ...], backward_separate
 
-        # Packed weights, separate inputs: the query uses columns [0, E), the key [E, 2E) and the
-        # value [2E, 3E); a key that is also the value takes [E, 3E) in one GEMM.
+        # Packed weights (3E, E), separate inputs: the query uses rows [0, E), the key [E, 2E) and
+        # the value [2E, 3E); a key that is also the value takes [E, 3E) in one GEMM.
         W = self.qkv.weight.value
         b = None if self.qkv.bias is None else self.qkv.bias.value
         groups = [(query, 0, E), (key, E, 3 * E)] if value is None else [(query, 0, E), (key, E, 2 * E), (value, 2 * E, 3 * E)]
         flats, outputs = [], []
         for x, start, stop in groups:
             flat = xp.reshape(x, (-1, x.shape[-1]))
-            y = flat @ W[:, start:stop]
+            y = flat @ W[start:stop].T
             if b is not None:
                 y = y + b[start:stop]
             flats.append(flat)
@@ -226,10 +226,10 @@ class MultiHeadAttention(Layer):
 
         def backward_packed(dq, dk, dv):
             deltas = [unheads([dq], T)] + ([unheads([dk, dv], S)] if value is None else [unheads([dk], S), unheads([dv], S)])
-            self.qkv.weight.accumulate(xp.concat([flat.T @ delta for flat, delta in zip(flats, deltas)], axis=1))
+            self.qkv.weight.accumulate(xp.concat([delta.T @ flat for flat, delta in zip(flats, deltas)], axis=0))
             if b is not None:
                 self.qkv.bias.accumulate(xp.concat([xp.sum(delta, axis=0) for delta in deltas], axis=0))
-            results = [xp.reshape(delta @ W[:, start:stop].T, tuple(x.shape))
+            results = [xp.reshape(delta @ W[start:stop], tuple(x.shape))
                        for delta, (x, start, stop) in zip(deltas, groups)]
             return results[0], results[1], (results[2] if value is not None else None)
 

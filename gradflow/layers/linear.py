@@ -15,10 +15,10 @@ from ..core import Backprop, Layer, Parameter, check_delta, check_input
 class Linear(Layer):
     """Affine map over the last axis.
 
-    Shapes: x (N, *, in_features) -> y (N, *, out_features); weight (in_features, out_features);
-    bias (out_features,).
+    Shapes: x (N, *, in_features) -> y (N, *, out_features); weight (out_features, in_features),
+    PyTorch's layout, so a ``torch.nn.Linear`` state dict loads by name; bias (out_features,).
 
-    Forward: ``y = x W + b``.  δ rule: ``dx = dy Wᵀ``.  Gradients: ``dW = xᵀ dy`` and
+    Forward: ``y = x Wᵀ + b``.  δ rule: ``dx = dy W``.  Gradients: ``dW = dyᵀ x`` and
     ``db = Σ_N dy`` (summed over every leading axis). Called with ``input_grad=False`` the
     backprop skips ``dx`` (a third of the layer's backward work) and returns ``None``.
 
@@ -26,7 +26,7 @@ class Linear(Layer):
 
         layer = Linear(4, 3, rng=0)
         y, backprop = layer(device("cpu").send(np.ones((2, 4)), "float32"), train=True)
-        dx = backprop(y)          # dx.shape == (2, 4); layer.weight.grad.shape == (4, 3)
+        dx = backprop(y)          # dx.shape == (2, 4); layer.weight.grad.shape == (3, 4)
     """
 
     def __init__(
@@ -46,8 +46,10 @@ class Linear(Layer):
         self.in_features, self.out_features = in_features, out_features
         dev = backend.device(device)
         generator = _init.generator(rng)
+        # Drawn as (in, out) and stored transposed: the same seed gives the same weights as before
+        # the layout became PyTorch's (out, in).
         weight = _init.get(init)((in_features, out_features), in_features, out_features, generator)
-        self.weight = Parameter(dev.send(weight, dtype))
+        self.weight = Parameter(dev.send(weight.T.copy(), dtype))
         # Zero biases: the usual choice with Glorot/He weights.
         self.bias = Parameter(dev.send(_init.zeros((out_features,)), dtype)) if bias else None
 
@@ -61,9 +63,9 @@ class Linear(Layer):
         if x.ndim != 2:
             # One (N·…, in) GEMM: NumPy's broadcasting matmul of a 3-D x with W is ~6x slower.
             x = xp.reshape(x, (-1, self.in_features))
-            y = xp.reshape(x @ W, (*in_shape[:-1], self.out_features))
+            y = xp.reshape(x @ W.T, (*in_shape[:-1], self.out_features))
         else:
-            y = x @ W
+            y = x @ W.T
         bias = self.bias
         if bias is not None:
             y += bias.value
@@ -71,12 +73,12 @@ class Linear(Layer):
         def backprop(dy: Array) -> Array | None:
             # dy's shape, dtype and device are checked by Layer.__call__'s wrapper
             dy2 = dy if dy.ndim == 2 else xp.reshape(dy, (-1, self.out_features))
-            self.weight.accumulate(x.T @ dy2)
+            self.weight.accumulate(dy2.T @ x)
             if bias is not None:
                 bias.accumulate(xp.sum(dy2, axis=0))
             if not input_grad:
                 return None
-            dx = dy2 @ W.T
+            dx = dy2 @ W
             return dx if len(in_shape) == 2 else xp.reshape(dx, in_shape)
 
         return y, backprop

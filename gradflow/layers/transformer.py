@@ -85,7 +85,7 @@ def _attention_branch(attention: Layer, dropout: Layer, train: bool, **call: Any
 
 
 def _mlp_branch(mlp: Sequential, train: bool) -> Branch:
-    """``a -> Dropout(W₂ act(W₁ a + b₁) + b₂)`` with mlp = [norm, Linear, act, Linear, Dropout]."""
+    """``a -> Dropout(act(a W₁ᵀ + b₁) W₂ᵀ + b₂)`` with mlp = [norm, Linear, act, Linear, Dropout]."""
 
     def branch(a: Array):
         backprops = []
@@ -113,12 +113,12 @@ class TransformerEncoderBlock(Layer):
     Pre-norm (``norm_first=True``, the default; GPT-2, Xiong et al. 2020)::
 
         h = x + Dropout(MHA(LN₁(x)))
-        y = h + Dropout(W₂ act(W₁ LN₂(h) + b₁) + b₂)
+        y = h + Dropout(act(LN₂(h) W₁ᵀ + b₁) W₂ᵀ + b₂)
 
     Post-norm (``norm_first=False``; Vaswani et al. 2017, PyTorch's default)::
 
         h = LN₁(x + Dropout(MHA(x)))
-        y = LN₂(h + Dropout(W₂ act(W₁ h + b₁) + b₂))
+        y = LN₂(h + Dropout(act(h W₁ᵀ + b₁) W₂ᵀ + b₂))
 
     Arguments:
         embed_dim: E, the feature size of x and y. num_heads: attention heads (E divisible).
@@ -141,9 +141,9 @@ class TransformerEncoderBlock(Layer):
 
     Parameters (the same names for both norm orders): ``attention.body.0`` LN₁,
     ``attention.body.1`` the MultiHeadAttention (``qkv``, ``out``), ``mlp.body.0`` LN₂,
-    ``mlp.body.1`` W₁ (E, hidden), ``mlp.body.3`` W₂ (hidden, E); gradflow's Linear layout,
-    ``x W + b`` (PyTorch's ``linear1.weight`` is ``mlp.body.1.weight.T``). Unlike PyTorch's
-    layer, there is no dropout between the MLP's activation and W₂.
+    ``mlp.body.1`` W₁ (hidden, E), ``mlp.body.3`` W₂ (E, hidden), each Linear computing
+    ``x Wᵀ + b`` with PyTorch's layout (``linear1.weight`` is ``mlp.body.1.weight``). Unlike
+    PyTorch's layer, there is no dropout between the MLP's activation and W₂.
     """
 
     def __init__(
@@ -208,12 +208,12 @@ class TransformerDecoderBlock(Layer):
 
         h = x + Dropout(SelfMHA(LN₁(x)))                       # causal
         g = h + Dropout(CrossMHA(LN₂(h), key=memory))          # memory is not normalised here
-        y = g + Dropout(W₂ act(W₁ LN₃(g) + b₁) + b₂)
+        y = g + Dropout(act(LN₃(g) W₁ᵀ + b₁) W₂ᵀ + b₂)
 
     Post-norm (``norm_first=False``, as PyTorch's default ``TransformerDecoderLayer``)::
 
         h = LN₁(x + Dropout(SelfMHA(x)));  g = LN₂(h + Dropout(CrossMHA(h, key=memory)))
-        y = LN₃(g + Dropout(W₂ act(W₁ g + b₁) + b₂))
+        y = LN₃(g + Dropout(act(g W₁ᵀ + b₁) W₂ᵀ + b₂))
 
     Arguments: as :class:`TransformerEncoderBlock`, plus ``memory_dim``, the memory's feature
     size (the cross-attention's kdim = vdim; default E), and ``causal`` (default True: step t
@@ -232,7 +232,7 @@ class TransformerDecoderBlock(Layer):
     backprop).
 
     Parameters: ``attention.body.{0: LN₁, 1: self MHA}``, ``cross_attention.body.{0: LN₂,
-    1: cross MHA}``, ``mlp.body.{0: LN₃, 1: W₁, 3: W₂}`` (gradflow's ``x W + b`` layout). The
+    1: cross MHA}``, ``mlp.body.{0: LN₃, 1: W₁, 3: W₂}`` (PyTorch's Linear layout). The
     cross MHA packs its projections in ``qkv`` when memory_dim = E, else ``q_proj``/``k_proj``/
     ``v_proj``. No dropout between the MLP's activation and W₂ (PyTorch has one).
     """

@@ -13,11 +13,11 @@ X = RNG.normal(size=(5, 4))
 
 
 def _mlp(p, x):
-    return np.tanh(x @ p["0.weight"] + p["0.bias"]) @ p["2.weight"] + p["2.bias"]
+    return np.tanh(x @ p["0.weight"].T + p["0.bias"]) @ p["2.weight"].T + p["2.bias"]
 
 
 def _concat(p, x):
-    return np.concatenate([x @ p["branches.0.weight"] + p["branches.0.bias"], np.tanh(x)], axis=-1)
+    return np.concatenate([x @ p["branches.0.weight"].T + p["branches.0.bias"], np.tanh(x)], axis=-1)
 
 
 LAYER_CASES = [
@@ -28,7 +28,7 @@ LAYER_CASES = [
                   ("0-d input", np.array(1.0), ValueError, r"Linear.*at least 1 axes.*got shape \(\)"),
               ]),
     LayerCase("residual_tanh", lambda: gf.Residual(gf.Sequential(L.Linear(4, 4, rng=5), L.Tanh())), X,
-              lambda p, x: x + np.tanh(x @ p["body.0.weight"] + p["body.0.bias"]),
+              lambda p, x: x + np.tanh(x @ p["body.0.weight"].T + p["body.0.bias"]),
               bad_inputs=[
                   ("wrong feature size", np.ones((5, 6)), ValueError, r"Linear\(in_features=4.*got shape \(5, 6\)"),
               ]),

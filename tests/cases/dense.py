@@ -26,15 +26,15 @@ def _softmax(x):
 
 
 LAYER_CASES = [
-    LayerCase("linear", lambda: L.Linear(4, 3, rng=0), X, lambda p, x: x @ p["weight"] + p["bias"],
+    LayerCase("linear", lambda: L.Linear(4, 3, rng=0), X, lambda p, x: x @ p["weight"].T + p["bias"],
               bad_inputs=[
                   ("wrong feature size", np.ones((5, 7)), ValueError, r"Linear\(in_features=4.*expected input with 4 features.*got shape \(5, 7\)"),
                   ("integer input", np.ones((5, 4), dtype=np.int64), TypeError, r"Linear.*floating-point.*int64"),
                   ("complex input", np.ones((5, 4), dtype=np.complex128), TypeError, r"Linear.*floating-point.*complex"),
                   ("python list", [[1.0] * 4], TypeError, r"Linear.*expected an array.*list"),
               ]),
-    LayerCase("linear_no_bias_3d", lambda: L.Linear(4, 2, bias=False, rng=1), X3, lambda p, x: x @ p["weight"]),
-    LayerCase("linear_he_normal", lambda: L.Linear(4, 6, init="he_normal", rng=2), X, lambda p, x: x @ p["weight"] + p["bias"]),
+    LayerCase("linear_no_bias_3d", lambda: L.Linear(4, 2, bias=False, rng=1), X3, lambda p, x: x @ p["weight"].T),
+    LayerCase("linear_he_normal", lambda: L.Linear(4, 6, init="he_normal", rng=2), X, lambda p, x: x @ p["weight"].T + p["bias"]),
     LayerCase("identity", L.Identity, X, lambda p, x: x),
     LayerCase("flatten", L.Flatten, X3, lambda p, x: x.reshape(x.shape[0], -1)),
     LayerCase("reshape", lambda: L.Reshape(2, 6), X3, lambda p, x: x.reshape(x.shape[0], 2, 6), noncontiguous=False),

@@ -98,13 +98,13 @@ def mha_ref(p, query, heads, key=None, value=None, causal=False, key_padding_mas
     S = key.shape[1]
     if prefix + "qkv.weight" in p:
         W, b = p[prefix + "qkv.weight"], p.get(prefix + "qkv.bias", np.zeros(3 * E))
-        q = query @ W[:, :E] + b[:E]
-        k = key @ W[:, E:2 * E] + b[E:2 * E]
-        v = value @ W[:, 2 * E:] + b[2 * E:]
+        q = query @ W[:E].T + b[:E]          # W (3E, E): rows [queries | keys | values]
+        k = key @ W[E:2 * E].T + b[E:2 * E]
+        v = value @ W[2 * E:].T + b[2 * E:]
     else:
-        q = query @ p[prefix + "q_proj.weight"] + p[prefix + "q_proj.bias"]
-        k = key @ p[prefix + "k_proj.weight"] + p[prefix + "k_proj.bias"]
-        v = value @ p[prefix + "v_proj.weight"] + p[prefix + "v_proj.bias"]
+        q = query @ p[prefix + "q_proj.weight"].T + p[prefix + "q_proj.bias"]
+        k = key @ p[prefix + "k_proj.weight"].T + p[prefix + "k_proj.bias"]
+        v = value @ p[prefix + "v_proj.weight"].T + p[prefix + "v_proj.bias"]
     out = np.zeros((N, T, E))
     all_weights = np.zeros((N, heads, T, S))
     for n in range(N):
@@ -133,7 +133,7 @@ def mha_ref(p, query, heads, key=None, value=None, causal=False, key_padding_mas
             out[n, :, cols] = weights @ v[n, :, cols]
     if weights_out is not None:
         weights_out.append(all_weights)
-    return out @ p[prefix + "out.weight"] + p[prefix + "out.bias"]
+    return out @ p[prefix + "out.weight"].T + p[prefix + "out.bias"]
 
 
 def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
@@ -156,7 +156,7 @@ def sublayer_ref(x, norm, f, norm_first):
 
 
 def mlp_ref(p, a, activation=gelu_ref):
-    return activation(a @ p["mlp.body.1.weight"] + p["mlp.body.1.bias"]) @ p["mlp.body.3.weight"] + p["mlp.body.3.bias"]
+    return activation(a @ p["mlp.body.1.weight"].T + p["mlp.body.1.bias"]) @ p["mlp.body.3.weight"].T + p["mlp.body.3.bias"]
 
 
 def norm_params(p, name):

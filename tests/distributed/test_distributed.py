@@ -206,7 +206,7 @@ def test_gradient_reducer_averages_over_ranks_or_samples_on_every_device(device,
             np.testing.assert_allclose(grad, np.full(grad.shape, expected_scale * (i + 1)), rtol=1e-6)
         # reverse layer order: the last parameter first, after the count slot
         assert reducer.slices[0] == (1, 1 + 2)
-        assert [p.shape for p in reducer.order] == [(2,), (5, 2), (5,), (3, 5)]
+        assert [p.shape for p in reducer.order] == [(2,), (2, 5), (5,), (5, 3)]
         assert len(reducer.buckets) > 1 and len(calls) == len(reducer.buckets)
         assert reducer.buckets[0][0] == 0 and reducer.buckets[-1][1] == reducer.length
     np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
@@ -238,7 +238,7 @@ def test_a_parameter_without_gradient_gets_the_reduced_one():
         return gf.to_numpy(net.parameters()[0].grad)
 
     for grad in run_ranks(2, rank_fn):
-        np.testing.assert_array_equal(grad, np.full((3, 5), 1.0))  # (0 + 2) / 2
+        np.testing.assert_array_equal(grad, np.full((5, 3), 1.0))  # (0 + 2) / 2
 
 
 def test_single_process_reduction_leaves_gradients_alone():

@@ -34,11 +34,11 @@ def grads(layer) -> dict[str, np.ndarray]:
 def mha_to_torch(p: dict[str, np.ndarray], prefix: str = "") -> dict[str, np.ndarray]:
     """gradflow MultiHeadAttention parameters -> torch.nn.MultiheadAttention's state dict."""
     if prefix + "qkv.weight" in p:
-        out = {"in_proj_weight": p[prefix + "qkv.weight"].T, "in_proj_bias": p[prefix + "qkv.bias"]}
+        out = {"in_proj_weight": p[prefix + "qkv.weight"], "in_proj_bias": p[prefix + "qkv.bias"]}
     else:
-        out = {f"{part}_proj_weight": p[f"{prefix}{part}_proj.weight"].T for part in "qkv"}
+        out = {f"{part}_proj_weight": p[f"{prefix}{part}_proj.weight"] for part in "qkv"}
         out["in_proj_bias"] = np.concatenate([p[f"{prefix}{part}_proj.bias"] for part in "qkv"])
-    out["out_proj.weight"] = p[prefix + "out.weight"].T
+    out["out_proj.weight"] = p[prefix + "out.weight"]
     out["out_proj.bias"] = p[prefix + "out.bias"]
     return out
 
@@ -50,8 +50,8 @@ def mha_grads_to_torch_layout(g: dict[str, np.ndarray], prefix: str = "") -> dic
 def block_to_torch(p: dict[str, np.ndarray], decoder: bool) -> dict[str, np.ndarray]:
     out = {f"self_attn.{k}": v for k, v in mha_to_torch(p, "attention.body.1.").items()}
     out.update({"norm1.weight": p["attention.body.0.weight"], "norm1.bias": p["attention.body.0.bias"],
-                "linear1.weight": p["mlp.body.1.weight"].T, "linear1.bias": p["mlp.body.1.bias"],
-                "linear2.weight": p["mlp.body.3.weight"].T, "linear2.bias": p["mlp.body.3.bias"]})
+                "linear1.weight": p["mlp.body.1.weight"], "linear1.bias": p["mlp.body.1.bias"],
+                "linear2.weight": p["mlp.body.3.weight"], "linear2.bias": p["mlp.body.3.bias"]})
     last = "norm3" if decoder else "norm2"
     out.update({f"{last}.weight": p["mlp.body.0.weight"], f"{last}.bias": p["mlp.body.0.bias"]})
     if decoder:

@@ -864,7 +864,7 @@ def test_loading_a_state_that_does_not_fit_changes_nothing(device):
     state = {k: backend.to_numpy(v).copy() for k, v in model.state_dict().items()}
     before = snapshot(model, first)
     wrong = dict(state, **{"0.weight": np.zeros((5, 5))})
-    with pytest.raises(ValueError, match=r"shape mismatches: 0.weight: model \(3, 4\) vs given \(5, 5\)"):
+    with pytest.raises(ValueError, match=r"shape mismatches: 0.weight: model \(4, 3\) vs given \(5, 5\)"):
         model.load_state_dict(wrong)
     missing = {k: v for k, v in state.items() if k != "2.bias"}
     with pytest.raises(ValueError, match=r"missing keys: \['2.bias'\]"):

@@ -146,9 +146,9 @@ def test_residual_and_concat_backprop_match_finite_differences(device):
 
     x = np.random.default_rng(3).normal(size=(4, 3))
     check_layer(lambda: gf.Residual(gf.Sequential(L.Linear(3, 3, rng=0), L.Tanh())), x, devices=[device],
-                reference=lambda p, x: x + np.tanh(x @ p["body.0.weight"] + p["body.0.bias"]))
+                reference=lambda p, x: x + np.tanh(x @ p["body.0.weight"].T + p["body.0.bias"]))
     check_layer(lambda: gf.Concat(L.Linear(3, 2, rng=1), L.Tanh()), x, devices=[device],
-                reference=lambda p, x: np.concatenate([x @ p["branches.0.weight"] + p["branches.0.bias"], np.tanh(x)], -1))
+                reference=lambda p, x: np.concatenate([x @ p["branches.0.weight"].T + p["branches.0.bias"], np.tanh(x)], -1))
 
 
 def test_residual_rejects_a_body_that_changes_the_shape():

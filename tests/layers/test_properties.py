@@ -95,7 +95,7 @@ def linear_examples(draw):
     x = _values(draw(seeds), leading + (fan_in,), draw(st.floats(0.1, 3.0)))
 
     def reference(p, x):
-        return x @ p["weight"] + (p["bias"] if bias else 0.0)
+        return x @ p["weight"].T + (p["bias"] if bias else 0.0)
 
     return Example(lambda: L.Linear(fan_in, fan_out, bias, init=init, rng=7), x, reference)
 
@@ -184,7 +184,7 @@ def sequential_examples(draw):
 
     def reference(p, x):
         for i in range(len(widths) - 1):
-            x = activation[2](x @ p[f"{2 * i}.weight"] + p[f"{2 * i}.bias"])
+            x = activation[2](x @ p[f"{2 * i}.weight"].T + p[f"{2 * i}.bias"])
         return x
 
     return Example(make, x, reference)
@@ -195,7 +195,7 @@ def residual_examples(draw):
     width = draw(st.integers(1, 5))
     x = _values(draw(seeds), (draw(st.integers(1, 4)), width))
     return Example(lambda: gf.Residual(gf.Sequential(L.Linear(width, width, rng=3), L.Tanh())), x,
-                   lambda p, x: x + np.tanh(x @ p["body.0.weight"] + p["body.0.bias"]))
+                   lambda p, x: x + np.tanh(x @ p["body.0.weight"].T + p["body.0.bias"]))
 
 
 @st.composite
@@ -203,7 +203,7 @@ def concat_examples(draw):
     width, out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     x = _values(draw(seeds), (draw(st.integers(1, 4)), width))
     return Example(lambda: gf.Concat(L.Linear(width, out, rng=2), L.Sigmoid()), x,
-                   lambda p, x: np.concatenate([x @ p["branches.0.weight"] + p["branches.0.bias"], _sigmoid(x)], -1))
+                   lambda p, x: np.concatenate([x @ p["branches.0.weight"].T + p["branches.0.bias"], _sigmoid(x)], -1))
 
 
 # -- vision layers (when exported) -----------------------------------------------------------

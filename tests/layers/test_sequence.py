@@ -344,9 +344,9 @@ def test_attention_matches_torch_multihead_attention():
     ours = L.MultiHeadAttention(8, 2, rng=0).to("cpu", "float64")
     theirs = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=torch.float64)
     with torch.no_grad():
-        theirs.in_proj_weight.copy_(torch.from_numpy(host(ours.qkv.weight.value).T.copy()))
+        theirs.in_proj_weight.copy_(torch.from_numpy(host(ours.qkv.weight.value).copy()))
         theirs.in_proj_bias.copy_(torch.from_numpy(host(ours.qkv.bias.value)))
-        theirs.out_proj.weight.copy_(torch.from_numpy(host(ours.out.weight.value).T.copy()))
+        theirs.out_proj.weight.copy_(torch.from_numpy(host(ours.out.weight.value).copy()))
         theirs.out_proj.bias.copy_(torch.from_numpy(host(ours.out.bias.value)))
     x = np.random.default_rng(1).normal(size=(2, 5, 8))
     mask = np.array([[False, False, True, False, True], [False] * 5])

@@ -61,9 +61,9 @@ def test_recorded_norms_equal_the_gradients_deltas_and_updates_computed_by_hand(
         np.testing.assert_allclose(record.grad_norm[0, column], grad_norm, rtol=1e-5)
         np.testing.assert_allclose(record.update_ratio[0, column], change / weight, rtol=1e-4)
     assert np.isnan(record.grad_norm[0, 1]) and np.isnan(record.update_ratio[0, 1])  # Tanh has no parameters
-    # δ passed down by the last layer: dx = δ Wᵀ
+    # δ passed down by the last layer: dx = δ W (W stored (out, in))
     w3 = before["3.weight"]
-    expected = np.linalg.norm(gf.to_numpy(delta).astype(np.float64) @ w3.T)
+    expected = np.linalg.norm(gf.to_numpy(delta).astype(np.float64) @ w3)
     np.testing.assert_allclose(record.delta_norm[0, 3], expected, rtol=1e-5)
     assert core._CALL_HOOKS == []
 

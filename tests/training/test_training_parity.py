@@ -23,25 +23,25 @@ def _model():
 
 
 def _numpy_reference_run(params, lr=0.01, betas=(0.9, 0.999), eps=1e-8):
-    params = [p.copy() for p in params]  # W1, b1, W2, b2, W3, b3
+    params = [p.copy() for p in params]  # W1, b1, W2, b2, W3, b3; W (out, in) as in PyTorch
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     for t in range(1, len(X) + 1):
         x, y = X[t - 1], Y[t - 1]
         W1, b1, W2, b2, W3, b3 = params
-        a1 = x @ W1 + b1
+        a1 = x @ W1.T + b1
         h1 = np.maximum(a1, 0)
-        a2 = h1 @ W2 + b2
+        a2 = h1 @ W2.T + b2
         h2 = np.maximum(a2, 0)
-        z = h2 @ W3 + b3
+        z = h2 @ W3.T + b3
         p = np.exp(z - z.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         dz = (p - np.eye(4)[y]) / len(y)
-        dh2 = dz @ W3.T
+        dh2 = dz @ W3
         da2 = dh2 * (a2 > 0)
-        dh1 = da2 @ W2.T
+        dh1 = da2 @ W2
         da1 = dh1 * (a1 > 0)
-        grads = [x.T @ da1, da1.sum(0), h1.T @ da2, da2.sum(0), h2.T @ dz, dz.sum(0)]
+        grads = [da1.T @ x, da1.sum(0), da2.T @ h1, da2.sum(0), dz.T @ h2, dz.sum(0)]
         for i, g in enumerate(grads):
             m[i] = betas[0] * m[i] + (1 - betas[0]) * g
             v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
