@@ -8,7 +8,8 @@ Each contender runs ``--steps`` steps per block, the contenders alternate block 
 (``time.process_time``: on a shared machine wall-clock time measures the neighbours). CPU time
 counts every thread of the process, so spinning BLAS/OpenMP threads are charged to whoever
 made them spin; one thread gives the cleanest comparison. The baseline's MultiHeadAttention
-and TransformerEncoderBlock are loaded from ``git show <commit>:gradflow/layers/...``.
+and TransformerEncoderBlock are loaded from ``git show <commit>:gradflow/layers/...`` (with this
+tree's Linear and backend); "SciPy erf" is this tree's block with float32 erf from SciPy.
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ def torch_step(batch: int, seq: int, hidden: int) -> Callable[[], None]:
     return step
 
 
+def _with_scipy_erf(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with float32 erf computed by SciPy (in double precision), as before the float32
+    rational approximation: the before/after of that change in the same process."""
+    from scipy.special import erf as scipy_erf
+
+    from gradflow.backend import primitives
+
+    def scipy_float32(x):
+        return scipy_erf(x).astype(x.dtype, copy=False)
+
+    def patched() -> None:
+        fast = primitives._erf_float32_numpy
+        primitives._erf_float32_numpy = scipy_float32
+        try:
+            step()
+        finally:
+            primitives._erf_float32_numpy = fast
+
+    return patched
+
+
 def operations_per_step(block_class: type, batch: int, seq: int, hidden: int) -> tuple[int, dict[str, int]]:
     import array_api_compat.numpy as compat_numpy
 
@@ -123,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, list[float]] = {}
     with threadpool_limits(args.threads):
         contenders = {name: gradflow_step(cls, *sizes) for name, cls in classes.items()}
+        contenders["gradflow (this tree, SciPy erf)"] = _with_scipy_erf(gradflow_step(L.TransformerEncoderBlock, *sizes))
         contenders["torch eager"] = torch_step(*sizes)
         for step in contenders.values():
             step()
@@ -137,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"CPU time per step, median of {args.blocks} interleaved blocks of {args.steps} steps, "
           f"{args.threads} thread(s), float32, batch {args.batch}, seq {args.seq}, hidden {args.hidden}:")
     for name, value in medians.items():
-        print(f"  {name:>24}: {value * 1e3:7.2f} ms   ({value / medians['torch eager']:.2f}x torch)")
+        print(f"  {name:>32}: {value * 1e3:7.2f} ms   ({value / medians['torch eager']:.2f}x torch)")
     return medians
 
 
