@@ -100,7 +100,7 @@ class Seq2Seq(Layer):
             embed_backprop(position_backprop(dh))
             for layer_backprop in reversed(encoder_backprops):
                 d_memory = layer_backprop(d_memory)
-            return None  # the ids are not differentiable
+            # the ids are not differentiable: nothing to return
 
         return logits, backprop
 
