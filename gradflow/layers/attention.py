@@ -216,7 +216,7 @@ class MultiHeadAttention(Layer):
         flats, outputs = [], []
         for x, start, stop in groups:
             flat = xp.reshape(x, (-1, x.shape[-1]))
-            y = flat @ W[start:stop].T
+            y = flat @ W[start:stop, :].T
             if b is not None:
                 y = y + b[start:stop]
             flats.append(flat)
@@ -229,7 +229,7 @@ class MultiHeadAttention(Layer):
             self.qkv.weight.accumulate(xp.concat([delta.T @ flat for flat, delta in zip(flats, deltas)], axis=0))
             if b is not None:
                 self.qkv.bias.accumulate(xp.concat([xp.sum(delta, axis=0) for delta in deltas], axis=0))
-            results = [xp.reshape(delta @ W[start:stop], tuple(x.shape))
+            results = [xp.reshape(delta @ W[start:stop, :], tuple(x.shape))
                        for delta, (x, start, stop) in zip(deltas, groups)]
             return results[0], results[1], (results[2] if value is not None else None)
 
