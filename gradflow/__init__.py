@@ -11,14 +11,14 @@
 __version__ = "0.1.0"
 
 from . import backend, init, layers, losses, optim
-from .backend import Device, DeviceError, device, devices, to_numpy
+from .backend import Device, DeviceError, device, devices, from_dlpack, to_numpy
 from .containers import Concat, Residual, Sequential
 from .core import Buffer, Layer, Parameter
 from .init import seed
 
 __all__ = [
     "__version__", "backend", "init", "layers", "losses", "optim",
-    "Device", "DeviceError", "device", "devices", "to_numpy",
+    "Device", "DeviceError", "device", "devices", "from_dlpack", "to_numpy",
     "Concat", "Residual", "Sequential", "Buffer", "Layer", "Parameter", "seed",
 ]
 

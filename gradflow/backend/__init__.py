@@ -27,6 +27,7 @@ Files, one concern each
 ``primitives``       fast primitives (scatter-add, erf, windows, fused cross-entropy) with their
                      portable fallbacks.
 ``host``             host BLAS threads and library versions.
+``dlpack``           zero-copy exchange with torch, JAX and others (:func:`from_dlpack`).
 
 Everything public is re-exported here, so code writes ``backend.device(...)``,
 ``backend.namespace(x)``, ``backend.erf(x)``.
@@ -43,6 +44,7 @@ from .arrays import (device_of, dtype_name, is_array, is_floating, is_integral, 
 from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_rows, set_deterministic,
                          sliding_windows, softmax_cross_entropy, window_count)
 from .host import blas_info, library_versions, limit_blas_threads
+from .dlpack import from_dlpack
 
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "Array", "DeviceError", "Namespace", "Library",
@@ -51,5 +53,5 @@ __all__ = [
     "namespace", "same_device", "to_float", "to_numpy",
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
-    "blas_info", "library_versions", "limit_blas_threads",
+    "blas_info", "library_versions", "limit_blas_threads", "from_dlpack",
 ]

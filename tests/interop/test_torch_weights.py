@@ -1,0 +1,137 @@
+"""A PyTorch model and its gradflow twin: weights loaded from PyTorch's state dict give the same
+outputs and gradients in float64, the state dict written back loads into PyTorch, and what
+cannot be mapped is refused before anything changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow import layers as L
+from gradflow.interop import InteropError, load_torch_state_dict, torch_key_map, torch_state_dict
+
+torch = pytest.importorskip("torch")
+
+
+def _families():
+    """(name, gradflow twin, PyTorch model, input shape, call for torch) for every layer family."""
+    t = torch.nn
+    return {
+        "mlp": (lambda: gf.Sequential(L.Linear(5, 5), L.Tanh(), L.Linear(5, 3)),
+                lambda: t.Sequential(t.Linear(5, 5), t.Tanh(), t.Linear(5, 3)), (4, 5)),
+        "conv2d_batchnorm": (lambda: gf.Sequential(L.Conv2d(2, 3, 3, stride=2, padding=1), L.BatchNorm2d(3), L.ReLU(),
+                                                   L.ConvTranspose2d(3, 2, 2, stride=2)),
+                             lambda: t.Sequential(t.Conv2d(2, 3, 3, stride=2, padding=1), t.BatchNorm2d(3), t.ReLU(),
+                                                  t.ConvTranspose2d(3, 2, 2, stride=2)), (2, 2, 6, 6)),
+        "conv1d_groupnorm": (lambda: gf.Sequential(L.Conv1d(4, 4, 3, groups=2), L.GroupNorm(2, 4)),
+                             lambda: t.Sequential(t.Conv1d(4, 4, 3, groups=2), t.GroupNorm(2, 4)), (3, 4, 7)),
+        "layernorm": (lambda: gf.Sequential(L.LayerNorm(6), L.Linear(6, 6)),
+                      lambda: t.Sequential(t.LayerNorm(6), t.Linear(6, 6)), (2, 3, 6)),
+        "lstm": (lambda: L.LSTM(4, 4, num_layers=2, bidirectional=True, batch_first=True),
+                 lambda: t.LSTM(4, 4, num_layers=2, bidirectional=True, batch_first=True), (2, 5, 4)),
+        "gru": (lambda: L.GRU(3, 5, batch_first=True), lambda: t.GRU(3, 5, batch_first=True), (2, 4, 3)),
+        "rnn_square": (lambda: L.RNN(4, 4, batch_first=True), lambda: t.RNN(4, 4, batch_first=True), (2, 3, 4)),
+        "attention": (lambda: L.MultiHeadAttention(8, 2), lambda: t.MultiheadAttention(8, 2, batch_first=True), (2, 5, 8)),
+        "encoder_block": (lambda: L.TransformerEncoderBlock(8, 2, mlp_ratio=2.0),
+                          lambda: t.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation="gelu",
+                                                            batch_first=True, norm_first=True), (2, 5, 8)),
+    }
+
+
+def _torch_forward(model, x):
+    if isinstance(model, torch.nn.MultiheadAttention):
+        return model(x, x, x, need_weights=False)[0]
+    out = model(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("family", sorted(_families()))
+def test_a_pytorch_state_dict_loads_into_the_twin_with_the_same_outputs_and_gradients(family):
+    make_ours, make_theirs, shape = _families()[family]
+    torch.manual_seed(0)
+    theirs = make_theirs().double()
+    if family == "conv2d_batchnorm":  # non-trivial running statistics, used in eval mode
+        theirs.train()
+        theirs(torch.randn(8, *shape[1:], dtype=torch.float64))
+    theirs.eval()
+    ours = make_ours().to("cpu", "float64")
+    load_torch_state_dict(ours, theirs.state_dict())
+    ours.eval()
+    x = np.random.default_rng(1).normal(size=shape)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = _torch_forward(theirs, x_t)
+    y, backprop = ours(x, train=False)
+    if isinstance(y, tuple):
+        y = y[0]
+    np.testing.assert_allclose(gf.to_numpy(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = np.random.default_rng(2).normal(size=y_t.shape)
+    (y_t * torch.from_numpy(dy)).sum().backward()
+    ours.zero_grad()
+    dx = backprop(dy)
+    np.testing.assert_allclose(gf.to_numpy(dx), x_t.grad.numpy(), rtol=1e-9, atol=1e-11)
+    grads = torch_state_dict(ours, {name: p.grad for name, p in ours.named_parameters()})
+    named = dict(theirs.named_parameters())
+    assert set(grads) == set(named)
+    for key, grad in grads.items():
+        np.testing.assert_allclose(grad, named[key].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=key)
+
+
+@pytest.mark.parametrize("family", sorted(_families()))
+def test_the_state_dict_written_back_loads_into_pytorch_and_gives_the_same_outputs(family):
+    make_ours, make_theirs, shape = _families()[family]
+    ours = make_ours().to("cpu", "float64").eval()
+    theirs = make_theirs().double().eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
+    x = np.random.default_rng(3).normal(size=shape)
+    y = ours.predict(x)
+    y = y[0] if isinstance(y, tuple) else y
+    np.testing.assert_allclose(gf.to_numpy(y), _torch_forward(theirs, torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_a_square_pytorch_linear_weight_loads_by_name_in_the_right_orientation():
+    # Linear stores (out, in) like PyTorch: a square weight must not be transposed on the way in.
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 4)).double()
+    ours = gf.Sequential(L.Linear(4, 4)).to("cpu", "float64")
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    np.testing.assert_allclose(ours.predict(x), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
+
+
+def test_unmappable_keys_and_shapes_are_refused_before_anything_changes():
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    ours = gf.Sequential(L.Linear(5, 5), L.Tanh(), L.Linear(5, 3)).to("cpu", "float64")
+    before = {k: gf.to_numpy(v).copy() for k, v in ours.state_dict().items()}
+    with pytest.raises(InteropError, match=r"shape mismatches: 2.weight: PyTorch \(2, 5\)"):
+        load_torch_state_dict(ours, theirs.state_dict())
+    state = dict(theirs.state_dict())
+    state["9.weight"] = state.pop("0.weight")
+    with pytest.raises(InteropError, match=r"missing keys: \['0.weight'\]") as error:
+        load_torch_state_dict(ours, state)
+    assert "unexpected keys: ['9.weight']" in str(error.value)
+    with pytest.raises(InteropError, match="state must be a mapping"):
+        load_torch_state_dict(ours, [1, 2])
+    for key, value in ours.state_dict().items():
+        np.testing.assert_array_equal(gf.to_numpy(value), before[key])
+
+
+def test_a_layer_without_a_pytorch_mapping_is_named():
+    class Scale(gf.Layer):
+        def __init__(self):
+            self.gain = gf.Parameter(np.ones(3))
+
+        def forward(self, x, train):
+            return x * self.gain.value, lambda dy: dy * self.gain.value
+
+    with pytest.raises(InteropError, match="no PyTorch mapping is known for Scale"):
+        torch_key_map(gf.Sequential(L.Linear(3, 3), Scale()))
+
+
+def test_key_map_names_pytorch_keys_of_packed_attention_and_encoder_blocks():
+    keys = torch_key_map(L.TransformerEncoderBlock(8, 2))
+    assert keys["attention.body.1.qkv.weight"] == "self_attn.in_proj_weight"
+    assert keys["attention.body.1.out.bias"] == "self_attn.out_proj.bias"
+    assert keys["mlp.body.1.weight"] == "linear1.weight" and keys["attention.body.0.weight"] == "norm1.weight"
