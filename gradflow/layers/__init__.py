@@ -29,10 +29,10 @@ from .embedding import Embedding
 from .layer_norm import LayerNorm, RMSNorm
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
-from .transformer import TransformerEncoderBlock
+from .transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ += [
     "MultiHeadAttention", "Dropout", "Embedding", "LayerNorm", "RMSNorm", "LearnedPositionalEncoding",
     "SinusoidalPositionalEncoding", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
-    "TransformerEncoderBlock",
+    "TransformerDecoderBlock", "TransformerEncoderBlock",
 ]

@@ -65,6 +65,7 @@ def gradcheck(
     check_input: bool = True,
     params: "list[tuple[str, Parameter]] | None" = None,
     before_forward: Callable[[], None] | None = None,
+    inputs: "tuple[str, ...]" = (),
     **kwargs: Any,
 ) -> GradcheckResult:
     """Check ``layer``'s δ-backward (input δ and parameter gradients) against finite differences.
@@ -72,6 +73,9 @@ def gradcheck(
     layer: a :class:`Layer` (its parameters are checked) or any ``f(x) -> (y, backprop)`` with
     ``params`` listing the parameters it uses. x: a float64 array on the layer's device.
     before_forward: called before every forward (e.g. to reseed a dropout mask).
+    inputs: names of keyword arguments in ``kwargs`` that are differentiable inputs too (the
+    key/value of cross-attention, a decoder's memory): ``backprop`` then returns the tuple
+    ``(dx, d_<inputs[0]>, ...)`` and each δ is checked like the input's.
     Raises :class:`GradcheckError` naming the worst entry; returns a :class:`GradcheckResult`.
 
     train: call the layer in training mode. eps: the finite-difference step. rtol, atol: the
@@ -83,8 +87,10 @@ def gradcheck(
     device = backend.device_of(x)
     if isinstance(layer, Layer):
         params = list(layer.named_parameters()) if params is None else params
-        call = lambda value: layer(value, train, **kwargs)  # noqa: E731
+        call = lambda value, /, **extra: layer(value, train, **{**kwargs, **extra})  # noqa: E731
     else:
+        if inputs:
+            raise TypeError("gradcheck: inputs= needs a Layer (the keyword inputs are passed to its call)")
         params = params or []
         call = layer
     # Integer inputs (embedding ids) are not differentiable: the parameters set the dtype.
@@ -101,10 +107,10 @@ def gradcheck(
         if backend.dtype_name(p.dtype) != dtype:
             raise TypeError(f"gradcheck: parameter {name} is {backend.dtype_name(p.dtype)} but x is {dtype}; cast both")
 
-    def forward(value: Array) -> Array:
+    def forward(value: Array, /, **extra: Array) -> Array:
         if before_forward is not None:
             before_forward()
-        return call(value)
+        return call(value, **extra)
 
     y, backprop = forward(x)
     rng = np.random.default_rng(seed)
@@ -115,13 +121,18 @@ def gradcheck(
         p.grad = None
     try:
         dx = backprop(weights)
+        if inputs:
+            if not isinstance(dx, tuple) or len(dx) != 1 + len(inputs):
+                raise GradcheckError(f"gradcheck: backprop must return (dx, {', '.join('d_' + n for n in inputs)}), "
+                                     f"got {type(dx).__name__}")
+            dx, input_deltas = dx[0], dx[1:]
         analytic = {name: (None if p.grad is None else backend.to_numpy(p.grad).astype(np.float64)) for name, p in params}
     finally:
         for p, grad in saved_grads:
             p.grad = grad
 
-    def loss_at(value: Array) -> float:
-        out = forward(value)[0]
+    def loss_at(value: Array, /, **extra: Array) -> float:
+        out = forward(value, **extra)[0]
         return float(np.sum(backend.to_numpy(out).astype(np.float64) * weights_host))
 
     result = GradcheckResult()
@@ -132,6 +143,15 @@ def gradcheck(
         _check_array(
             "input", host_x, backend.to_numpy(dx).astype(np.float64),
             lambda host: loss_at(device.send(host, x.dtype)),
+            eps, rtol, atol, max_full, directions, rng, result,
+        )
+    for name, delta in zip(inputs, input_deltas if inputs else ()):
+        given = kwargs[name]
+        if delta is None:
+            raise GradcheckError(f"gradcheck: backprop returned None for the δ of {name}")
+        _check_array(
+            name, backend.to_numpy(given).astype(np.float64), backend.to_numpy(delta).astype(np.float64),
+            lambda host, name=name, given=given: loss_at(x, **{name: device.send(host, given.dtype)}),
             eps, rtol, atol, max_full, directions, rng, result,
         )
     for name, p in params:

@@ -133,6 +133,7 @@ def check_layer(
     noncontiguous: bool = True,
     max_full: int = 256,
     reference_tolerance: tuple[float, float] = (1e-9, 1e-12),
+    inputs: Sequence[str] = (),
 ) -> Report:
     """Run the layer checks on every device present (or on ``devices``); raise on the first failure.
 
@@ -148,8 +149,12 @@ def check_layer(
     with NumPy's. noncontiguous: also feed a non-contiguous view of ``x``. max_full: arrays up to
     this size are checked entry by entry, larger ones along random directions. reference_tolerance:
     ``(rtol, atol)`` for the comparison with ``reference``.
+    inputs: names of ``call_kwargs`` that are differentiable inputs too (cross-attention's key
+    and value, a decoder's memory): the backprop returns ``(dx, d_<name>, ...)`` in this order,
+    and each of those δs gets the shape, finite-difference and float32 parity checks of ``dx``.
     Returns a :class:`Report` of what ran on each device and which devices were skipped.
     """
+    inputs = tuple(inputs)
     report = Report()
     kwargs = call_kwargs or {}
     x = np.asarray(x)
@@ -174,6 +179,13 @@ def check_layer(
         dy = dev.send(dy_host, "float64")
         layer.zero_grad()
         dx = backprop(dy)
+        deltas = _split_deltas(layer, dx, inputs, dev)
+        dx = deltas.pop("input")
+        for name, delta in deltas.items():
+            expected_shape = tuple(np.shape(kwargs[name]))
+            if tuple(delta.shape) != expected_shape:
+                raise AssertionError(f"{dev.name}: {layer.describe()} returned a δ of shape {tuple(delta.shape)} for {name} {expected_shape}")
+            assert_close(sent[name], kwargs[name], 0, 0, f"{dev.name}: {layer.describe()} modified its input {name}")
         assert_close(x64, x, 0, 0, f"{dev.name}: {layer.describe()} modified its input")
         assert_close(dy, dy_host, 0, 0, f"{dev.name}: {layer.describe()} backprop modified the δ it was given")
         if check_input_gradient and dx is not None and tuple(dx.shape) != tuple(x.shape):
@@ -182,7 +194,7 @@ def check_layer(
         if check_gradients:
             try:
                 gradcheck(layer, x64, train=train, max_full=max_full, check_input=check_input_gradient,
-                          before_forward=hook, **sent)
+                          before_forward=hook, inputs=inputs, **sent)
             except AssertionError as error:
                 raise AssertionError(f"{dev.name}: {layer.describe()}: {error}") from None
             checks.append("gradients")
@@ -193,10 +205,10 @@ def check_layer(
             assert_close(y_strided, y64, 1e-12, 1e-12, f"{dev.name}: {layer.describe()} non-contiguous input")
             checks.append("non-contiguous")
         if parity:
-            outcome = _float32_run(make_layer, dev, x, dy_host, train, kwargs, before_forward)
+            outcome = _float32_run(make_layer, dev, x, dy_host, train, kwargs, before_forward, inputs)
             if baseline is None:
                 cpu = backend.device("cpu")
-                baseline = outcome if dev == cpu else _float32_run(make_layer, cpu, x, dy_host, train, kwargs, before_forward)
+                baseline = outcome if dev == cpu else _float32_run(make_layer, cpu, x, dy_host, train, kwargs, before_forward, inputs)
             if dev.name != "cpu":
                 rtol, atol = PARITY_TOLERANCE["float32"]
                 for key, value in outcome.items():
@@ -206,13 +218,26 @@ def check_layer(
     return report
 
 
-def _float32_run(make_layer, dev, x, dy_host, train, kwargs, before_forward) -> dict[str, np.ndarray]:
+def _split_deltas(layer: Layer, dx: Any, inputs: tuple[str, ...], dev: Device) -> dict[str, Any]:
+    """``{"input": dx, name: d_name, ...}`` from what a backprop returned."""
+    if not inputs:
+        return {"input": dx}
+    if not isinstance(dx, tuple) or len(dx) != 1 + len(inputs):
+        raise AssertionError(f"{dev.name}: {layer.describe()} backprop must return (dx, "
+                             f"{', '.join('d_' + n for n in inputs)}), got {type(dx).__name__}")
+    return dict(zip(("input", *inputs), dx))
+
+
+def _float32_run(make_layer, dev, x, dy_host, train, kwargs, before_forward, inputs=()) -> dict[str, np.ndarray]:
     layer = make_layer().to(dev, "float32")
     if before_forward:
         before_forward(layer)
     y, backprop = layer(_send_value(dev, x, "float32"), train, **_send_kwargs(dev, kwargs, "float32"))
-    dx = backprop(dev.send(dy_host, "float32"))
+    deltas = _split_deltas(layer, backprop(dev.send(dy_host, "float32")), tuple(inputs), dev)
+    dx = deltas.pop("input")
     outcome = {"output": backend.to_numpy(y).astype(np.float64)}
+    for name, delta in deltas.items():
+        outcome[f"δ of {name}"] = backend.to_numpy(delta).astype(np.float64)
     if dx is not None:
         outcome["input δ"] = backend.to_numpy(dx).astype(np.float64)
     for name, p in layer.named_parameters():

@@ -21,6 +21,8 @@ class LayerCase:
 
     make: returns the layer, identical on every call (seed its init).
     x: the sample input (host float64). reference(params, x, **kwargs) -> expected output.
+    inputs: names of ``call_kwargs`` that are differentiable inputs too (cross-attention's key and
+    value, a decoder's memory): backprop returns ``(dx, d_<name>, ...)`` and each δ is checked.
     bad_inputs: (description, host array or callable(device) -> input, error type, message regex
     [, call kwargs]); without call kwargs the case's own are used (host arrays are sent as float32).
     """
@@ -38,6 +40,7 @@ class LayerCase:
     parity: bool = True
     noncontiguous: bool = True
     max_full: int = 256
+    inputs: tuple[str, ...] = ()  # call_kwargs that are differentiable inputs: backprop returns their δs after dx
     bad_inputs: list[tuple] = field(default_factory=list)
 
 

@@ -112,40 +112,102 @@ def cell_ref(kind, params, x, state=None, nonlinearity="tanh"):
     return y[:, 0], h_n[0], c_n[0]
 
 
-def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
-    N, T, E = x.shape
+def mha_ref(p, query, heads, key=None, value=None, causal=False, key_padding_mask=None, attn_mask=None,
+            prefix="", weights_out=None):
+    """Multi-head attention from the equations, one sample, head and query row at a time.
+
+    Projections: packed ``qkv`` (columns [Q | K | V]) or separate ``q_proj``/``k_proj``/``v_proj``.
+    attn_mask: (T, S) or (N·heads, T, S); bool True = hidden, float = added to the scores.
+    A query that sees no key gets all-zero weights. weights_out: a list that receives P (N, h, T, S).
+    """
+    N, T, E = query.shape
     d = E // heads
-    qkv = x @ p[prefix + "qkv.weight"].T + p[prefix + "qkv.bias"]
-    q, k, v = qkv[..., :E], qkv[..., E:2 * E], qkv[..., 2 * E:]
+    key = query if key is None else key
+    value = key if value is None else value
+    S = key.shape[1]
+    if prefix + "qkv.weight" in p:
+        W, b = p[prefix + "qkv.weight"], p.get(prefix + "qkv.bias", np.zeros(3 * E))
+        q = query @ W[:E].T + b[:E]          # W (3E, E): rows [queries | keys | values]
+        k = key @ W[E:2 * E].T + b[E:2 * E]
+        v = value @ W[2 * E:].T + b[2 * E:]
+    else:
+        q = query @ p[prefix + "q_proj.weight"].T + p[prefix + "q_proj.bias"]
+        k = key @ p[prefix + "k_proj.weight"].T + p[prefix + "k_proj.bias"]
+        v = value @ p[prefix + "v_proj.weight"].T + p[prefix + "v_proj.bias"]
     out = np.zeros((N, T, E))
+    all_weights = np.zeros((N, heads, T, S))
     for n in range(N):
-        allowed = np.ones((T, T), dtype=bool)
-        if causal:
-            allowed &= np.tril(np.ones((T, T), dtype=bool))
-        if key_padding_mask is not None:
-            allowed &= ~key_padding_mask[n][None, :]
         for head in range(heads):
+            allowed = np.ones((T, S), dtype=bool)
+            added = np.zeros((T, S))
+            if causal:
+                allowed &= np.arange(T)[:, None] >= np.arange(S)[None, :]
+            if key_padding_mask is not None:
+                allowed &= ~key_padding_mask[n][None, :]
+            if attn_mask is not None:
+                mask = attn_mask if attn_mask.ndim == 2 else attn_mask[n * heads + head]
+                if mask.dtype == bool:
+                    allowed &= ~mask
+                else:
+                    added = mask
             cols = slice(head * d, (head + 1) * d)
-            scores = q[n, :, cols] @ k[n, :, cols].T / math.sqrt(d)
-            weights = np.zeros((T, T))
+            scores = q[n, :, cols] @ k[n, :, cols].T / math.sqrt(d) + added
+            allowed &= np.isfinite(scores)
+            weights = np.zeros((T, S))
             for t in range(T):
                 if allowed[t].any():
                     e = np.exp(scores[t, allowed[t]] - scores[t, allowed[t]].max())
                     weights[t, allowed[t]] = e / e.sum()
+            all_weights[n, head] = weights
             out[n, :, cols] = weights @ v[n, :, cols]
+    if weights_out is not None:
+        weights_out.append(all_weights)
     return out @ p[prefix + "out.weight"].T + p[prefix + "out.bias"]
+
+
+def attention_ref(p, x, heads, causal=False, key_padding_mask=None, prefix=""):
+    return mha_ref(p, x, heads, causal=causal, key_padding_mask=key_padding_mask, prefix=prefix)
 
 
 def gelu_ref(x):
     return 0.5 * x * (1 + erf(x / math.sqrt(2)))
 
 
-def block_ref(p, x, heads, causal=False, key_padding_mask=None):
-    a = layer_norm_ref(x, p["attention.body.0.weight"], p["attention.body.0.bias"], (-1,))
-    h = x + attention_ref(p, a, heads, causal, key_padding_mask, prefix="attention.body.1.")
-    m = layer_norm_ref(h, p["mlp.body.0.weight"], p["mlp.body.0.bias"], (-1,))
-    hidden = gelu_ref(m @ p["mlp.body.1.weight"].T + p["mlp.body.1.bias"])
-    return h + hidden @ p["mlp.body.3.weight"].T + p["mlp.body.3.bias"]
+def relu_ref(x):
+    return np.maximum(x, 0)
+
+
+def sublayer_ref(x, norm, f, norm_first):
+    """pre-norm ``x + f(LN(x))`` or post-norm ``LN(x + f(x))``; norm = (γ, β)."""
+    if norm_first:
+        return x + f(layer_norm_ref(x, *norm, (-1,)))
+    return layer_norm_ref(x + f(x), *norm, (-1,))
+
+
+def mlp_ref(p, a, activation=gelu_ref):
+    return activation(a @ p["mlp.body.1.weight"].T + p["mlp.body.1.bias"]) @ p["mlp.body.3.weight"].T + p["mlp.body.3.bias"]
+
+
+def norm_params(p, name):
+    return p[name + ".body.0.weight"], p[name + ".body.0.bias"]
+
+
+def block_ref(p, x, heads, causal=False, key_padding_mask=None, attn_mask=None, norm_first=True, activation=gelu_ref):
+    h = sublayer_ref(x, norm_params(p, "attention"), lambda a: mha_ref(
+        p, a, heads, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, prefix="attention.body.1."),
+        norm_first)
+    return sublayer_ref(h, norm_params(p, "mlp"), lambda a: mlp_ref(p, a, activation), norm_first)
+
+
+def decoder_ref(p, x, heads, memory, key_padding_mask=None, attn_mask=None, memory_key_padding_mask=None,
+                memory_mask=None, causal=True, norm_first=True, activation=gelu_ref):
+    h = sublayer_ref(x, norm_params(p, "attention"), lambda a: mha_ref(
+        p, a, heads, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, prefix="attention.body.1."),
+        norm_first)
+    g = sublayer_ref(h, norm_params(p, "cross_attention"), lambda a: mha_ref(
+        p, a, heads, key=memory, key_padding_mask=memory_key_padding_mask, attn_mask=memory_mask,
+        prefix="cross_attention.body.1."), norm_first)
+    return sublayer_ref(g, norm_params(p, "mlp"), lambda a: mlp_ref(p, a, activation), norm_first)
 
 
 def sinusoid_ref(T, dim, base=10000.0):
@@ -232,6 +294,42 @@ X_NORM = RNG.normal(size=(3, 2, 5)) * 2 + 1
 IDS = np.array([[1, 4, 1, 0], [6, 4, 4, 2], [3, 1, 5, 6]])  # duplicates on purpose
 ONE_VISIBLE = np.array([[True, True, False, True, True], [True, True, True, True, False]])  # one key each
 SOME_PADDED = np.array([[False, False, False, True, True], [False, False, False, False, False]])
+MEMORY = RNG.normal(size=(2, 3, 6))        # (N, S, E): keys/values of cross-attention
+MEMORY_K4 = RNG.normal(size=(2, 3, 4))     # (N, S, kdim=4)
+VALUE_V5 = RNG.normal(size=(2, 3, 5))      # (N, S, vdim=5)
+MEMORY_PADDED = np.array([[False, False, True], [False, False, False]])
+FLOAT_MASK = np.where(RNG.random((5, 5)) < 0.3, -np.inf, RNG.normal(size=(5, 5)))  # additive, some keys hidden
+FLOAT_MASK[:, 0] = 0.0  # every query sees key 0 (the all-hidden row is a bool case below)
+BOOL_MASK_PER_HEAD = RNG.random((4, 5, 3)) < 0.4  # (N·heads, T, S) for 2 heads, cross-attention
+BOOL_MASK_PER_HEAD[1, 2] = True                   # sample 0, head 1, query 2 sees no key: zeros
+CROSS_FLOAT_MASK = RNG.normal(size=(5, 3))
+CAUSAL_BOOL = np.triu(np.ones((5, 5), dtype=bool), 1)  # True above the diagonal = hidden (PyTorch's)
+
+
+def on_other_device(host, dtype=None):
+    """A callable(device) for bad_inputs: ``host`` sent to a device other than the test's."""
+    from gradflow import backend
+
+    return lambda dev: backend.device("strict" if dev.name == "cpu" else "cpu").send(host, dtype)
+
+
+def mask_bad_inputs(name, x, shape, other):
+    """Rows for a mask argument ``name``: wrong shape, integer dtype, float64 on a float32 layer,
+    another device (``other``: the case's other call kwargs)."""
+    good = np.zeros(shape, dtype=bool)
+    return [
+        (f"{name} of the wrong shape", x, ValueError, rf"expected {name} of shape .*got \(7, 7\)",
+         {**other, name: np.zeros((7, 7), dtype=bool)}),
+        (f"integer {name}", x, TypeError, rf"expected {name} of dtype bool.*got dtype int64",
+         {**other, name: np.zeros(shape, dtype=np.int64)}),
+        (f"float64 {name} on a float32 layer", x, TypeError, rf"expected {name} of dtype bool.*got dtype float64",
+         {**other, name: lambda dev: dev.send(np.zeros(shape), "float64")}),
+        (f"{name} on another device", x, DeviceError, rf"{name} is on .* but the query on",
+         {**other, name: on_other_device(good)}),
+        (f"{name} as a list", x, TypeError, rf"expected {name} as a bool", {**other, name: good.tolist()}),
+    ]
+
+
 FIRST_KEY_PADDED = np.array([[True, False, False, False, False], [False, False, False, False, True]])
 
 # Inputs of the option cases, from their own generator (the ones above keep their values).
@@ -387,9 +485,9 @@ LAYER_CASES = [
               bad_inputs=[
                   ("wrong feature size", np.ones((2, 5, 4)), ValueError, r"MultiHeadAttention\(embed_dim=6.*6 features.*\(2, 5, 4\)"),
                   ("mask of the wrong shape", np.ones((2, 5, 6)), ValueError,
-                   r"MultiHeadAttention.*key_padding_mask of shape \(N, T\) = \(2, 5\), got \(2, 4\)",
+                   r"MultiHeadAttention.*key_padding_mask of shape \(N, S\) = \(2, 5\), got \(2, 4\)",
                    {"key_padding_mask": np.zeros((2, 4), dtype=bool)}),
-                  ("float mask", np.ones((2, 5, 6)), TypeError, r"MultiHeadAttention.*bool key_padding_mask.*float32",
+                  ("float mask", np.ones((2, 5, 6)), TypeError, r"MultiHeadAttention.*key_padding_mask of dtype bool.*float32",
                    {"key_padding_mask": np.zeros((2, 5))}),
               ]),
     LayerCase("attention_single_head_single_step", lambda: L.MultiHeadAttention(6, 1, rng=1), X_EMBED[:, :1],
@@ -404,6 +502,38 @@ LAYER_CASES = [
               call_kwargs={"key_padding_mask": FIRST_KEY_PADDED}),
     LayerCase("attention_dropout", lambda: L.MultiHeadAttention(6, 2, dropout=0.25, seed=3, rng=5), X_EMBED,
               None, train=True, before_forward=reset_dropout, parity=False),
+    # -- Cross-attention and masks (issue 14) ------------------------------------------------------
+    LayerCase("attention_cross_key_is_value", lambda: L.MultiHeadAttention(6, 2, rng=6), X_EMBED,
+              lambda p, x, key: mha_ref(p, x, 2, key=key), call_kwargs={"key": MEMORY}, inputs=("key",),
+              bad_inputs=[
+                  ("key with the wrong feature size", X_EMBED, ValueError, r"expected key with 6 features on axis -1, got shape \(2, 3, 4\)",
+                   {"key": MEMORY_K4}),
+                  ("key of another batch size", X_EMBED, ValueError, r"key has batch size 1 but the query 2", {"key": MEMORY[:1]}),
+                  ("key on another device", X_EMBED, DeviceError, r"expected key on device", {"key": on_other_device(MEMORY, "float32")}),
+                  ("value without key", X_EMBED, ValueError, r"got a value but no key", {"value": MEMORY}),
+                  *mask_bad_inputs("key_padding_mask", X_EMBED, (2, 3), {"key": MEMORY})[:4],
+              ]),
+    LayerCase("attention_cross_key_and_value_float_mask", lambda: L.MultiHeadAttention(6, 3, rng=7), X_EMBED,
+              lambda p, x, key, value, attn_mask: mha_ref(p, x, 3, key=key, value=value, attn_mask=attn_mask),
+              call_kwargs={"key": MEMORY, "value": MEMORY[:, ::-1] * 0.5, "attn_mask": CROSS_FLOAT_MASK}, inputs=("key", "value")),
+    LayerCase("attention_kdim_vdim_padded_per_head_bool_mask",
+              lambda: L.MultiHeadAttention(6, 2, kdim=4, vdim=5, rng=8), X_EMBED,
+              lambda p, x, key, value, key_padding_mask, attn_mask: mha_ref(
+                  p, x, 2, key=key, value=value, key_padding_mask=key_padding_mask, attn_mask=attn_mask),
+              call_kwargs={"key": MEMORY_K4, "value": VALUE_V5, "key_padding_mask": MEMORY_PADDED,
+                           "attn_mask": BOOL_MASK_PER_HEAD}, inputs=("key", "value"),
+              bad_inputs=[
+                  ("no key", X_EMBED, ValueError, r"kdim/vdim differ from embed_dim, so key= \(and value=\) are required", {}),
+                  ("no value", X_EMBED, ValueError, r"vdim \(5\) differs from kdim \(4\), so value= is required", {"key": MEMORY_K4}),
+                  ("value of the wrong length", X_EMBED, ValueError, r"expected value of shape \(N, S, vdim\) = \(2, 3, 5\).*got \(2, 2, 5\)",
+                   {"key": MEMORY_K4, "value": VALUE_V5[:, :2]}),
+              ]),
+    LayerCase("attention_float_mask", lambda: L.MultiHeadAttention(6, 2, rng=9), X_EMBED,
+              lambda p, x, attn_mask: mha_ref(p, x, 2, attn_mask=attn_mask), call_kwargs={"attn_mask": FLOAT_MASK},
+              bad_inputs=mask_bad_inputs("attn_mask", X_EMBED, (5, 5), {})),
+    LayerCase("attention_causal_and_bool_mask", lambda: L.MultiHeadAttention(6, 2, causal=True, rng=10), X_EMBED,
+              lambda p, x, attn_mask: mha_ref(p, x, 2, causal=True, attn_mask=attn_mask),
+              call_kwargs={"attn_mask": RNG.random((4, 5, 5)) < 0.3}),
     # -- Transformer block and positions ------------------------------------------------------------
     LayerCase("transformer_block", lambda: L.TransformerEncoderBlock(6, 2, mlp_ratio=2, rng=0), X_EMBED,
               lambda p, x: block_ref(p, x, 2), max_full=64,
@@ -411,10 +541,44 @@ LAYER_CASES = [
     LayerCase("transformer_block_causal_padded", lambda: L.TransformerEncoderBlock(6, 3, mlp_ratio=1.5, causal=True, rng=1),
               X_EMBED, lambda p, x, key_padding_mask: block_ref(p, x, 3, True, key_padding_mask),
               call_kwargs={"key_padding_mask": SOME_PADDED}, max_full=64,
-              bad_inputs=[("mask of the wrong shape", np.ones((2, 5, 6)), ValueError, r"key_padding_mask of shape \(N, T\) = \(2, 5\), got \(5, 2\)",
+              bad_inputs=[("mask of the wrong shape", np.ones((2, 5, 6)), ValueError, r"key_padding_mask of shape \(N, S\) = \(2, 5\), got \(5, 2\)",
                            {"key_padding_mask": np.zeros((5, 2), dtype=bool)})]),
     LayerCase("transformer_block_dropout", lambda: L.TransformerEncoderBlock(6, 2, mlp_ratio=1, dropout=0.2, attention_dropout=0.1, seed=4, rng=2),
               X_EMBED, None, train=True, before_forward=reset_dropout, parity=False, max_full=64),
+    LayerCase("transformer_block_post_norm_relu_masked",
+              lambda: L.TransformerEncoderBlock(6, 2, mlp_ratio=2, norm_first=False, activation="relu", rng=3), X_EMBED,
+              lambda p, x, attn_mask, key_padding_mask: block_ref(p, x, 2, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                                                                  norm_first=False, activation=relu_ref),
+              call_kwargs={"attn_mask": CAUSAL_BOOL, "key_padding_mask": SOME_PADDED}, max_full=64,
+              bad_inputs=mask_bad_inputs("attn_mask", X_EMBED, (5, 5), {"key_padding_mask": SOME_PADDED})),
+    LayerCase("transformer_decoder_block", lambda: L.TransformerDecoderBlock(6, 2, mlp_ratio=2, rng=4), X_EMBED,
+              lambda p, x, memory: decoder_ref(p, x, 2, memory), call_kwargs={"memory": MEMORY}, inputs=("memory",), max_full=64,
+              bad_inputs=[
+                  ("no memory", X_EMBED, TypeError, r"TransformerDecoderBlock.*memory is required", {}),
+                  ("memory with the wrong feature size", X_EMBED, ValueError,
+                   r"TransformerDecoderBlock.*expected memory with 6 features on axis -1, got shape \(2, 3, 4\)", {"memory": MEMORY_K4}),
+                  ("memory on another device", X_EMBED, DeviceError, r"TransformerDecoderBlock.*expected memory on device",
+                   {"memory": on_other_device(MEMORY, "float32")}),
+                  *mask_bad_inputs("memory_mask", X_EMBED, (5, 3), {"memory": MEMORY})[:1],
+                  ("memory_mask of the wrong dtype", X_EMBED, TypeError, r"expected memory_mask of dtype bool.*got dtype int64",
+                   {"memory": MEMORY, "memory_mask": np.zeros((5, 3), dtype=np.int64)}),
+                  ("memory_key_padding_mask of the wrong shape", X_EMBED, ValueError,
+                   r"expected memory_key_padding_mask of shape \(N, S\) = \(2, 3\), got \(2, 5\)",
+                   {"memory": MEMORY, "memory_key_padding_mask": SOME_PADDED}),
+                  ("attn_mask on another device", X_EMBED, DeviceError, r"attn_mask is on .* but the query on",
+                   {"memory": MEMORY, "attn_mask": on_other_device(CAUSAL_BOOL)}),
+              ]),
+    LayerCase("transformer_decoder_block_post_norm_relu_memory_dim_masked",
+              lambda: L.TransformerDecoderBlock(6, 3, memory_dim=4, mlp_ratio=1.5, norm_first=False, activation="relu", rng=5),
+              X_EMBED, lambda p, x, memory, key_padding_mask, memory_key_padding_mask, memory_mask: decoder_ref(
+                  p, x, 3, memory, key_padding_mask=key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
+                  memory_mask=memory_mask, norm_first=False, activation=relu_ref),
+              call_kwargs={"memory": MEMORY_K4, "key_padding_mask": SOME_PADDED, "memory_key_padding_mask": MEMORY_PADDED,
+                           "memory_mask": CROSS_FLOAT_MASK}, inputs=("memory",), max_full=64),
+    LayerCase("transformer_decoder_block_dropout",
+              lambda: L.TransformerDecoderBlock(6, 2, mlp_ratio=1, dropout=0.2, attention_dropout=0.1, seed=4, rng=6),
+              X_EMBED, None, train=True, call_kwargs={"memory": MEMORY}, inputs=("memory",), before_forward=reset_dropout,
+              parity=False, max_full=64),
     LayerCase("learned_positional_encoding", lambda: L.LearnedPositionalEncoding(7, 6, rng=0), X_EMBED,
               lambda p, x: x + p["weight"][:x.shape[1]],
               bad_inputs=[("sequence too long", np.ones((1, 8, 6)), ValueError, r"LearnedPositionalEncoding.*8 steps, more than max_len=7")]),

@@ -204,3 +204,17 @@ def test_cpu_memory_statistics_are_empty_and_freeing_is_a_no_op():
 
 # The CUDA generator (backend.CounterRNG) is tested on the simulated GPUs in
 # tests/devices/test_simulated_cuda.py (no generator per mask, exact resume, on the device).
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_erf_of_float32_is_float32_accurate_on_every_device(device, portable):
+    """float32 input: float32 output within a few ULP (NumPy uses a float32 rational
+    approximation there instead of SciPy's double-precision erf)."""
+    from scipy.special import erf
+
+    host = np.concatenate([np.linspace(-9, 9, 200_001), np.logspace(-30, 1, 2000), -np.logspace(-30, 1, 2000), [0.0]])
+    host32 = host.astype(np.float32)
+    got = backend.erf(device.send(host32, "float32"), portable=portable)
+    assert backend.dtype_name(got.dtype) == "float32"
+    exact = erf(host32.astype(np.float64))
+    np.testing.assert_allclose(gf.to_numpy(got).astype(np.float64), exact, rtol=5e-7, atol=1e-37)

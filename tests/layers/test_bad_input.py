@@ -879,7 +879,9 @@ def _landed_constructor_rows() -> list:
         "Embedding": [(lambda c: c(0, 3), r"Embedding: num_embeddings must be a positive int"),
                       (lambda c: c(5, 3, padding_idx=5), r"Embedding: padding_idx must be an int in \[0, 5\)")],
         "MultiHeadAttention": [(lambda c: c(6, 4), r"MultiHeadAttention: embed_dim \(6\) must be divisible by num_heads \(4\)"),
-                               (lambda c: c(6, 2, dropout=1.0), r"MultiHeadAttention: dropout must be in \[0, 1\), got 1.0")],
+                               (lambda c: c(6, 2, dropout=1.0), r"MultiHeadAttention: dropout must be in \[0, 1\), got 1.0"),
+                               (lambda c: c(6, 2, kdim=0), r"MultiHeadAttention: kdim must be a positive int, got 0"),
+                               (lambda c: c(6, 2, vdim=2.5), r"MultiHeadAttention: vdim must be a positive int, got 2.5")],
         "LSTM": [(lambda c: c(3, 0), r"LSTM: hidden_size must be a positive int"),
                  (lambda c: c(3, 4, proj_size=4), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got 4"),
                  (lambda c: c(3, 4, proj_size=-1), r"LSTM: proj_size must be an int in \[0, hidden_size=4\), got -1"),
@@ -896,7 +898,12 @@ def _landed_constructor_rows() -> list:
                      (lambda c: c(3, 2, forget_bias=math.inf), r"LSTMCell: forget_bias must be a finite number, got inf")],
         "GRUCell": [(lambda c: c(3, True), r"GRUCell: hidden_size must be a positive int, got True")],
         "LearnedPositionalEncoding": [(lambda c: c(0, 4), r"LearnedPositionalEncoding: max_len must be a positive int")],
-        "TransformerEncoderBlock": [(lambda c: c(6, 2, mlp_ratio=0), r"TransformerEncoderBlock: mlp_ratio \* embed_dim must be >= 1")],
+        "TransformerEncoderBlock": [(lambda c: c(6, 2, mlp_ratio=0), r"TransformerEncoderBlock: mlp_ratio \* embed_dim must be >= 1"),
+                                    (lambda c: c(6, 2, activation="swish"),
+                                     r"TransformerEncoderBlock: activation must be one of \('gelu', 'gelu_tanh', 'relu'\), got 'swish'")],
+        "TransformerDecoderBlock": [(lambda c: c(6, 2, mlp_ratio=0.01), r"TransformerDecoderBlock: mlp_ratio \* embed_dim must be >= 1"),
+                                    (lambda c: c(6, 2, activation="tanh"), r"TransformerDecoderBlock: activation must be one of"),
+                                    (lambda c: c(6, 2, memory_dim=0), r"MultiHeadAttention: kdim must be a positive int, got 0")],
     }
     return [pytest.param(name, make, pattern, id=f"{name}-{i}")
             for name, rows in table.items() if hasattr(layers, name) for i, (make, pattern) in enumerate(rows)]

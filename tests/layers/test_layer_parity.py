@@ -24,6 +24,7 @@ def test_layer_matches_reference_finite_differences_and_numpy_on_every_device(ca
         call_kwargs=case.call_kwargs, before_forward=case.before_forward,
         check_input_gradient=case.check_input_gradient, check_gradients=case.check_gradients, parity=case.parity,
         noncontiguous=case.noncontiguous, max_full=case.max_full,
+        inputs=case.inputs,
     )
     checks = report.checked[device.name]
     assert "inputs unmodified" in checks and ("gradients" in checks or not case.check_gradients)

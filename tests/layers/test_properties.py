@@ -53,13 +53,14 @@ class Example:
     parity: bool = True
     noncontiguous: bool = True
     max_full: int = 128
+    inputs: tuple[str, ...] = ()
 
 
 def _run(example: Example) -> None:
     report = check_layer(example.make, example.x, reference=example.reference, devices=PROPERTY_DEVICES,
                          train=example.train, call_kwargs=example.call_kwargs, before_forward=example.before_forward,
                          check_input_gradient=example.check_input_gradient, parity=example.parity,
-                         noncontiguous=example.noncontiguous, max_full=example.max_full)
+                         noncontiguous=example.noncontiguous, max_full=example.max_full, inputs=example.inputs)
     for dev in PROPERTY_DEVICES:
         assert "gradients" in report.checked[dev.name], report
     assert "parity" in report.checked[PROPERTY_DEVICES[1].name] or not example.parity, report
@@ -505,7 +506,7 @@ def registry_examples(draw, name: str):
     if np.issubdtype(x.dtype, np.floating):
         x = x + rng.normal(size=x.shape) * 0.01 * max(float(np.std(x)), 1e-3)
     return Example(case.make, x, case.reference, case.train, case.call_kwargs, case.before_forward,
-                   case.check_input_gradient, case.parity, case.noncontiguous, min(case.max_full, 24))
+                   case.check_input_gradient, case.parity, case.noncontiguous, min(case.max_full, 24), case.inputs)
 
 
 @pytest.mark.parametrize("name", FALLBACK)
