@@ -130,13 +130,14 @@ class Sequential(Layer):
             x: the input array, on the model's device.
             kwargs: call arguments routed to the layers whose ``forward`` names them (e.g. ``key_padding_mask``).
         """
-        if kwargs:
-            for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
-                x = layer.predict(x, **mine) if mine else layer.predict(x)
+        with backend.device_context(x):  # CuPy: new arrays go to x's GPU, not the current one
+            if kwargs:
+                for layer, mine in zip(self.layers, _route(self, self.layers, kwargs)):
+                    x = layer.predict(x, **mine) if mine else layer.predict(x)
+                return x
+            for layer in self.layers:
+                x = layer.predict(x)
             return x
-        for layer in self.layers:
-            x = layer.predict(x)
-        return x
 
 
 class Residual(Layer):

@@ -211,13 +211,15 @@ class Layer(CheckedArguments):
         """
         if not input_grad and self.skips_input_grad:
             kwargs["input_grad"] = False
-        seen = _MODIFICATIONS
         context = backend.device_context(x)  # CuPy: forward and backprop run on x's GPU
         if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
             y, backprop = self._journaled_forward(x, train, kwargs)
         else:
             with context:
                 y, backprop = self._journaled_forward(x, train, kwargs)
+        # counted after the forward: a forward may change its own weights in place (Embedding's
+        # max_norm renormalises the rows it reads), and its backprop is for those weights
+        seen = _MODIFICATIONS
         return y, _delta_checked(self, y, backprop, seen, context)
 
     def _journaled_forward(self, x: Array, train: bool | None, kwargs: dict[str, Any]) -> tuple[Array, Backprop]:
@@ -245,8 +247,9 @@ class Layer(CheckedArguments):
         return y, backprop
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
-        """Inference: eval-mode output, nothing kept for backward."""
-        return self.forward(x, False, **kwargs)[0]
+        """Inference: eval-mode output, nothing kept for backward (run on x's GPU, as a call is)."""
+        with backend.device_context(x):
+            return self.forward(x, False, **kwargs)[0]
 
     # -- structure ---------------------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, "Layer"]]:
@@ -378,7 +381,8 @@ class Layer(CheckedArguments):
                 current = target.value
                 target.value = backend.device_of(current).send(state[key], current.dtype)
                 if target.value is state[key]:
-                    target.value = backend.namespace(current).asarray(target.value, copy=True)
+                    with backend.device_context(current):  # CuPy: the copy goes to the current GPU
+                        target.value = backend.namespace(current).asarray(target.value, copy=True)
                 if isinstance(target, Parameter):
                     target.mark_modified()
 

@@ -67,7 +67,9 @@ def device_context(x: Array | Sequence[Array]) -> Any:
         x = x[0] if x else None
     if library_kind(x) != "cupy":
         return _NO_CONTEXT
-    return x.device  # a cupy.cuda.Device: its own context manager (re-entrant, per thread)
+    device = getattr(x, "device", None)  # a cupy.cuda.Device: its own context manager (re-entrant, per thread)
+    # a measuring proxy that declares CuPy but wraps host arrays has no device context
+    return device if hasattr(device, "__enter__") else _NO_CONTEXT
 
 
 _LAST_SENT = threading.local()

@@ -27,7 +27,8 @@ class _Elementwise(Layer):
         return (y, backprop) if input_grad else (y, _no_input_delta)
 
     def predict(self, x: Array) -> Array:
-        return self.forward(x, False)[0]
+        with backend.device_context(x):  # CuPy: the result goes to x's GPU
+            return self.forward(x, False)[0]
 
     def _forward(self, x: Array, xp) -> tuple[Array, Backprop]:
         raise NotImplementedError

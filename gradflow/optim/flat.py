@@ -31,7 +31,6 @@ on CuPy it lands on the parameters' GPU, not on the current one.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,8 +44,8 @@ def device_context(array: Array) -> Any:
     for CuPy). Measuring proxies belong to no device and get a null context."""
     try:
         return backend.device_of(array)
-    except TypeError:
-        return contextlib.nullcontext()
+    except TypeError:  # a measuring proxy: the context of the array it wraps, if any
+        return backend.device_context(array)
 
 
 def bucket_key(p: Parameter) -> tuple[str, str]:

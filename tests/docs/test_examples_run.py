@@ -30,6 +30,8 @@ EXAMPLES = {
                              "--stride", "16", "--sample-length", "20"], [], "held-out loss"),
     "vanishing_gradients.py": (["--steps", "12", "--hidden", "8"], [], "RNN (tanh)"),
     "ddp_digits.py": (["--epochs", "1"], ["sklearn"], "test accuracy"),
+    "seq2seq_reverse.py": (["--epochs", "1", "--train-size", "64", "--test-size", "20", "--length", "4", "--dim", "8",
+                            "--heads", "2", "--batch-size", "16"], [], "held-out sequences"),
 }
 
 

@@ -221,12 +221,14 @@ def test_need_weights_matches_reference_and_finite_differences_on_every_device(a
 
         return flat, flat_backprop
 
-    gradcheck(both, device.send(x, "float64"), params=list(layer.named_parameters()), max_full=64)
+    with device:  # the helper concatenates outside any layer call
+        gradcheck(both, device.send(x, "float64"), params=list(layer.named_parameters()), max_full=64)
 
     # the weights' δ alone (no output δ) is accepted; neither is refused
     _, backprop = layer(device.send(x, "float64"), True, need_weights=True, average_weights=average, **kwargs)
     d_query, d_key = backprop((None, w_weights))
     assert tuple(d_query.shape) == x.shape and tuple(d_key.shape) == memory.shape
+    _, backprop = layer(device.send(x, "float64"), True, need_weights=True, average_weights=average, **kwargs)
     with pytest.raises(ValueError, match=r"neither an output δ nor a δ of the weights"):
         backprop((None, None))
     with pytest.raises(ValueError, match=r"δ of the attention weights of shape"):
