@@ -22,13 +22,15 @@ class MultiHeadAttention(Layer):
         dropout: probability of zeroing an attention weight in training (0 = none).
         causal: query t sees only keys s ≤ t (a lower-triangular mask, also for T ≠ S).
         bias: whether the projections have biases.
-        kdim, vdim: feature sizes of the key and value inputs (default E). When both are E the
+        kdim: feature size of the key input (default E).
+        vdim: feature size of the value input (default E). When kdim and vdim are both E the
             three input projections are packed into one Linear ``qkv`` (E -> 3E, weight (3E, E)
             with rows [queries | keys | values]: PyTorch's ``in_proj_weight``); otherwise they are
             separate Linears ``q_proj`` (E -> E), ``k_proj`` (kdim -> E), ``v_proj`` (vdim -> E).
             ``out`` (E -> E) is the output projection either way.
         seed: seed of the attention-dropout generator. rng: seed or generator for the weights.
-        device, dtype: where the parameters live.
+        device: where the parameters live.
+        dtype: the parameters' dtype.
 
     Call: ``layer(query, train, key=None, value=None, *, key_padding_mask=None, attn_mask=None,
     need_weights=False, average_weights=True)``.
