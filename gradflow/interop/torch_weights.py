@@ -16,7 +16,13 @@ MultiHeadAttention          ``qkv.weight``/``qkv.bias`` <-> ``in_proj_weight``/`
 TransformerEncoderBlock     ``attention.body.0`` <-> ``norm1``, ``attention.body.1`` <->
                             ``self_attn``, ``mlp.body.0`` <-> ``norm2``, ``mlp.body.1`` <->
                             ``linear1``, ``mlp.body.3`` <-> ``linear2`` (PyTorch's
-                            ``TransformerEncoderLayer(norm_first=True, batch_first=True)``)
+                            ``TransformerEncoderLayer(batch_first=True)``, either norm_first)
+TransformerDecoderBlock     ``attention.body.{0,1}`` <-> ``norm1``, ``self_attn``;
+                            ``cross_attention.body.{0,1}`` <-> ``norm2``, ``multihead_attn``;
+                            ``mlp.body.{0,1,3}`` <-> ``norm3``, ``linear1``, ``linear2``
+                            (PyTorch's ``TransformerDecoderLayer(batch_first=True)``, either
+                            norm_first, activation "relu" or "gelu"; gradflow's causal=True is
+                            PyTorch's ``tgt_mask=generate_square_subsequent_mask(T)``)
 BatchNorm                   PyTorch's ``num_batches_tracked`` is read and ignored, and written
                             as 0 (gradflow's running averages use a fixed momentum)
 ==========================  ==================================================================
@@ -117,24 +123,13 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
                 out.append(_Entry(prefix + ours, prefix + theirs, _same, _same))
         return out, True
     if isinstance(layer, L.TransformerEncoderBlock):
-        rename = {"attention.body.0.": "norm1.", "mlp.body.0.": "norm2.", "mlp.body.1.": "linear1.",
-                  "mlp.body.3.": "linear2."}
-        out = []
-        attention = layer.attention.body[1]
-        inner, _ = _entries_for(attention, prefix + "attention.body.1.")
-        for entry in inner:
-            out.append(_Entry(entry.ours, prefix + "self_attn." + entry.theirs[len(prefix + "attention.body.1."):],
-                              entry.to_torch, entry.from_torch))
-        for name, _ in list(layer.named_parameters()) + list(layer.named_buffers()):
-            if name.startswith("attention.body.1."):
-                continue
-            for ours, theirs in rename.items():
-                if name.startswith(ours):
-                    out.append(_Entry(prefix + name, prefix + theirs + name[len(ours):], _same, _same))
-                    break
-            else:
-                raise InteropError(f"{layer.describe()} at {prefix or '(top)'}: no PyTorch name for {name!r}")
-        return out, True
+        return _block_entries(layer, prefix, {"attention.body.1.": "self_attn."},
+                              {"attention.body.0.": "norm1.", "mlp.body.0.": "norm2.", "mlp.body.1.": "linear1.",
+                               "mlp.body.3.": "linear2."}), True
+    if isinstance(layer, L.TransformerDecoderBlock):
+        return _block_entries(layer, prefix, {"attention.body.1.": "self_attn.", "cross_attention.body.1.": "multihead_attn."},
+                              {"attention.body.0.": "norm1.", "cross_attention.body.0.": "norm2.", "mlp.body.0.": "norm3.",
+                               "mlp.body.1.": "linear1.", "mlp.body.3.": "linear2."}), True
     own = _own_arrays(layer)
     known = {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
              "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "Embedding", "RMSNorm", "InstanceNorm1d",
@@ -145,6 +140,34 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
             f"(arrays {own}); map its keys by hand"
         )
     return [_Entry(prefix + name, prefix + name, _same, _same) for name in own], False
+
+
+def _block_entries(layer: Layer, prefix: str, attentions: dict[str, str], rename: dict[str, str]) -> list[_Entry]:
+    """The entries of a transformer block: each MultiHeadAttention at an ``attentions`` key
+    mapped as a whole under its PyTorch name, every other array renamed by prefix (``rename``)."""
+    out = []
+    for ours_at, theirs_at in attentions.items():
+        attention = _child(layer, ours_at[:-1])
+        for entry in _entries_for(attention, prefix + ours_at)[0]:
+            out.append(_Entry(entry.ours, prefix + theirs_at + entry.theirs[len(prefix + ours_at):],
+                              entry.to_torch, entry.from_torch))
+    for name, _ in list(layer.named_parameters()) + list(layer.named_buffers()):
+        if any(name.startswith(ours_at) for ours_at in attentions):
+            continue
+        for ours, theirs in rename.items():
+            if name.startswith(ours):
+                out.append(_Entry(prefix + name, prefix + theirs + name[len(ours):], _same, _same))
+                break
+        else:
+            raise InteropError(f"{layer.describe()} at {prefix or '(top)'}: no PyTorch name for {name!r}")
+    return out
+
+
+def _child(layer: Layer, path: str) -> Layer:
+    """The sublayer at a dotted path of child names (``"attention.body.1"``)."""
+    for name in path.split("."):
+        layer = dict(layer.named_children())[name]
+    return layer
 
 
 def _entries(model: Layer) -> Iterator[_Entry]:

@@ -142,3 +142,48 @@ def test_key_map_names_pytorch_keys_of_packed_attention_and_encoder_blocks():
     assert keys["attention.body.1.qkv.weight"] == "self_attn.in_proj_weight"
     assert keys["attention.body.1.out.bias"] == "self_attn.out_proj.bias"
     assert keys["mlp.body.1.weight"] == "linear1.weight" and keys["attention.body.0.weight"] == "norm1.weight"
+
+
+def _grads_match(ours, theirs):
+    grads = torch_state_dict(ours, {name: p.grad for name, p in ours.named_parameters()})
+    named = dict(theirs.named_parameters())
+    assert set(grads) == set(named)
+    for key, grad in grads.items():
+        np.testing.assert_allclose(grad, named[key].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=key)
+
+
+@pytest.mark.parametrize("norm_first, activation", [(True, "gelu"), (False, "relu")])
+def test_a_pytorch_decoder_layer_and_its_twin_agree_on_outputs_and_gradients_with_a_causal_mask_and_memory(
+        norm_first, activation):
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation=activation,
+                                              batch_first=True, norm_first=norm_first).double().eval()
+    ours = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0, activation=activation, norm_first=norm_first)
+    ours = ours.to("cpu", "float64").eval()
+    load_torch_state_dict(ours, theirs.state_dict())
+    rng = np.random.default_rng(4)
+    x, memory = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 8))
+    x_t, memory_t = torch.tensor(x, requires_grad=True), torch.tensor(memory, requires_grad=True)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    y_t = theirs(x_t, memory_t, tgt_mask=causal, tgt_is_causal=True)
+    y, backprop = ours(x, train=False, memory=memory)
+    np.testing.assert_allclose(gf.to_numpy(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.normal(size=y_t.shape)
+    (y_t * torch.from_numpy(dy)).sum().backward()
+    ours.zero_grad()
+    dx, d_memory = backprop(dy)
+    np.testing.assert_allclose(gf.to_numpy(dx), x_t.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(gf.to_numpy(d_memory), memory_t.grad.numpy(), rtol=1e-9, atol=1e-11)
+    _grads_match(ours, theirs)
+    back = torch.nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation=activation,
+                                            batch_first=True, norm_first=norm_first).double().eval()
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
+    np.testing.assert_allclose(back(torch.from_numpy(x), torch.from_numpy(memory), tgt_mask=causal).detach().numpy(),
+                               gf.to_numpy(y), rtol=1e-10, atol=1e-12)
+
+
+def test_key_map_names_pytorch_keys_of_a_decoder_block():
+    keys = torch_key_map(L.TransformerDecoderBlock(8, 2))
+    assert keys["cross_attention.body.1.qkv.weight"] == "multihead_attn.in_proj_weight"
+    assert keys["cross_attention.body.0.bias"] == "norm2.bias" and keys["mlp.body.0.weight"] == "norm3.weight"
+    assert keys["attention.body.1.out.weight"] == "self_attn.out_proj.weight"
