@@ -12,7 +12,9 @@ RNN/LSTM/GRU                ``weight_ih_l{k}[_reverse]`` etc.: same names and ga
                             (LSTM i, f, g, o; GRU r, z, n); gradflow stores the matrices
                             transposed when :data:`RECURRENT_TRANSPOSED` says so.
 MultiHeadAttention          ``qkv.weight``/``qkv.bias`` <-> ``in_proj_weight``/``in_proj_bias``,
-                            ``out.*`` <-> ``out_proj.*``
+                            ``out.*`` <-> ``out_proj.*``; with kdim/vdim ≠ E,
+                            ``{q,k,v}_proj.weight`` <-> ``{q,k,v}_proj_weight`` and the three
+                            ``{q,k,v}_proj.bias`` <-> row blocks of ``in_proj_bias`` (3E,)
 TransformerEncoderBlock     ``attention.body.0`` <-> ``norm1``, ``attention.body.1`` <->
                             ``self_attn``, ``mlp.body.0`` <-> ``norm2``, ``mlp.body.1`` <->
                             ``linear1``, ``mlp.body.3`` <-> ``linear2`` (PyTorch's
@@ -36,7 +38,7 @@ before any weight is assigned.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,12 +55,16 @@ class InteropError(ValueError):
 
 @dataclass(frozen=True)
 class _Entry:
-    """One array: its gradflow key, its PyTorch key, and the layout conversions both ways."""
+    """One array: its gradflow key, its PyTorch key, and the layout conversions both ways.
+
+    Several entries share a PyTorch key when PyTorch packs arrays that gradflow keeps apart
+    (``in_proj_bias`` of an attention with kdim/vdim ≠ E): each names its ``rows``."""
 
     ours: str
     theirs: str
     to_torch: Callable[[np.ndarray], np.ndarray]
     from_torch: Callable[[np.ndarray], np.ndarray]
+    rows: tuple[int, int] | None = None  # this array is rows [start, stop) of PyTorch's (packed) array
 
 
 def _same(a: np.ndarray) -> np.ndarray:
@@ -109,19 +115,7 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
             out.append(_Entry(prefix + name, prefix + name, _transpose if flip else _same, _transpose if flip else _same))
         return out, True
     if isinstance(layer, L.MultiHeadAttention):
-        out = []
-        pairs = [("qkv.weight", "in_proj_weight"), ("qkv.bias", "in_proj_bias"),
-                 ("out.weight", "out_proj.weight"), ("out.bias", "out_proj.bias")]
-        arrays = dict(layer.named_parameters())
-        arrays.update(dict(layer.named_buffers()))
-        mapped = {ours for ours, _ in pairs}
-        unknown = sorted(set(arrays) - mapped)
-        if unknown:
-            raise InteropError(f"{layer.describe()} at {prefix or '(top)'}: no PyTorch name for {unknown}")
-        for ours, theirs in pairs:
-            if ours in arrays:
-                out.append(_Entry(prefix + ours, prefix + theirs, _same, _same))
-        return out, True
+        return _attention_entries(layer, prefix), True
     if isinstance(layer, L.TransformerEncoderBlock):
         return _block_entries(layer, prefix, {"attention.body.1.": "self_attn."},
                               {"attention.body.0.": "norm1.", "mlp.body.0.": "norm2.", "mlp.body.1.": "linear1.",
@@ -142,6 +136,25 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
     return [_Entry(prefix + name, prefix + name, _same, _same) for name in own], False
 
 
+def _attention_entries(layer: Layer, prefix: str) -> list[_Entry]:
+    """MultiHeadAttention's arrays under PyTorch's names: packed ``qkv`` is ``in_proj_*``; with
+    kdim/vdim ≠ E, ``{q,k,v}_proj.weight`` are ``{q,k,v}_proj_weight`` and the three biases are
+    the row blocks [0, E), [E, 2E), [2E, 3E) of ``in_proj_bias``."""
+    E = layer.embed_dim
+    pairs = {"qkv.weight": ("in_proj_weight", None), "qkv.bias": ("in_proj_bias", None),
+             "out.weight": ("out_proj.weight", None), "out.bias": ("out_proj.bias", None)}
+    for k, name in enumerate("qkv"):
+        pairs[f"{name}_proj.weight"] = (f"{name}_proj_weight", None)
+        pairs[f"{name}_proj.bias"] = ("in_proj_bias", (k * E, (k + 1) * E))
+    arrays = dict(layer.named_parameters())
+    arrays.update(dict(layer.named_buffers()))
+    unknown = sorted(set(arrays) - set(pairs))
+    if unknown:
+        raise InteropError(f"{layer.describe()} at {prefix or '(top)'}: no PyTorch name for {unknown}")
+    return [_Entry(prefix + ours, prefix + theirs, _same, _same, rows)
+            for ours, (theirs, rows) in pairs.items() if ours in arrays]
+
+
 def _block_entries(layer: Layer, prefix: str, attentions: dict[str, str], rename: dict[str, str]) -> list[_Entry]:
     """The entries of a transformer block: each MultiHeadAttention at an ``attentions`` key
     mapped as a whole under its PyTorch name, every other array renamed by prefix (``rename``)."""
@@ -149,8 +162,7 @@ def _block_entries(layer: Layer, prefix: str, attentions: dict[str, str], rename
     for ours_at, theirs_at in attentions.items():
         attention = _child(layer, ours_at[:-1])
         for entry in _entries_for(attention, prefix + ours_at)[0]:
-            out.append(_Entry(entry.ours, prefix + theirs_at + entry.theirs[len(prefix + ours_at):],
-                              entry.to_torch, entry.from_torch))
+            out.append(replace(entry, theirs=prefix + theirs_at + entry.theirs[len(prefix + ours_at):]))
     for name, _ in list(layer.named_parameters()) + list(layer.named_buffers()):
         if any(name.startswith(ours_at) for ours_at in attentions):
             continue
@@ -210,8 +222,18 @@ def torch_state_dict(model: Layer, values: Mapping[str, Any] | None = None) -> d
     ``twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
     source = model.state_dict() if values is None else values
-    out = {entry.theirs: np.ascontiguousarray(entry.to_torch(np.asarray(backend.to_numpy(source[entry.ours]))))
-           for entry in _entries(model) if entry.ours in source and source[entry.ours] is not None}
+    out: dict[str, np.ndarray] = {}
+    parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for entry in _entries(model):
+        if entry.ours not in source or source[entry.ours] is None:
+            continue
+        value = np.ascontiguousarray(entry.to_torch(np.asarray(backend.to_numpy(source[entry.ours]))))
+        if entry.rows is None:
+            out[entry.theirs] = value
+        else:
+            parts.setdefault(entry.theirs, []).append((entry.rows[0], value))
+    for key, blocks in parts.items():  # PyTorch's packed arrays, from their row blocks in order
+        out[key] = np.concatenate([value for _, value in sorted(blocks, key=lambda block: block[0])])
     if values is None:
         for key in _batch_norm_counters(model):  # momentum=None keeps a real count; the others have none
             out.setdefault(key, np.zeros((), dtype=np.int64))
@@ -244,22 +266,33 @@ def load_torch_state_dict(model: Layer, state: Mapping[str, Any], *, strict: boo
         raise InteropError(f"load_torch_state_dict: state must be a mapping of names to tensors, got {type(state).__name__}")
     entries = list(_entries(model))
     current = model.state_dict()
-    by_theirs = {entry.theirs: entry for entry in entries}
+    by_theirs: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_theirs.setdefault(entry.theirs, []).append(entry)
     counters = set(_batch_norm_counters(model))
-    missing = [entry.theirs for entry in entries if entry.theirs not in state]
+    missing = [key for key in by_theirs if key not in state]
     unexpected = [key for key in state if key not in by_theirs and not key.endswith("num_batches_tracked")]
     ignored_counters = [key for key in state if key.endswith("num_batches_tracked") and key not in counters]
     wrong, converted = [], {}
-    for key, entry in by_theirs.items():
+    for key, group in by_theirs.items():
         if key not in state:
             continue
-        host = entry.from_torch(_host(state[key], key))
-        expected = tuple(current[entry.ours].shape)
-        if tuple(host.shape) != expected:
-            wrong.append(f"{key}: PyTorch {tuple(_host(state[key], key).shape)} gives {tuple(host.shape)}, "
-                         f"the model's {entry.ours} is {expected}")
-        else:
-            converted[entry.ours] = host
+        given = _host(state[key], key)
+        if group[0].rows is not None:  # packed by PyTorch: the blocks' rows must tile the array
+            rows = sum(entry.rows[1] - entry.rows[0] for entry in group)
+            expected = (rows,) + tuple(current[group[0].ours].shape[1:])
+            if tuple(given.shape) != expected:
+                wrong.append(f"{key}: PyTorch {tuple(given.shape)}, the model's "
+                             f"{[entry.ours for entry in group]} need {expected}")
+                continue
+        for entry in group:
+            host = entry.from_torch(given if entry.rows is None else given[entry.rows[0]:entry.rows[1]])
+            expected = tuple(current[entry.ours].shape)
+            if tuple(host.shape) != expected:
+                wrong.append(f"{key}: PyTorch {tuple(given.shape)} gives {tuple(host.shape)}, "
+                             f"the model's {entry.ours} is {expected}")
+            else:
+                converted[entry.ours] = host
     unexpected += ignored_counters if strict else []
     if wrong or (strict and (missing or unexpected)):
         lines = [f"load_torch_state_dict: the PyTorch state does not fit {type(model).__name__}"]

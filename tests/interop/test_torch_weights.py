@@ -187,3 +187,30 @@ def test_key_map_names_pytorch_keys_of_a_decoder_block():
     assert keys["cross_attention.body.1.qkv.weight"] == "multihead_attn.in_proj_weight"
     assert keys["cross_attention.body.0.bias"] == "norm2.bias" and keys["mlp.body.0.weight"] == "norm3.weight"
     assert keys["attention.body.1.out.weight"] == "self_attn.out_proj.weight"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_attention_with_its_own_key_and_value_sizes_maps_to_pytorchs_separate_projections(bias):
+    torch.manual_seed(0)
+    theirs = torch.nn.MultiheadAttention(8, 2, kdim=6, vdim=4, bias=bias, batch_first=True).double()
+    ours = L.MultiHeadAttention(8, 2, kdim=6, vdim=4, bias=bias).to("cpu", "float64")
+    keys = torch_key_map(ours)
+    assert keys["k_proj.weight"] == "k_proj_weight" and keys["q_proj.weight"] == "q_proj_weight"
+    assert set(torch_state_dict(ours)) == set(theirs.state_dict())
+    load_torch_state_dict(ours, theirs.state_dict())
+    rng = np.random.default_rng(5)
+    query, key, value = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 6)), rng.normal(size=(2, 3, 4))
+    inputs_t = [torch.tensor(a, requires_grad=True) for a in (query, key, value)]
+    y_t = theirs(*inputs_t, need_weights=False)[0]
+    y, backprop = ours(query, train=False, key=key, value=value)
+    np.testing.assert_allclose(gf.to_numpy(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.normal(size=y_t.shape)
+    (y_t * torch.from_numpy(dy)).sum().backward()
+    ours.zero_grad()
+    for delta, given in zip(backprop(dy), inputs_t):
+        np.testing.assert_allclose(gf.to_numpy(delta), given.grad.numpy(), rtol=1e-9, atol=1e-11)
+    _grads_match(ours, theirs)
+    back = torch.nn.MultiheadAttention(8, 2, kdim=6, vdim=4, bias=bias, batch_first=True).double()
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
+    np.testing.assert_allclose(back(*(torch.from_numpy(a) for a in (query, key, value)), need_weights=False)[0]
+                               .detach().numpy(), gf.to_numpy(y), rtol=1e-10, atol=1e-12)
