@@ -214,3 +214,50 @@ def test_attention_with_its_own_key_and_value_sizes_maps_to_pytorchs_separate_pr
     back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
     np.testing.assert_allclose(back(*(torch.from_numpy(a) for a in (query, key, value)), need_weights=False)[0]
                                .detach().numpy(), gf.to_numpy(y), rtol=1e-10, atol=1e-12)
+
+
+def _unchanged_after(model, load):
+    before = {k: gf.to_numpy(v).copy() for k, v in model.state_dict().items()}
+    load()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(gf.to_numpy(value), before[key])
+
+
+def test_decoder_and_separate_projection_states_that_do_not_fit_are_refused_naming_key_expected_and_actual():
+    t = torch.nn
+    decoder = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0).to("cpu", "float64")
+    wider = t.TransformerDecoderLayer(8, 2, dim_feedforward=12, batch_first=True).double().state_dict()
+
+    def wrong_width():
+        with pytest.raises(InteropError, match=r"linear1.weight: PyTorch \(12, 8\) gives \(12, 8\), "
+                                               r"the model's mlp.body.1.weight is \(16, 8\)"):
+            load_torch_state_dict(decoder, wider)
+    _unchanged_after(decoder, wrong_width)
+
+    own_memory = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0, memory_dim=6).to("cpu", "float64")
+    packed = t.TransformerDecoderLayer(8, 2, dim_feedforward=16, batch_first=True).double().state_dict()
+
+    def packed_for_separate():
+        with pytest.raises(InteropError, match=r"missing keys: \['multihead_attn.q_proj_weight'") as error:
+            load_torch_state_dict(own_memory, packed)
+        assert "unexpected keys: ['multihead_attn.in_proj_weight']" in str(error.value)
+    _unchanged_after(own_memory, packed_for_separate)
+
+    attention = L.MultiHeadAttention(8, 2, kdim=6, vdim=4).to("cpu", "float64")
+    state = dict(t.MultiheadAttention(8, 2, kdim=6, vdim=4, batch_first=True).double().state_dict())
+    state["in_proj_bias"] = state["in_proj_bias"][:20]
+    state["k_proj_weight"] = torch.zeros(8, 5, dtype=torch.float64)
+
+    def short_bias_and_narrow_key():
+        with pytest.raises(InteropError, match=r"in_proj_bias: PyTorch \(20,\), the model's \['q_proj.bias', "
+                                               r"'k_proj.bias', 'v_proj.bias'\] need \(24,\)") as error:
+            load_torch_state_dict(attention, state)
+        assert "k_proj_weight: PyTorch (8, 5) gives (8, 5), the model's k_proj.weight is (8, 6)" in str(error.value)
+    _unchanged_after(attention, short_bias_and_narrow_key)
+
+    extra = t.MultiheadAttention(8, 2, kdim=6, vdim=4, add_bias_kv=True, batch_first=True).double().state_dict()
+
+    def extra_bias_kv():
+        with pytest.raises(InteropError, match=r"unexpected keys: \['bias_k', 'bias_v'\]"):
+            load_torch_state_dict(attention, extra)
+    _unchanged_after(attention, extra_bias_kv)
