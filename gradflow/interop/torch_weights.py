@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import backend
 from ..core import Layer
+from ..validation import state_mismatch_message
 
 __all__ = ["InteropError", "load_torch_state_dict", "torch_state_dict", "torch_key_map"]
 
@@ -294,13 +295,8 @@ def load_torch_state_dict(model: Layer, state: Mapping[str, Any], *, strict: boo
             else:
                 converted[entry.ours] = host
     unexpected += ignored_counters if strict else []
-    if wrong or (strict and (missing or unexpected)):
-        lines = [f"load_torch_state_dict: the PyTorch state does not fit {type(model).__name__}"]
-        if missing:
-            lines.append(f"missing keys: {missing}")
-        if unexpected:
-            lines.append(f"unexpected keys: {unexpected}")
-        if wrong:
-            lines.append("shape mismatches: " + "; ".join(wrong))
-        raise InteropError("\n  ".join(lines))
+    message = state_mismatch_message(f"load_torch_state_dict: the PyTorch state does not fit {type(model).__name__}",
+                                     missing, unexpected, wrong, strict=strict)
+    if message:
+        raise InteropError(message)
     model.load_state_dict(converted, strict=False)
