@@ -58,6 +58,7 @@ import numpy as np
 
 from . import backend
 from .callbacks import History, callback_key
+from .validation import state_mismatch_message, state_mismatches
 
 FORMAT = "gradflow-checkpoint"
 # 2: Linear weights are stored (out_features, in_features) as in PyTorch; version 1 stored them
@@ -575,20 +576,10 @@ def _check_model(checkpoint: Checkpoint, model: Any, strict: bool) -> None:
     """Keys and shapes (load_state_dict's own check, run on a stand-in so nothing is assigned)."""
     targets = model.state_dict()
     state = checkpoint.model_state
-    missing = [k for k in targets if k not in state]
-    unexpected = [k for k in state if k not in targets]
-    wrong = [f"{k}: model {tuple(targets[k].shape)} vs given {tuple(state[k].shape)}"
-             for k in targets if k in state and tuple(targets[k].shape) != tuple(state[k].shape)]
-    if wrong or (strict and (missing or unexpected)):
-        lines = [f"{type(model).__name__}.load_state_dict: the state does not fit the model"]
-        if missing:
-            lines.append(f"missing keys: {missing}")
-        if unexpected:
-            lines.append(f"unexpected keys: {unexpected}")
-        if wrong:
-            lines.append("shape mismatches: " + "; ".join(wrong))
-        raise CheckpointError(f"{checkpoint.path}: " + "\n  ".join(lines) + "\n  saved architecture:\n"
-                              + _indent(checkpoint.architecture))
+    message = state_mismatch_message(f"{type(model).__name__}.load_state_dict: the state does not fit the model",
+                                     *state_mismatches(targets, state), strict=strict)
+    if message:
+        raise CheckpointError(f"{checkpoint.path}: {message}\n  saved architecture:\n" + _indent(checkpoint.architecture))
     floating = [k for k, v in state.items() if k in targets and backend.is_floating(targets[k].dtype)
                 and v.dtype.kind not in "f"]
     if floating:

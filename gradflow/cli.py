@@ -41,7 +41,9 @@ from . import __version__, backend
 from .backend import Array
 from .core import Backprop, Layer, check_input
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+from .optim.optimizers import OPTIMIZERS as _OPTIMIZER_CLASSES
+
+OPTIMIZERS = tuple(_OPTIMIZER_CLASSES)  # every optimizer of gradflow.optim, by name
 VERBOSE = ("0", "1", "2", "auto")
 DEVICE_NAMES = ("cpu", "cuda", "cuda:N", "auto")
 # Schedules laid out over a fixed number of steps (the run's --epochs): a resumed run that asks
@@ -266,12 +268,10 @@ def build_optimizer(name: str, model: Layer, lr: Any, weight_decay: float) -> An
         lr: a learning rate or a schedule (``step -> lr``).
         weight_decay: the L2 penalty, >= 0.
     """
-    from . import optim
+    from .optim import optimizer_class
 
-    classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
-               "adagrad": optim.Adagrad}
     extra = {"momentum": 0.9} if name == "sgd" else {}
-    return classes[name](model, lr=lr, weight_decay=weight_decay, **extra)
+    return optimizer_class(name, "--optimizer")(model, lr=lr, weight_decay=weight_decay, **extra)
 
 
 def build_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, warmup: int) -> Any:

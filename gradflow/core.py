@@ -20,7 +20,7 @@ from typing import Any
 
 from . import backend
 from .backend import Array, Device, DeviceError
-from .validation import CheckedArguments
+from .validation import CheckedArguments, state_mismatch_message, state_mismatches
 
 Backprop = Callable[[Array], Array]
 CallHook = Callable[["Layer", Array, Any, Backprop], Backprop]
@@ -360,22 +360,11 @@ class Layer(CheckedArguments):
         """
         targets: dict[str, Parameter | Buffer] = dict(self.named_parameters())
         targets.update(dict(self.named_buffers()))
-        missing = [k for k in targets if k not in state]
-        unexpected = [k for k in state if k not in targets]
-        wrong = [
-            f"{k}: model {tuple(targets[k].value.shape)} vs given {tuple(state[k].shape)}"
-            for k in targets
-            if k in state and tuple(targets[k].value.shape) != tuple(state[k].shape)
-        ]
-        if wrong or (strict and (missing or unexpected)):
-            lines = [f"{type(self).__name__}.load_state_dict: the state does not fit the model"]
-            if missing:
-                lines.append(f"missing keys: {missing}")
-            if unexpected:
-                lines.append(f"unexpected keys: {unexpected}")
-            if wrong:
-                lines.append("shape mismatches: " + "; ".join(wrong))
-            raise ValueError("\n  ".join(lines))
+        message = state_mismatch_message(f"{type(self).__name__}.load_state_dict: the state does not fit the model",
+                                         *state_mismatches({k: t.value for k, t in targets.items()}, state),
+                                         strict=strict)
+        if message:
+            raise ValueError(message)
         for key, target in targets.items():
             if key in state:
                 current = target.value

@@ -25,8 +25,10 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gradflow.sklearn needs scikit-learn: pip install 'gradflow-nn[data]'") from error
 
+from .optim.optimizers import OPTIMIZERS as _OPTIMIZER_CLASSES
+
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+OPTIMIZERS = tuple(_OPTIMIZER_CLASSES)  # every optimizer of gradflow.optim, by name
 
 
 class _GradflowMLP(BaseEstimator):
@@ -96,9 +98,7 @@ class _GradflowMLP(BaseEstimator):
         self._check_parameters()
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         model = self._build(X.shape[1], n_out, seed)
-        classes = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "rmsprop": optim.RMSprop,
-                   "adagrad": optim.Adagrad}
-        optimizer = classes[self.optimizer](model, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = optim.optimizer_class(self.optimizer)(model, lr=self.lr, weight_decay=self.weight_decay)
         history = fit(model, loss, optimizer, (X, y), epochs=int(self.epochs), batch_size=int(self.batch_size),
                       seed=seed, verbose=self.verbose)
         self.model_ = model
@@ -117,7 +117,8 @@ class GradflowClassifier(ClassifierMixin, _GradflowMLP):
     """An MLP classifier trained with softmax cross-entropy.
 
     Parameters: hidden_layer_sizes, activation ("relu", "tanh", "sigmoid", "gelu", "silu"),
-    epochs, lr, batch_size, optimizer ("adam", "adamw", "sgd", "rmsprop", "adagrad"),
+    epochs, lr, batch_size, optimizer (a name in ``gradflow.optim.OPTIMIZERS``: "adam", "adamw",
+    "sgd", "rmsprop", "adagrad", "nadam", "radam", "adamax", "adadelta", "lion"),
     weight_decay, device ("cpu", "cuda", "cuda:N", "auto"), dtype, random_state, verbose.
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_``, ``model_`` (the gradflow model),

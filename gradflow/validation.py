@@ -24,7 +24,7 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Check = Callable[[str, str, Any], None]
@@ -239,4 +239,36 @@ class CheckedArguments:
         checked_arguments(cls)
 
 
-__all__ = ["CHECKS", "CheckedArguments", "checked_arguments", "flag", "integer", "real"]
+def state_mismatches(expected: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, mis-shaped)`` keys of a state ``given`` for a model whose arrays
+    are ``expected`` (both map names to arrays, or to anything with a ``shape``); each mis-shaped
+    entry reads ``"key: model (...) vs given (...)"``."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    wrong = [f"{key}: model {tuple(expected[key].shape)} vs given {tuple(given[key].shape)}"
+             for key in expected if key in given and tuple(expected[key].shape) != tuple(given[key].shape)]
+    return missing, unexpected, wrong
+
+
+def state_mismatch_message(title: str, missing: list[str], unexpected: list[str], wrong: list[str], *,
+                           strict: bool = True) -> str | None:
+    """The one message for a state that does not fit a model, or None when it fits.
+
+    title: what refuses and why (first line). Missing and unexpected keys count only when
+    ``strict``; mis-shaped entries always do. The lines read ``missing keys: [...]``,
+    ``unexpected keys: [...]`` and ``shape mismatches: a; b``, the ones that apply, in that order.
+    """
+    if not wrong and not (strict and (missing or unexpected)):
+        return None
+    lines = [title]
+    if missing:
+        lines.append(f"missing keys: {missing}")
+    if unexpected:
+        lines.append(f"unexpected keys: {unexpected}")
+    if wrong:
+        lines.append("shape mismatches: " + "; ".join(wrong))
+    return "\n  ".join(lines)
+
+
+__all__ = ["CHECKS", "CheckedArguments", "checked_arguments", "flag", "integer", "real", "state_mismatch_message",
+           "state_mismatches"]

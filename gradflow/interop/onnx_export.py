@@ -9,7 +9,9 @@ Layers exported: Linear, Identity, Flatten, Reshape, the activations (ReLU, Leak
 GELU exact and tanh, Sigmoid, Tanh, SiLU, Softmax, LogSoftmax), Dropout, Conv1d/2d,
 ConvTranspose1d/2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool, BatchNorm1d/2d, LayerNorm,
 Embedding, learned and sinusoidal positional encodings, MultiHeadAttention (self-attention,
-causal or not), TransformerEncoderBlock, and the containers Sequential, Residual and Concat. Any
+causal or not; cross-attention inside a decoder block), TransformerEncoderBlock and
+TransformerDecoderBlock (either norm order; the decoder exported as the model itself, its memory
+a second graph input: ``export_onnx(block, x, path, memory=memory)``), and the containers Sequential, Residual and Concat. Any
 other layer raises :class:`~gradflow.interop.InteropError` naming it. Check an export with
 onnxruntime: ``gradflow.interop.onnx_export.run_onnx(path, x)``.
 """
@@ -43,6 +45,8 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._count = 0
+        self.memory: tuple[str, Any] | None = None  # (input name, sample value) of a decoder's memory
+        self.memory_used = False
 
     def name(self, stem: str) -> str:
         self._count += 1
@@ -274,31 +278,98 @@ def _positional(graph: _Graph, layer: Any, x: str, value: Any) -> str:
     return graph.node("Add", [x, graph.weight(table[:1], "positions")])
 
 
+def _project(graph: _Graph, x: str, weight: Any, bias: Any, stem: str) -> str:
+    """``x Wᵀ + b`` for a weight (out, in) (a block of rows of a packed projection) and a bias or None."""
+    y = graph.node("MatMul", [x, graph.weight(np.asarray(backend.to_numpy(weight)).T, f"{stem}_weight_t")])
+    return y if bias is None else graph.node("Add", [y, graph.weight(bias, f"{stem}_bias")])
+
+
+def _projections(layer: Any) -> list[tuple[Any, Any]]:
+    """(weight, bias or None) of the query, key and value projections, as host arrays."""
+    if layer.packed:
+        E = layer.embed_dim
+        weight = np.asarray(backend.to_numpy(layer.qkv.weight.value))
+        bias = None if layer.qkv.bias is None else np.asarray(backend.to_numpy(layer.qkv.bias.value))
+        return [(weight[k * E:(k + 1) * E], None if bias is None else bias[k * E:(k + 1) * E]) for k in range(3)]
+    return [(proj.weight.value, None if proj.bias is None else proj.bias.value)
+            for proj in (layer.q_proj, layer.k_proj, layer.v_proj)]
+
+
 @_converts("MultiHeadAttention")
-def _attention(graph: _Graph, layer: Any, x: str, value: Any) -> str:
-    if getattr(layer, "qkv", None) is None:
-        raise InteropError(f"export_onnx: cannot export {layer.describe()}: only self-attention with packed projections")
+def _attention(graph: _Graph, layer: Any, x: str, value: Any, key: str | None = None, key_value: Any = None) -> str:
+    """Self-attention over ``x`` (packed projections), or cross-attention to ``key`` (keys and
+    values both from it, sample ``key_value``); causal keeps key s ≤ query t, as the layer."""
+    if key is None and not layer.packed:
+        raise InteropError(f"export_onnx: cannot export {layer.describe()}: kdim/vdim differ from embed_dim, "
+                           f"so it needs a key input (only a TransformerDecoderBlock's memory provides one)")
     T, E = int(value.shape[1]), layer.embed_dim
+    S = T if key is None else int(key_value.shape[1])
     h, d = layer.num_heads, layer.head_dim
-    qkv = _linear(graph, layer.qkv, x, value)  # (N, T, 3E)
-    split = graph.node("Transpose", [graph.node("Reshape", [qkv, graph.ints([0, T, 3, h, d])])], perm=[2, 0, 3, 1, 4])
-    q, k, v = (graph.node("Gather", [split, graph.ints(i, "part")], axis=0) for i in (0, 1, 2))
+    if key is None:
+        qkv = _linear(graph, layer.qkv, x, value)  # (N, T, 3E): one GEMM
+        split = graph.node("Transpose", [graph.node("Reshape", [qkv, graph.ints([0, T, 3, h, d])])], perm=[2, 0, 3, 1, 4])
+        q, k, v = (graph.node("Gather", [split, graph.ints(i, "part")], axis=0) for i in (0, 1, 2))
+    else:
+        (wq, bq), (wk, bk), (wv, bv) = _projections(layer)
+
+        def heads(y: str, L: int) -> str:  # (N, L, E) -> (N, h, L, d)
+            return graph.node("Transpose", [graph.node("Reshape", [y, graph.ints([0, L, h, d])])], perm=[0, 2, 1, 3])
+
+        q = heads(_project(graph, x, wq, bq, "query"), T)
+        k = heads(_project(graph, key, wk, bk, "key"), S)
+        v = heads(_project(graph, key, wv, bv, "value"), S)
     q = graph.node("Mul", [q, graph.weight(np.array(1.0 / math.sqrt(d)), "scale")])
     scores = graph.node("MatMul", [q, graph.node("Transpose", [k], perm=[0, 1, 3, 2])])
     if layer.causal:
-        hidden = np.triu(np.full((T, T), np.finfo(graph.dtype).min, dtype=graph.dtype), k=1)
+        shown = np.arange(T)[:, None] >= np.arange(S)[None, :]
+        hidden = np.where(shown, 0, np.finfo(graph.dtype).min).astype(graph.dtype)
         scores = graph.node("Add", [scores, graph.weight(hidden, "causal")])
     weights = graph.node("Softmax", [scores], axis=-1)
-    heads = graph.node("MatMul", [weights, v])  # (N, h, T, d)
-    merged = graph.node("Reshape", [graph.node("Transpose", [heads], perm=[0, 2, 1, 3]), graph.ints([0, T, E])])
+    heads_out = graph.node("MatMul", [weights, v])  # (N, h, T, d)
+    merged = graph.node("Reshape", [graph.node("Transpose", [heads_out], perm=[0, 2, 1, 3]), graph.ints([0, T, E])])
     merged_value = np.zeros((value.shape[0], T, E), dtype=graph.dtype)
     return _linear(graph, layer.out, merged, merged_value)
 
 
+def _sublayer(graph: _Graph, block: Any, x: str, value: Any, norm: Any, branch: Callable[[str], str]) -> str:
+    """One residual sub-layer of a transformer block: pre-norm ``x + f(LN(x))`` or post-norm
+    ``LN(x + f(x))``, as the block's ``norm_first`` (dropout is the identity in inference)."""
+    if block.norm_first:
+        return graph.node("Add", [x, branch(_layer_norm(graph, norm, x, value))])
+    return _layer_norm(graph, norm, graph.node("Add", [x, branch(x)]), value)
+
+
+def _mlp(graph: _Graph, block: Any, value: Any) -> Callable[[str], str]:
+    def branch(a: str) -> str:
+        v = value
+        for child in block.mlp.body.layers[1:]:  # [LN,] Linear, activation, Linear, Dropout
+            a = _convert(graph, child, a, v)
+            v = child.predict(v)
+        return a
+
+    return branch
+
+
 @_converts("TransformerEncoderBlock")
 def _encoder_block(graph: _Graph, layer: Any, x: str, value: Any) -> str:
-    h = _convert(graph, layer.attention, x, value)
-    return _convert(graph, layer.mlp, h, layer.attention.predict(value))
+    norm1, attention = layer.attention.body.layers[:2]
+    h = _sublayer(graph, layer, x, value, norm1, lambda a: _attention(graph, attention, a, value))
+    return _sublayer(graph, layer, h, value, layer.mlp.body.layers[0], _mlp(graph, layer, value))
+
+
+@_converts("TransformerDecoderBlock")
+def _decoder_block(graph: _Graph, layer: Any, x: str, value: Any) -> str:
+    if graph.memory is None:
+        raise InteropError(f"export_onnx: cannot export {layer.describe()} without its memory: export the block "
+                           f"itself with memory=<a sample (N, S, {layer.memory_dim})>, which becomes a second input")
+    memory, memory_value = graph.memory
+    graph.memory_used = True
+    norm1, self_attention = layer.attention.body.layers[:2]
+    norm2, cross_attention = layer.cross_attention.body.layers[:2]
+    h = _sublayer(graph, layer, x, value, norm1, lambda a: _attention(graph, self_attention, a, value))
+    g = _sublayer(graph, layer, h, value, norm2,
+                  lambda a: _attention(graph, cross_attention, a, value, key=memory, key_value=memory_value))
+    return _sublayer(graph, layer, g, value, layer.mlp.body.layers[0], _mlp(graph, layer, value))
 
 
 # -- containers --------------------------------------------------------------------------------
@@ -324,8 +395,8 @@ def _concat(graph: _Graph, layer: Any, x: str, value: Any) -> str:
 
 # -- entry points ------------------------------------------------------------------------------
 
-def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = DEFAULT_OPSET,
-                input_name: str = "input", output_name: str = "output") -> Path:
+def export_onnx(model: Layer, sample: Any, path: "str | Path", *, memory: Any = None, opset: int = DEFAULT_OPSET,
+                input_name: str = "input", output_name: str = "output", memory_name: str = "memory") -> Path:
     """Write ``model``'s inference graph to ``path`` as an ONNX file; returns the path.
 
     model: a gradflow layer or container (its weights are copied into the file).
@@ -333,6 +404,10 @@ def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = D
     starting with Embedding); its batch axis becomes dynamic in the graph, the other axes fixed.
     path: the file to write. opset: the ONNX opset (at least 17). input_name/output_name: the
     graph's input and output names.
+    memory: for a :class:`~gradflow.layers.TransformerDecoderBlock` exported as the model, a
+    sample of its memory (N, S, memory_dim), the same batch size as ``sample``: it becomes the
+    graph's second input ``memory_name`` (batch axis dynamic, S fixed), and the graph computes
+    ``block.predict(x, memory=memory)`` (causal self-attention, no other masks).
 
     Raises :class:`~gradflow.interop.InteropError` naming the first layer that has no converter
     (or uses an option ONNX cannot express), before anything is written.
@@ -348,6 +423,7 @@ def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = D
     host = np.asarray(backend.to_numpy(sample) if backend.is_array(sample) else sample)
     if host.ndim == 0:
         raise ValueError(f"export_onnx: sample must have a batch axis, got shape {host.shape}")
+    memory_host = _check_memory(memory, host)
     dtype = np.dtype(backend.dtype_name(model.dtype)) if model.dtype is not None else np.dtype(np.float32)
     cpu = backend.device("cpu")
     twin_device, twin_dtype = model.device, backend.dtype_name(model.dtype) if model.dtype is not None else None
@@ -355,8 +431,15 @@ def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = D
     model.to(cpu)  # converters read weights and run predict on the host
     try:
         value = cpu.send(host if np.issubdtype(host.dtype, np.integer) else host.astype(dtype))
+        call = {}
+        if memory_host is not None:
+            call["memory"] = cpu.send(memory_host.astype(dtype))
+            graph.memory = (memory_name, call["memory"])
         output = _convert(graph, model, input_name, value)
-        result = model.predict(value)
+        if memory_host is not None and not graph.memory_used:
+            raise InteropError(f"export_onnx: memory was given but {type(model).__name__} has no layer that reads it "
+                               f"(only a TransformerDecoderBlock exported as the model does)")
+        result = model.predict(value, **call)
     finally:
         if twin_device is not None:
             model.to(twin_device, twin_dtype)
@@ -364,6 +447,9 @@ def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = D
     element = onnx.helper.np_dtype_to_tensor_dtype(host.dtype if np.issubdtype(host.dtype, np.integer) else dtype)
     out_element = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(backend.to_numpy(result)).dtype)
     inputs = [onnx.helper.make_tensor_value_info(input_name, element, ["N", *host.shape[1:]])]
+    if memory_host is not None:
+        inputs.append(onnx.helper.make_tensor_value_info(memory_name, onnx.helper.np_dtype_to_tensor_dtype(dtype),
+                                                         ["N", *memory_host.shape[1:]]))
     outputs = [onnx.helper.make_tensor_value_info(output_name, out_element, ["N", *tuple(result.shape)[1:]])]
     model_proto = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, type(model).__name__, inputs, outputs, graph.initializers),
@@ -374,10 +460,24 @@ def export_onnx(model: Layer, sample: Any, path: "str | Path", *, opset: int = D
     return path
 
 
-def run_onnx(path: "str | Path", x: Any) -> np.ndarray:
-    """Run an exported file on ``x`` (a host array) with onnxruntime on the CPU; returns the output."""
+def run_onnx(path: "str | Path", x: Any, **inputs: Any) -> np.ndarray:
+    """Run an exported file on ``x`` (a host array, the first input) with onnxruntime on the CPU;
+    further inputs by name (``memory=...`` for a decoder block). Returns the output."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return session.run(None, {name: np.asarray(x)})[0]
+    return session.run(None, {name: np.asarray(x), **{k: np.asarray(v) for k, v in inputs.items()}})[0]
+
+
+def _check_memory(memory: Any, host: np.ndarray) -> np.ndarray | None:
+    """The memory sample as a host floating array (N, S, features) with the sample's N, or None."""
+    if memory is None:
+        return None
+    memory_host = np.asarray(backend.to_numpy(memory) if backend.is_array(memory) else memory)
+    if memory_host.ndim != 3 or not np.issubdtype(memory_host.dtype, np.floating):
+        raise ValueError(f"export_onnx: memory must be a floating array (N, S, features), got "
+                         f"{memory_host.dtype} of shape {memory_host.shape}")
+    if memory_host.shape[0] != host.shape[0]:
+        raise ValueError(f"export_onnx: memory has batch size {memory_host.shape[0]} but sample {host.shape[0]}")
+    return memory_host

@@ -235,6 +235,14 @@ class TransformerDecoderBlock(Layer):
     1: cross MHA}``, ``mlp.body.{0: LN₃, 1: W₁, 3: W₂}`` (PyTorch's Linear layout). The
     cross MHA packs its projections in ``qkv`` when memory_dim = E, else ``q_proj``/``k_proj``/
     ``v_proj``. No dropout between the MLP's activation and W₂ (PyTorch has one).
+
+    PyTorch twin: ``torch.nn.TransformerDecoderLayer(E, num_heads, dim_feedforward=hidden,
+    activation="relu" or "gelu", batch_first=True, norm_first=...)``, its weights mapped by
+    :mod:`gradflow.interop` (outputs and gradients agree in inference or without dropout).
+    Differences: gradflow's ``causal=True`` builds the self-attention mask that PyTorch takes as
+    ``tgt_mask=nn.Transformer.generate_square_subsequent_mask(T)``; PyTorch's cross-attention
+    always has kdim = vdim = E (memory_dim ≠ E has no PyTorch twin layer); with dropout > 0
+    the random draws and PyTorch's extra MLP dropout differ.
     """
 
     def __init__(

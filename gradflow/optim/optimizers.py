@@ -450,4 +450,21 @@ class Lion(Optimizer):
         m += (1.0 - beta2) * g
 
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Lion"]
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+    "nadam": NAdam, "radam": RAdam, "adamax": Adamax, "adadelta": Adadelta, "lion": Lion,
+}
+"""Every optimizer by its lower-case name: the one list the CLI (``--optimizer``) and the
+scikit-learn estimators (``optimizer=``) offer, so a new optimizer joins both by being added here."""
+
+
+def optimizer_class(name: str, owner: str = "optimizer") -> type[Optimizer]:
+    """The optimizer class called ``name`` in :data:`OPTIMIZERS`, or a ValueError naming ``owner``,
+    the accepted names and the name given."""
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"{owner} must be one of {tuple(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name]
+
+
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta", "Lion",
+           "optimizer_class"]

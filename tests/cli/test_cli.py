@@ -117,3 +117,27 @@ def test_gradcheck_knows_a_sample_input_for_every_exported_layer():
     unknown = [label for label, factory, _, _, _ in cli.gradcheck_cases() if factory is None]
     assert unknown == [], f"gradflow gradcheck has no sample input for {unknown}"
     assert len(cli.gradcheck_cases()) >= len(layers.__all__)
+
+
+@pytest.mark.parametrize("name", list(gf.optim.OPTIMIZERS))
+def test_every_optimizer_of_the_registry_is_a_train_choice_that_builds_and_takes_a_step(name):
+    args = cli.make_parser().parse_args(["train", "--optimizer", name, "--lr", "1e-3"])
+    assert args.optimizer == name
+    model = cli.build_model("mlp", (64,), 10, seed=0).to("cpu", "float64")
+    optimizer = cli.build_optimizer(args.optimizer, model, args.lr, 0.0)
+    assert isinstance(optimizer, gf.optim.OPTIMIZERS[name])
+    before = {k: gf.to_numpy(v).copy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).normal(size=(4, 64))
+    y, backprop = model(x, train=True)
+    model.zero_grad()
+    backprop(np.ones_like(gf.to_numpy(y)))
+    optimizer.step()
+    changed = [k for k, v in model.state_dict().items() if not np.array_equal(gf.to_numpy(v), before[k])]
+    assert changed, f"{name}: one step changed no parameter"
+
+
+def test_the_train_command_refuses_an_unknown_optimizer_listing_the_registry(capsys):
+    with pytest.raises(SystemExit):
+        cli.make_parser().parse_args(["train", "--optimizer", "lbfgs"])
+    err = capsys.readouterr().err
+    assert "lbfgs" in err and all(name in err for name in gf.optim.OPTIMIZERS)

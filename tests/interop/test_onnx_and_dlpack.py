@@ -80,6 +80,47 @@ def test_export_rejects_bad_arguments(tmp_path):
         export_onnx(L.Linear(2, 2), np.zeros((1, 2)), tmp_path / "x.onnx", opset=11)
 
 
+@pytest.mark.parametrize("norm_first, activation, memory_dim", [(True, "gelu", None), (False, "relu", None),
+                                                                 (True, "gelu_tanh", 6)])
+def test_a_decoder_block_exports_with_its_memory_as_a_second_input_and_matches_onnxruntime(
+        norm_first, activation, memory_dim, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    block = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0, activation=activation, norm_first=norm_first,
+                                      memory_dim=memory_dim, rng=5).eval()
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    memory = rng.normal(size=(2, 3, memory_dim or 8)).astype(np.float32)
+    path = export_onnx(block, x, tmp_path / "decoder.onnx", memory=memory)
+    for batch_x, batch_memory in ((x, memory), (np.concatenate([x, x[:1]]), np.concatenate([memory, memory[:1]]))):
+        want = gf.to_numpy(block.predict(batch_x, memory=batch_memory))
+        np.testing.assert_allclose(run_onnx(path, batch_x, memory=batch_memory), want, rtol=1e-5, atol=1e-5)
+    # the causal mask is in the graph: a later step of x does not change earlier outputs
+    later = x.copy()
+    later[:, -1] += 1.0
+    np.testing.assert_allclose(run_onnx(path, later, memory=memory)[:, :-1], run_onnx(path, x, memory=memory)[:, :-1],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_post_norm_encoder_block_exports_with_its_own_norm_order(tmp_path):
+    block = L.TransformerEncoderBlock(8, 2, mlp_ratio=2.0, norm_first=False, causal=True, rng=7).eval()
+    _assert_export_matches(block, np.random.default_rng(8).normal(size=(2, 4, 8)).astype(np.float32), tmp_path)
+
+
+def test_a_decoder_without_memory_or_memory_without_a_decoder_is_refused_before_anything_is_written(tmp_path):
+    pytest.importorskip("onnx")
+    x, memory = np.zeros((2, 4, 8), np.float32), np.zeros((2, 3, 8), np.float32)
+    with pytest.raises(InteropError, match=r"without its memory: export the block itself with memory="):
+        export_onnx(L.TransformerDecoderBlock(8, 2), x, tmp_path / "x.onnx")
+    with pytest.raises(InteropError, match="memory was given but Sequential has no layer that reads it"):
+        export_onnx(gf.Sequential(L.Linear(8, 8)), x, tmp_path / "x.onnx", memory=memory)
+    with pytest.raises(ValueError, match=r"memory has batch size 1 but sample 2"):
+        export_onnx(L.TransformerDecoderBlock(8, 2), x, tmp_path / "x.onnx", memory=memory[:1])
+    with pytest.raises(ValueError, match=r"memory must be a floating array \(N, S, features\), got float32 of shape \(2, 3\)"):
+        export_onnx(L.TransformerDecoderBlock(8, 2), x, tmp_path / "x.onnx", memory=memory[:, :, 0])
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_dlpack_shares_memory_with_torch_both_ways():
     torch = pytest.importorskip("torch")
     tensor = torch.arange(6, dtype=torch.float32).reshape(2, 3)

@@ -142,3 +142,122 @@ def test_key_map_names_pytorch_keys_of_packed_attention_and_encoder_blocks():
     assert keys["attention.body.1.qkv.weight"] == "self_attn.in_proj_weight"
     assert keys["attention.body.1.out.bias"] == "self_attn.out_proj.bias"
     assert keys["mlp.body.1.weight"] == "linear1.weight" and keys["attention.body.0.weight"] == "norm1.weight"
+
+
+def _grads_match(ours, theirs):
+    grads = torch_state_dict(ours, {name: p.grad for name, p in ours.named_parameters()})
+    named = dict(theirs.named_parameters())
+    assert set(grads) == set(named)
+    for key, grad in grads.items():
+        np.testing.assert_allclose(grad, named[key].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=key)
+
+
+@pytest.mark.parametrize("norm_first, activation", [(True, "gelu"), (False, "relu")])
+def test_a_pytorch_decoder_layer_and_its_twin_agree_on_outputs_and_gradients_with_a_causal_mask_and_memory(
+        norm_first, activation):
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation=activation,
+                                              batch_first=True, norm_first=norm_first).double().eval()
+    ours = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0, activation=activation, norm_first=norm_first)
+    ours = ours.to("cpu", "float64").eval()
+    load_torch_state_dict(ours, theirs.state_dict())
+    rng = np.random.default_rng(4)
+    x, memory = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 8))
+    x_t, memory_t = torch.tensor(x, requires_grad=True), torch.tensor(memory, requires_grad=True)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    y_t = theirs(x_t, memory_t, tgt_mask=causal, tgt_is_causal=True)
+    y, backprop = ours(x, train=False, memory=memory)
+    np.testing.assert_allclose(gf.to_numpy(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.normal(size=y_t.shape)
+    (y_t * torch.from_numpy(dy)).sum().backward()
+    ours.zero_grad()
+    dx, d_memory = backprop(dy)
+    np.testing.assert_allclose(gf.to_numpy(dx), x_t.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(gf.to_numpy(d_memory), memory_t.grad.numpy(), rtol=1e-9, atol=1e-11)
+    _grads_match(ours, theirs)
+    back = torch.nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation=activation,
+                                            batch_first=True, norm_first=norm_first).double().eval()
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
+    np.testing.assert_allclose(back(torch.from_numpy(x), torch.from_numpy(memory), tgt_mask=causal).detach().numpy(),
+                               gf.to_numpy(y), rtol=1e-10, atol=1e-12)
+
+
+def test_key_map_names_pytorch_keys_of_a_decoder_block():
+    keys = torch_key_map(L.TransformerDecoderBlock(8, 2))
+    assert keys["cross_attention.body.1.qkv.weight"] == "multihead_attn.in_proj_weight"
+    assert keys["cross_attention.body.0.bias"] == "norm2.bias" and keys["mlp.body.0.weight"] == "norm3.weight"
+    assert keys["attention.body.1.out.weight"] == "self_attn.out_proj.weight"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_attention_with_its_own_key_and_value_sizes_maps_to_pytorchs_separate_projections(bias):
+    torch.manual_seed(0)
+    theirs = torch.nn.MultiheadAttention(8, 2, kdim=6, vdim=4, bias=bias, batch_first=True).double()
+    ours = L.MultiHeadAttention(8, 2, kdim=6, vdim=4, bias=bias).to("cpu", "float64")
+    keys = torch_key_map(ours)
+    assert keys["k_proj.weight"] == "k_proj_weight" and keys["q_proj.weight"] == "q_proj_weight"
+    assert set(torch_state_dict(ours)) == set(theirs.state_dict())
+    load_torch_state_dict(ours, theirs.state_dict())
+    rng = np.random.default_rng(5)
+    query, key, value = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 6)), rng.normal(size=(2, 3, 4))
+    inputs_t = [torch.tensor(a, requires_grad=True) for a in (query, key, value)]
+    y_t = theirs(*inputs_t, need_weights=False)[0]
+    y, backprop = ours(query, train=False, key=key, value=value)
+    np.testing.assert_allclose(gf.to_numpy(y), y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.normal(size=y_t.shape)
+    (y_t * torch.from_numpy(dy)).sum().backward()
+    ours.zero_grad()
+    for delta, given in zip(backprop(dy), inputs_t):
+        np.testing.assert_allclose(gf.to_numpy(delta), given.grad.numpy(), rtol=1e-9, atol=1e-11)
+    _grads_match(ours, theirs)
+    back = torch.nn.MultiheadAttention(8, 2, kdim=6, vdim=4, bias=bias, batch_first=True).double()
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(ours).items()}, strict=True)
+    np.testing.assert_allclose(back(*(torch.from_numpy(a) for a in (query, key, value)), need_weights=False)[0]
+                               .detach().numpy(), gf.to_numpy(y), rtol=1e-10, atol=1e-12)
+
+
+def _unchanged_after(model, load):
+    before = {k: gf.to_numpy(v).copy() for k, v in model.state_dict().items()}
+    load()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(gf.to_numpy(value), before[key])
+
+
+def test_decoder_and_separate_projection_states_that_do_not_fit_are_refused_naming_key_expected_and_actual():
+    t = torch.nn
+    decoder = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0).to("cpu", "float64")
+    wider = t.TransformerDecoderLayer(8, 2, dim_feedforward=12, batch_first=True).double().state_dict()
+
+    def wrong_width():
+        with pytest.raises(InteropError, match=r"linear1.weight: PyTorch \(12, 8\) gives \(12, 8\), "
+                                               r"the model's mlp.body.1.weight is \(16, 8\)"):
+            load_torch_state_dict(decoder, wider)
+    _unchanged_after(decoder, wrong_width)
+
+    own_memory = L.TransformerDecoderBlock(8, 2, mlp_ratio=2.0, memory_dim=6).to("cpu", "float64")
+    packed = t.TransformerDecoderLayer(8, 2, dim_feedforward=16, batch_first=True).double().state_dict()
+
+    def packed_for_separate():
+        with pytest.raises(InteropError, match=r"missing keys: \['multihead_attn.q_proj_weight'") as error:
+            load_torch_state_dict(own_memory, packed)
+        assert "unexpected keys: ['multihead_attn.in_proj_weight']" in str(error.value)
+    _unchanged_after(own_memory, packed_for_separate)
+
+    attention = L.MultiHeadAttention(8, 2, kdim=6, vdim=4).to("cpu", "float64")
+    state = dict(t.MultiheadAttention(8, 2, kdim=6, vdim=4, batch_first=True).double().state_dict())
+    state["in_proj_bias"] = state["in_proj_bias"][:20]
+    state["k_proj_weight"] = torch.zeros(8, 5, dtype=torch.float64)
+
+    def short_bias_and_narrow_key():
+        with pytest.raises(InteropError, match=r"in_proj_bias: PyTorch \(20,\), the model's \['q_proj.bias', "
+                                               r"'k_proj.bias', 'v_proj.bias'\] need \(24,\)") as error:
+            load_torch_state_dict(attention, state)
+        assert "k_proj_weight: PyTorch (8, 5) gives (8, 5), the model's k_proj.weight is (8, 6)" in str(error.value)
+    _unchanged_after(attention, short_bias_and_narrow_key)
+
+    extra = t.MultiheadAttention(8, 2, kdim=6, vdim=4, add_bias_kv=True, batch_first=True).double().state_dict()
+
+    def extra_bias_kv():
+        with pytest.raises(InteropError, match=r"unexpected keys: \['bias_k', 'bias_v'\]"):
+            load_torch_state_dict(attention, extra)
+    _unchanged_after(attention, extra_bias_kv)

@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+from gradflow.optim import OPTIMIZERS  # noqa: E402
 from gradflow.sklearn import GradflowClassifier, GradflowRegressor  # noqa: E402
 
 # Small settings keep the ~100 checks at a few seconds. Every check applies and passes, so
@@ -61,3 +62,19 @@ def test_bad_parameters_are_reported_at_fit_time():
             estimator.fit(x, y)
     with pytest.raises(ValueError, match="at least 2 classes"):
         GradflowClassifier().fit(x, np.zeros(4))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_registry_optimizer_trains_the_estimators_one_epoch(name):
+    x = np.random.default_rng(0).normal(size=(16, 3))
+    y = (x[:, 0] > 0).astype(int)
+    for estimator, target in ((GradflowClassifier, y), (GradflowRegressor, y.astype(float))):
+        fitted = estimator(hidden_layer_sizes=(4,), epochs=1, batch_size=16, optimizer=name, random_state=0).fit(x, target)
+        assert fitted.n_iter_ == 1 and np.isfinite(fitted.loss_curve_[0]) and fitted.predict(x).shape == (16,)
+
+
+def test_the_estimators_offer_exactly_the_optimizer_registry():
+    from gradflow import sklearn as gradflow_sklearn
+
+    assert gradflow_sklearn.OPTIMIZERS == tuple(OPTIMIZERS)
+    assert {"nadam", "radam", "adamax", "adadelta", "lion"} <= set(OPTIMIZERS)
