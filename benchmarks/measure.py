@@ -429,34 +429,48 @@ def _optimizer_builders() -> dict[str, Callable[[Any], Any]]:
 
 
 def optimizer_step_operations(layer_counts: tuple[int, ...] = (1, 10), width: int = 8,
-                              names: list[str] | None = None) -> dict[str, dict[int, int]]:
+                              names: list[str] | None = None,
+                              engines: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Array operations of one steady-state ``optimizer.step()`` (the third), for a stack of
     ``n`` Linear layers (``2n`` parameter arrays) per ``n`` in ``layer_counts``; plus
-    ``clip_grad_norm``/``clip_grad_value`` called by hand. Returns
+    ``clip_grad_norm``/``clip_grad_value`` called by hand. Fresh gradient arrays arrive at each
+    step, as from backprop, so the count includes the one ``concat`` that packs them. Returns
     ``{configuration: {parameter arrays: operations}}``: equal counts across a row mean the
     step is independent of the number of parameter arrays (one flat update per group).
 
-        python -c "from benchmarks.measure import optimizer_step_operations as f; print(f())"
+    engines: ``None`` counts the NumPy path as above. A tuple of ``"portable"``/``"fused"``
+    counts the step as CuPy would run it (GPU-shaped proxies, as :func:`count_fused_operations`)
+    on the portable array-API path and with the fused optimizer kernels (run through their host
+    build, one call one operation): ``{configuration: {engine: {parameter arrays: operations}}}``.
+
+        python -c "from benchmarks.measure import optimizer_step_operations as f; print(f(engines=('portable', 'fused')))"
     """
+    if engines is not None:
+        return {name: {engine: _optimizer_step_counts(layer_counts, width, name, engine) for engine in engines}
+                for name in (names or list(_optimizer_builders()) + ["clip_grad_norm", "clip_grad_value"])}
+    return {name: _optimizer_step_counts(layer_counts, width, name, None)
+            for name in (names or list(_optimizer_builders()) + ["clip_grad_norm", "clip_grad_value"])}
+
+
+def _optimizer_step_counts(layer_counts: tuple[int, ...], width: int, name: str, engine: str | None) -> dict[int, int]:
     import array_api_compat.numpy as compat_numpy
 
     import gradflow as gf
     from gradflow import layers, optim
+    from gradflow.backend import fused
     from gradflow.testing.counting import OperationCounter
 
     builders = _optimizer_builders()
     builders["clip_grad_norm"] = builders["clip_grad_value"] = builders["sgd"]
-    chosen = names or list(builders)
     rng = np.random.default_rng(0)
-    found: dict[str, dict[int, int]] = {}
-    for name in chosen:
-        row = {}
-        for count in layer_counts:
-            counter = OperationCounter(compat_numpy)
-            model = gf.Sequential(*[layers.Linear(width, width, rng=i) for i in range(count)])
-            optimizer = builders[name](model)
-            counter.wrap_layer(model)
-            params = model.parameters()
+    row = {}
+    for count in layer_counts:
+        counter = OperationCounter(compat_numpy) if engine is None else _gpu_shaped_counter(compat_numpy)
+        model = gf.Sequential(*[layers.Linear(width, width, rng=i) for i in range(count)])
+        optimizer = builders[name](model)
+        counter.wrap_layer(model)
+        params = model.parameters()
+        with fused.engine({"fused": "host", None: "portable"}.get(engine, engine)):
             for step in range(3):
                 for p in params:  # fresh gradient arrays, as backprop hands them over
                     p.grad = counter.wrap(rng.normal(size=p.shape).astype(np.float32))
@@ -468,6 +482,5 @@ def optimizer_step_operations(layer_counts: tuple[int, ...] = (1, 10), width: in
                     optim.clip_grad_value(params, 0.5)
                 else:
                     optimizer.step()
-            row[len(params)] = counter.total
-        found[name] = row
-    return found
+        row[len(params)] = counter.total
+    return row
