@@ -10,7 +10,7 @@ function                   computes                                             
 ``bias_relu(x, b)``        ``max(x + b, 0)``                                    2
 ``relu_backward(dy, y)``   ``dy ⊙ [y > 0]``                                     2
 ``bias_gelu(x, b, a)``     ``gelu(x + b)`` (exact or tanh form)                 5-9
-``gelu_backward(dy, u)``   ``dy ⊙ gelu'(u)``                                    6-12
+``gelu_backward(dy, u)``   ``dy ⊙ gelu'(u)`` (or at ``u + b``)                  6-13
 ``layer_norm_affine``      ``x̂ = (x − μ)·r``, ``y = x̂ γ + β``                   4
 ``layer_norm_backward``    ``r (dy γ − mean(dy γ) − x̂ mean(dy γ x̂))``          5 (+2 means)
 ``softmax_cross_entropy``  value, δ and label check of the fused loss           ~14 -> 6
@@ -83,6 +83,12 @@ class Kernel:
         return ", ".join(f"{t} {n}" for t, n in which)
 
 
+_GELU_BACKWARD = (f"dx = dy * ((T)0.5 * ((T)1 + erf(u * (T){_INV_SQRT_2!r}))"
+                  f" + u * (T){_INV_SQRT_2PI!r} * exp((T)-0.5 * u * u));")
+_GELU_TANH_BACKWARD = (f"T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
+                       f" T du = (T){_SQRT_2_OVER_PI!r} * ((T)1 + (T)3 * (T)0.044715 * u * u);"
+                       " dx = dy * ((T)0.5 * ((T)1 + t) + (T)0.5 * u * ((T)1 - t * t) * du);")
+
 # The optimizer kernels: one launch updates a whole flat buffer (every parameter of a group,
 # device and dtype). ``d`` is the direction the rule uses, ``sign·∇ + λθ`` (sign −1 maximizes;
 # λ 0 for no or decoupled weight decay, ``shrink = 1 − ηλ`` for decoupled). Every step is written
@@ -94,8 +100,8 @@ _DIRECTION_INPUTS = (("T", "g"), ("T", "sign"), ("T", "weight_decay"))
 
 
 def _optimizer_kernels() -> list[Kernel]:
-    scalars = lambda *names: tuple(("T", n) for n in names)  # noqa: E731
-    out = lambda *names: tuple(("T", n) for n in names)  # noqa: E731
+    scalars = lambda *names: tuple(("T", n) for n in names)
+    out = lambda *names: tuple(("T", n) for n in names)
     adam_body = ("if (shrink != (T)1) p = p * shrink; " + _DIRECTION +
                  " m = beta1 * m + one_minus_beta1 * d; v = beta2 * v + one_minus_beta2 * (d * d);")
     adam_step = " p = p - step_size * m / (sqrt({v}) * inv_root_bias2 + eps);"
@@ -145,13 +151,13 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
     Kernel("gf_bias_gelu_tanh", (("T", "x"), ("T", "b")), (("T", "y"),),
            f"T u = x + b; T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
            " y = (T)0.5 * u * ((T)1 + t);"),
-    Kernel("gf_gelu_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),),
-           f"dx = dy * ((T)0.5 * ((T)1 + erf(u * (T){_INV_SQRT_2!r}))"
-           f" + u * (T){_INV_SQRT_2PI!r} * exp((T)-0.5 * u * u));"),
-    Kernel("gf_gelu_tanh_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),),
-           f"T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
-           f" T du = (T){_SQRT_2_OVER_PI!r} * ((T)1 + (T)3 * (T)0.044715 * u * u);"
-           " dx = dy * ((T)0.5 * ((T)1 + t) + (T)0.5 * u * ((T)1 - t * t) * du);"),
+    Kernel("gf_gelu_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),), _GELU_BACKWARD),
+    Kernel("gf_gelu_tanh_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),), _GELU_TANH_BACKWARD),
+    # the same at u = x + b (Linear's activation: its backward needs no extra launch for u)
+    Kernel("gf_bias_gelu_backward", (("T", "dy"), ("T", "x"), ("T", "b")), (("T", "dx"),),
+           "T u = x + b; " + _GELU_BACKWARD),
+    Kernel("gf_bias_gelu_tanh_backward", (("T", "dy"), ("T", "x"), ("T", "b")), (("T", "dx"),),
+           "T u = x + b; " + _GELU_TANH_BACKWARD),
     Kernel("gf_layer_norm_affine", (("T", "x"), ("T", "mean"), ("T", "inv_std"), ("T", "gamma"), ("T", "beta")),
            (("T", "y"), ("T", "x_hat")),
            "x_hat = (x - mean) * inv_std; y = x_hat * gamma + beta;"),
@@ -448,8 +454,10 @@ def bias_gelu(x: Array, b: Array | None, approximate: str = "none") -> Array:
     return _launch("gf_bias_gelu_tanh" if approximate == "tanh" else "gf_bias_gelu", x, 0.0 if b is None else b)
 
 
-def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none") -> Array:
+def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none", bias: Array | None = None) -> Array:
     xp = namespace(u)
+    if bias is not None:
+        u = u + bias
     if approximate == "tanh":
         t = xp.tanh(_SQRT_2_OVER_PI * (u + 0.044715 * u * u * u))
         du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * u * u)
@@ -461,9 +469,13 @@ def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none") -> A
 
 
 @_fused(_gelu_backward_portable)
-def gelu_backward(dy: Array, u: Array, approximate: str = "none") -> Array:
-    """GELU's δ rule ``dy ⊙ gelu'(u)`` at the pre-activation ``u``."""
-    return _launch("gf_gelu_tanh_backward" if approximate == "tanh" else "gf_gelu_backward", dy, u)
+def gelu_backward(dy: Array, u: Array, approximate: str = "none", bias: Array | None = None) -> Array:
+    """GELU's δ rule ``dy ⊙ gelu'(u)`` at the pre-activation ``u`` (``u + bias`` when a bias is
+    given: the backward of :func:`bias_gelu` from its inputs)."""
+    name = "gf_gelu_tanh_backward" if approximate == "tanh" else "gf_gelu_backward"
+    if bias is None:
+        return _launch(name, dy, u)
+    return _launch(name.replace("gf_", "gf_bias_"), dy, u, bias)
 
 
 def _layer_norm_affine_portable(x: Array, mean: Array, inv_std: Array, gamma: Array, beta: Array) -> tuple[Array, Array]:

@@ -55,6 +55,9 @@ def test_bias_activation_kernels_match_the_portable_path(dtype, approximate):
     _close(*_both(fused.bias_gelu, x, b, approximate), dtype)
     _close(*_both(fused.bias_gelu, x, None, approximate), dtype)
     _close(*_both(fused.gelu_backward, dy, x, approximate), dtype)
+    _close(*_both(fused.gelu_backward, dy, x, approximate, bias=b), dtype)
+    np.testing.assert_array_equal(_both(fused.gelu_backward, dy, x, approximate, bias=b)[0],
+                                  _both(fused.gelu_backward, dy, x + b, approximate)[0])
 
 
 @needs_gxx
@@ -100,6 +103,65 @@ def test_softmax_cross_entropy_kernels_match_the_portable_path_and_flag_bad_labe
     with fused.engine("host"):
         value, _, ok = fused.softmax_cross_entropy(x, labels, 1 / 9)
     assert not bool(ok) and np.isnan(value)
+
+
+def _linear_step(layers_, x, dy, engine):
+    """Output, input δ and parameter gradients of ``layers_`` (a list, chained) under ``engine``."""
+    with fused.engine(engine):
+        h, backprops = x, []
+        for layer in layers_:
+            h, backprop = layer(h, train=True)
+            backprops.append(backprop)
+        dx = dy
+        for backprop in reversed(backprops):
+            dx = backprop(dx)
+    return [h, dx] + [p.grad for layer in layers_ for p in layer.parameters()]
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+def test_linear_activation_option_equals_linear_then_activation_on_both_engines(activation, dtype):
+    from gradflow import layers
+
+    separate = {"relu": layers.ReLU, "gelu": layers.GELU, "gelu_tanh": lambda: layers.GELU("tanh")}[activation]
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((6, 2, 5)).astype(dtype), rng.standard_normal((6, 2, 4)).astype(dtype)
+    for bias in (True, False):
+        results = {}
+        for engine in ("portable", "host"):
+            one = layers.Linear(5, 4, bias=bias, activation=activation, rng=0, dtype=dtype)
+            two = [layers.Linear(5, 4, bias=bias, rng=0, dtype=dtype), separate()]
+            results[engine] = _linear_step([one], x, dy, engine), _linear_step(two, x, dy, engine)
+        fused_one, fused_two = results["host"]
+        portable_one, portable_two = results["portable"]
+        for a, b in zip(portable_one, portable_two):  # the portable option is the two layers, bit for bit
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(fused_one, portable_one):  # the fused kernels agree within a few ulps
+            _close(a, b, np.dtype(dtype).type)
+        if activation == "relu":
+            for a, b in zip(fused_one, fused_two):
+                np.testing.assert_array_equal(a, b)
+
+
+@needs_gxx
+def test_linear_activation_option_saves_launches_on_the_fused_engine():
+    import array_api_compat.numpy as compat_numpy
+
+    from benchmarks.measure import _gpu_shaped_counter
+    from gradflow import layers
+
+    x = np.ones((8, 5), np.float32)
+    counts = {}
+    for name, build in (("option", lambda: [layers.Linear(5, 4, activation="gelu", rng=0)]),
+                        ("separate", lambda: [layers.Linear(5, 4, rng=0), layers.GELU()])):
+        counter = _gpu_shaped_counter(compat_numpy)
+        built = build()
+        for layer in built:
+            counter.wrap_layer(layer)
+        _linear_step(built, counter.wrap(x), counter.wrap(np.ones((8, 4), np.float32)), "host")
+        counts[name] = counter.total
+    assert counts["option"] == counts["separate"] - 1, counts  # the bias add is inside the kernels
 
 
 OPTIMIZERS = {
