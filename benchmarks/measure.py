@@ -324,13 +324,21 @@ def _counted_model_step(model: Any, loss: Any, optimizer: Any, x: Any, target: A
     return build
 
 
+FUSED_WORKLOADS = ("mlp", "mlp_linear_activation", "cnn", "lstm", "transformer_block", "sgd_momentum_step",
+                   "adam_step")
+
+
 def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZES,
-                           workloads: tuple[str, ...] = ("mlp", "cnn", "lstm", "transformer_block")) -> dict[str, Any]:
+                           workloads: tuple[str, ...] = FUSED_WORKLOADS) -> dict[str, Any]:
     """Array operations (each at least one kernel launch on a GPU) and host syncs of one
     steady-state training step as CuPy would run it: the portable path, and the fused kernels
     of gradflow.backend.fused (their bodies run on the host through g++ here; one call counts
     as one operation). Model sizes are the benchmark's (CNN batch 64 model, LSTM and
-    transformer (seq 64, hidden 128)); ``batch`` does not change the counts."""
+    transformer (seq 64, hidden 128)); ``batch`` does not change the counts. The optimizer's
+    update is part of each step (fused too: one kernel per flat buffer). Workloads besides the
+    models: ``mlp_linear_activation``, the MLP with ``Linear(..., activation="relu")`` in place
+    of Linear then ReLU; ``sgd_momentum_step`` and ``adam_step``, the optimizer step alone on 20
+    parameter arrays (10 Linear layers) with fresh gradients, as from backprop."""
     import gradflow as gf
     from gradflow import layers as L
     from gradflow.losses import MSE, SoftmaxCrossEntropy
@@ -340,6 +348,30 @@ def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZ
 
     def mlp(counter: Any) -> Callable[[], Any]:
         return mlp_step.build_gradflow_step(batch, optimizer="sgd", counter=counter, sizes=sizes)
+
+    def mlp_linear_activation(counter: Any) -> Callable[[], Any]:
+        widths = list(sizes)
+        model = gf.Sequential(*[L.Linear(a, b, activation="relu" if i < len(widths) - 2 else None, rng=i)
+                                for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))])
+        x = rng.standard_normal((batch, widths[0]), dtype=np.float32)
+        optimizer = SGD(model, lr=mlp_step.SGD_LR, momentum=mlp_step.MOMENTUM)  # as the mlp workload
+        return _counted_model_step(model, SoftmaxCrossEntropy(), optimizer, x, rng.integers(0, widths[-1], batch))(counter)
+
+    def optimizer_step(build_optimizer: Callable[[Any], Any]) -> Callable[[Any], Callable[[], Any]]:
+        def build(counter: Any) -> Callable[[], Any]:
+            model = gf.Sequential(*[L.Linear(8, 8, rng=i) for i in range(10)])
+            optimizer = build_optimizer(model)
+            counter.wrap_layer(model)
+            params = model.parameters()
+
+            def step() -> None:
+                for p in params:  # fresh gradient arrays, as backprop hands them over
+                    p.grad = counter.wrap(rng.standard_normal(p.shape, dtype=np.float32))
+                optimizer.step()
+
+            return step
+
+        return build
 
     def cnn(counter: Any) -> Callable[[], Any]:
         from benchmarks.cnn_step import build_gradflow_model
@@ -361,7 +393,10 @@ def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZ
         return _counted_model_step(model, MSE(), Adam(model, lr=1e-3), x,
                                    rng.standard_normal((batch, 64, 128), dtype=np.float32))(counter)
 
-    builders = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "transformer_block": transformer_block}
+    builders = {"mlp": mlp, "mlp_linear_activation": mlp_linear_activation, "cnn": cnn, "lstm": lstm,
+                "transformer_block": transformer_block,
+                "sgd_momentum_step": optimizer_step(lambda m: SGD(m, lr=0.01, momentum=0.9, weight_decay=1e-4)),
+                "adam_step": optimizer_step(lambda m: Adam(m, lr=1e-3))}
     found: dict[str, Any] = {}
     for name in workloads:
         try:

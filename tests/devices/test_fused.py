@@ -293,7 +293,11 @@ def test_environment_variable_and_engine_force_the_portable_path(monkeypatch):
 def test_fused_path_cuts_the_operations_of_a_training_step():
     from benchmarks import measure
 
-    found = measure.count_fused_operations(8, sizes=(20, 12, 12, 5))
+    found = measure.count_fused_operations(8, sizes=(20, 12, 12, 5),
+                                           workloads=("mlp", "mlp_linear_activation", "adam_step"))
     assert found["mlp"]["fused"]["operations"] < found["mlp"]["portable"]["operations"]
+    # Linear(activation="relu") folds the two bias adds into the ReLU kernels
+    assert found["mlp_linear_activation"]["fused"]["operations"] == found["mlp"]["fused"]["operations"] - 2
+    assert found["adam_step"]["fused"]["by_name"]["fused:adam"] == 1
     assert any(name.startswith("fused:") for name in found["mlp"]["fused"]["by_name"])
     assert found["mlp"]["fused"]["syncs"] == found["mlp"]["portable"]["syncs"]
