@@ -204,12 +204,15 @@ def engine(name: str):
 def _chosen(x: Array) -> str:
     """``"cupy"``, ``"host"`` or ``"portable"`` for a call whose first array is ``x``."""
     forced = getattr(_state, "engine", None)
+    if forced is None:  # the common case, first and cheap (called per layer and per update):
+        if _CUPY_BROKEN or library_kind(x) != "cupy" or os.environ.get("GRADFLOW_FUSED", "1") == "0":
+            return "portable"
+        return "cupy"
     if forced == "portable" or os.environ.get("GRADFLOW_FUSED", "1") == "0":
         return "portable"
-    kind = library_kind(x)
     if forced == "host" and isinstance(getattr(x, "_array", x), np.ndarray):
         return "host"  # NumPy arrays, or counting proxies over them standing in for CuPy's
-    if kind == "cupy" and not _CUPY_BROKEN:
+    if library_kind(x) == "cupy" and not _CUPY_BROKEN:
         return "cupy"
     return "portable"
 
