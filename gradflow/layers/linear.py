@@ -9,9 +9,11 @@ from .. import backend
 from .. import init as _init
 from ..backend import Array
 from ..core import Backprop, Layer, Parameter, check_delta, check_input
+from .activations import GELU, ReLU
 
 ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
 _APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh"}
+_ACTIVATION_LAYERS = {"relu": ReLU(), "gelu": GELU(), "gelu_tanh": GELU("tanh")}  # stateless
 
 
 class Linear(Layer):
@@ -28,7 +30,8 @@ class Linear(Layer):
     exactly ``Sequential(Linear(...), ReLU())`` (or ``GELU()``, ``GELU("tanh")``) in one layer,
     with the δ rule ``dy ← dy ⊙ f'(x Wᵀ + b)`` applied first. On a GPU the bias and the activation
     are one fused kernel each way (:mod:`gradflow.backend.fused`: ``bias_relu``, ``bias_gelu``)
-    instead of two or more launches; elsewhere the results are the same bit for bit.
+    instead of two or more launches; elsewhere the layer runs the activation layer's own code
+    after its in-place bias add, so the results are the same bit for bit.
 
     Example::
 
@@ -80,20 +83,19 @@ class Linear(Layer):
             y = x @ W.T
         bias, activation = self.bias, self.activation
         b = None if bias is None else bias.value
-        if activation is None:
+        activation_backprop = None
+        if activation is None or not backend.fused.available(y):
             if b is not None:
                 y += b
-        elif activation == "relu":
-            y = backend.fused.bias_relu(y, b)
-        else:  # kept: the matmul's output z; backward recomputes gelu'(z + b) as GELU does
-            z, y = y, backend.fused.bias_gelu(y, b, _APPROXIMATE[activation])
+            if activation is not None:  # the activation layer's own code: the same bits, no extra copy
+                y, activation_backprop = _ACTIVATION_LAYERS[activation]._forward(y, xp)
+        else:  # one kernel each way (CuPy)
+            y, activation_backprop = _fused_bias_activation(y, b, activation)
 
         def backprop(dy: Array) -> Array | None:
             # dy's shape, dtype and device are checked by Layer.__call__'s wrapper
-            if activation == "relu":
-                dy = backend.fused.relu_backward(dy, y)
-            elif activation is not None:
-                dy = backend.fused.gelu_backward(dy, z, _APPROXIMATE[activation], bias=b)
+            if activation_backprop is not None:
+                dy = activation_backprop(dy)
             dy2 = dy if dy.ndim == 2 else xp.reshape(dy, (-1, self.out_features))
             self.weight.accumulate(dy2.T @ x)
             if bias is not None:
@@ -110,6 +112,17 @@ class Linear(Layer):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{extra}"
 
 
+
+
+def _fused_bias_activation(z: Array, b: Array | None, activation: str) -> tuple[Array, Backprop]:
+    """``f(z + b)`` and its δ rule as one fused kernel each; GELU's backward recomputes
+    ``gelu'(z + b)`` from the matmul's output ``z`` (as the GELU layer does on a GPU)."""
+    if activation == "relu":
+        y = backend.fused.bias_relu(z, b)
+        return y, lambda dy: backend.fused.relu_backward(dy, y)
+    approximate = _APPROXIMATE[activation]
+    y = backend.fused.bias_gelu(z, b, approximate)
+    return y, lambda dy: backend.fused.gelu_backward(dy, z, approximate, bias=b)
 
 
 class Identity(Layer):
