@@ -94,7 +94,10 @@ _GELU_TANH_BACKWARD = (f"T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * 
 # λ 0 for no or decoupled weight decay, ``shrink = 1 − ηλ`` for decoupled). Every step is written
 # in the order the optimizer's portable rule (gradflow/optim/optimizers.py) rounds it, with
 # every scalar (``1 − β``, ``η/(1 − β₁ᵗ)``) computed in Python as there, so on the host engine
-# (no FMA contraction) the two paths agree bit for bit.
+# (no FMA contraction) the two paths agree bit for bit. Scalars, flags included (1.0 or 0.0), are
+# passed as Python numbers for ``T`` parameters: an ElementwiseKernel takes scalars or arrays for
+# its inputs and types them by the placeholder (https://docs.cupy.dev/en/stable/user_guide/kernel.html,
+# "Type-generic kernels").
 _DIRECTION = "T d = sign * g; if (weight_decay != (T)0) d = d + weight_decay * p;"
 _DIRECTION_INPUTS = (("T", "g"), ("T", "sign"), ("T", "weight_decay"))
 
@@ -109,10 +112,11 @@ def _optimizer_kernels() -> list[Kernel]:
                                               "step_size", "inv_root_bias2", "eps")
     kernels = [
         Kernel("gf_sgd", _DIRECTION_INPUTS + scalars("lr"), out("p"), _DIRECTION + " p = p - lr * d;"),
-        Kernel("gf_sgd_momentum", _DIRECTION_INPUTS + scalars("lr", "momentum", "damping") +
-               (("bool", "nesterov"), ("bool", "first")), out("p", "buf"),
-               _DIRECTION + " if (first) buf = d; else buf = momentum * buf + ((damping != (T)1) ? damping * d : d);"
-               " T u = nesterov ? d + momentum * buf : buf; p = p - lr * u;"),
+        Kernel("gf_sgd_momentum", _DIRECTION_INPUTS + scalars("lr", "momentum", "damping", "nesterov", "first"),
+               out("p", "buf"),
+               _DIRECTION + " if (first != (T)0) buf = d;"
+               " else buf = momentum * buf + ((damping != (T)1) ? damping * d : d);"
+               " T u = (nesterov != (T)0) ? d + momentum * buf : buf; p = p - lr * u;"),
         Kernel("gf_adam", adam_inputs, out("p", "m", "v"), adam_body + adam_step.format(v="v")),
         # np.maximum propagates NaN from either side
         Kernel("gf_adam_amsgrad", adam_inputs, out("p", "m", "v", "v_max"),
@@ -551,8 +555,8 @@ def sgd_(p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float = 
     direction = (-1.0 if maximize else 1.0, weight_decay)
     if buf is None:
         return _update_("gf_sgd", (*direction, lr), (p,), g)
-    return _update_("gf_sgd_momentum", (*direction, lr, momentum, 1.0 - dampening, bool(nesterov), bool(first)),
-                    (p, buf), g)
+    return _update_("gf_sgd_momentum", (*direction, lr, momentum, 1.0 - dampening, float(bool(nesterov)),
+                                        float(bool(first))), (p, buf), g)
 
 
 def adam_(p: Array, g: Array, m: Array, v: Array, v_max: Array | None, *, lr: float, beta1: float, beta2: float,
