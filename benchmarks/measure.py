@@ -324,13 +324,21 @@ def _counted_model_step(model: Any, loss: Any, optimizer: Any, x: Any, target: A
     return build
 
 
+FUSED_WORKLOADS = ("mlp", "mlp_linear_activation", "cnn", "lstm", "transformer_block", "sgd_momentum_step",
+                   "adam_step")
+
+
 def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZES,
-                           workloads: tuple[str, ...] = ("mlp", "cnn", "lstm", "transformer_block")) -> dict[str, Any]:
+                           workloads: tuple[str, ...] = FUSED_WORKLOADS) -> dict[str, Any]:
     """Array operations (each at least one kernel launch on a GPU) and host syncs of one
     steady-state training step as CuPy would run it: the portable path, and the fused kernels
     of gradflow.backend.fused (their bodies run on the host through g++ here; one call counts
     as one operation). Model sizes are the benchmark's (CNN batch 64 model, LSTM and
-    transformer (seq 64, hidden 128)); ``batch`` does not change the counts."""
+    transformer (seq 64, hidden 128)); ``batch`` does not change the counts. The optimizer's
+    update is part of each step (fused too: one kernel per flat buffer). Workloads besides the
+    models: ``mlp_linear_activation``, the MLP with ``Linear(..., activation="relu")`` in place
+    of Linear then ReLU; ``sgd_momentum_step`` and ``adam_step``, the optimizer step alone on 20
+    parameter arrays (10 Linear layers) with fresh gradients, as from backprop."""
     import gradflow as gf
     from gradflow import layers as L
     from gradflow.losses import MSE, SoftmaxCrossEntropy
@@ -340,6 +348,30 @@ def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZ
 
     def mlp(counter: Any) -> Callable[[], Any]:
         return mlp_step.build_gradflow_step(batch, optimizer="sgd", counter=counter, sizes=sizes)
+
+    def mlp_linear_activation(counter: Any) -> Callable[[], Any]:
+        widths = list(sizes)
+        model = gf.Sequential(*[L.Linear(a, b, activation="relu" if i < len(widths) - 2 else None, rng=i)
+                                for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))])
+        x = rng.standard_normal((batch, widths[0]), dtype=np.float32)
+        optimizer = SGD(model, lr=mlp_step.SGD_LR, momentum=mlp_step.MOMENTUM)  # as the mlp workload
+        return _counted_model_step(model, SoftmaxCrossEntropy(), optimizer, x, rng.integers(0, widths[-1], batch))(counter)
+
+    def optimizer_step(build_optimizer: Callable[[Any], Any]) -> Callable[[Any], Callable[[], Any]]:
+        def build(counter: Any) -> Callable[[], Any]:
+            model = gf.Sequential(*[L.Linear(8, 8, rng=i) for i in range(10)])
+            optimizer = build_optimizer(model)
+            counter.wrap_layer(model)
+            params = model.parameters()
+
+            def step() -> None:
+                for p in params:  # fresh gradient arrays, as backprop hands them over
+                    p.grad = counter.wrap(rng.standard_normal(p.shape, dtype=np.float32))
+                optimizer.step()
+
+            return step
+
+        return build
 
     def cnn(counter: Any) -> Callable[[], Any]:
         from benchmarks.cnn_step import build_gradflow_model
@@ -361,7 +393,10 @@ def count_fused_operations(batch: int = 8, sizes: tuple[int, ...] = mlp_step.SIZ
         return _counted_model_step(model, MSE(), Adam(model, lr=1e-3), x,
                                    rng.standard_normal((batch, 64, 128), dtype=np.float32))(counter)
 
-    builders = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "transformer_block": transformer_block}
+    builders = {"mlp": mlp, "mlp_linear_activation": mlp_linear_activation, "cnn": cnn, "lstm": lstm,
+                "transformer_block": transformer_block,
+                "sgd_momentum_step": optimizer_step(lambda m: SGD(m, lr=0.01, momentum=0.9, weight_decay=1e-4)),
+                "adam_step": optimizer_step(lambda m: Adam(m, lr=1e-3))}
     found: dict[str, Any] = {}
     for name in workloads:
         try:
@@ -429,34 +464,48 @@ def _optimizer_builders() -> dict[str, Callable[[Any], Any]]:
 
 
 def optimizer_step_operations(layer_counts: tuple[int, ...] = (1, 10), width: int = 8,
-                              names: list[str] | None = None) -> dict[str, dict[int, int]]:
+                              names: list[str] | None = None,
+                              engines: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Array operations of one steady-state ``optimizer.step()`` (the third), for a stack of
     ``n`` Linear layers (``2n`` parameter arrays) per ``n`` in ``layer_counts``; plus
-    ``clip_grad_norm``/``clip_grad_value`` called by hand. Returns
+    ``clip_grad_norm``/``clip_grad_value`` called by hand. Fresh gradient arrays arrive at each
+    step, as from backprop, so the count includes the one ``concat`` that packs them. Returns
     ``{configuration: {parameter arrays: operations}}``: equal counts across a row mean the
     step is independent of the number of parameter arrays (one flat update per group).
 
-        python -c "from benchmarks.measure import optimizer_step_operations as f; print(f())"
+    engines: ``None`` counts the NumPy path as above. A tuple of ``"portable"``/``"fused"``
+    counts the step as CuPy would run it (GPU-shaped proxies, as :func:`count_fused_operations`)
+    on the portable array-API path and with the fused optimizer kernels (run through their host
+    build, one call one operation): ``{configuration: {engine: {parameter arrays: operations}}}``.
+
+        python -c "from benchmarks.measure import optimizer_step_operations as f; print(f(engines=('portable', 'fused')))"
     """
+    if engines is not None:
+        return {name: {engine: _optimizer_step_counts(layer_counts, width, name, engine) for engine in engines}
+                for name in (names or list(_optimizer_builders()) + ["clip_grad_norm", "clip_grad_value"])}
+    return {name: _optimizer_step_counts(layer_counts, width, name, None)
+            for name in (names or list(_optimizer_builders()) + ["clip_grad_norm", "clip_grad_value"])}
+
+
+def _optimizer_step_counts(layer_counts: tuple[int, ...], width: int, name: str, engine: str | None) -> dict[int, int]:
     import array_api_compat.numpy as compat_numpy
 
     import gradflow as gf
     from gradflow import layers, optim
+    from gradflow.backend import fused
     from gradflow.testing.counting import OperationCounter
 
     builders = _optimizer_builders()
     builders["clip_grad_norm"] = builders["clip_grad_value"] = builders["sgd"]
-    chosen = names or list(builders)
     rng = np.random.default_rng(0)
-    found: dict[str, dict[int, int]] = {}
-    for name in chosen:
-        row = {}
-        for count in layer_counts:
-            counter = OperationCounter(compat_numpy)
-            model = gf.Sequential(*[layers.Linear(width, width, rng=i) for i in range(count)])
-            optimizer = builders[name](model)
-            counter.wrap_layer(model)
-            params = model.parameters()
+    row = {}
+    for count in layer_counts:
+        counter = OperationCounter(compat_numpy) if engine is None else _gpu_shaped_counter(compat_numpy)
+        model = gf.Sequential(*[layers.Linear(width, width, rng=i) for i in range(count)])
+        optimizer = builders[name](model)
+        counter.wrap_layer(model)
+        params = model.parameters()
+        with fused.engine({"fused": "host", None: "portable"}.get(engine, engine)):
             for step in range(3):
                 for p in params:  # fresh gradient arrays, as backprop hands them over
                     p.grad = counter.wrap(rng.normal(size=p.shape).astype(np.float32))
@@ -468,6 +517,5 @@ def optimizer_step_operations(layer_counts: tuple[int, ...] = (1, 10), width: in
                     optim.clip_grad_value(params, 0.5)
                 else:
                     optimizer.step()
-            row[len(params)] = counter.total
-        found[name] = row
-    return found
+        row[len(params)] = counter.total
+    return row

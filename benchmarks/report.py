@@ -247,8 +247,10 @@ def _fused_section(results: dict[str, Any]) -> list[str]:
             "proxies the backend takes for CuPy arrays (gradflow.testing.counting), once with the portable "
             "array-API path and once with the fused kernels of gradflow.backend.fused (run here through their "
             "host C++ build). Host syncs: conversions of an array to a Python value per step (the validated "
-            "loss's finiteness check is one; `validate=False` removes it). The optimizer updates are counted "
-            "on the portable path (multi-tensor optimizers are counted separately).", "",
+            "loss's finiteness check is one; `validate=False` removes it). Each step includes its optimizer "
+            "update (flat multi-tensor buffers; fused: one kernel per buffer). mlp_linear_activation: the MLP "
+            "with `Linear(..., activation=\"relu\")`; sgd_momentum_step, adam_step: the optimizer step alone on "
+            "20 parameter arrays with fresh gradients (the count does not grow with the number of arrays).", "",
             _table(["step", "operations, portable", "operations, fused", "host syncs, portable / fused",
                     "fused kernels per step"], rows), ""]
 

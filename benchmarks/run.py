@@ -439,7 +439,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                         for name, module in SLOT_MODULES.items()}
     results["operations"] = measure.count_operations(args.batches[0], args.optimizer, args.sizes)
     results["fused_operations"] = measure.count_fused_operations(
-        8, args.sizes, workloads=("mlp",) if args.quick else ("mlp", "cnn", "lstm", "transformer_block"))
+        8, args.sizes, workloads=("mlp", "adam_step") if args.quick else measure.FUSED_WORKLOADS)
     results["mixed_precision"] = measure.mixed_precision_digits(epochs=1 if args.quick else 8)
     growth_step = mlp_step.build_gradflow_step(args.batches[0], optimizer=args.optimizer, sizes=args.sizes)
     results["memory_growth"] = measure.memory_growth(growth_step, steps=args.memory_steps,

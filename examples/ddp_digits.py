@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> float | None:
     print(f"rank {comm.rank}: {batches.shard_size} training samples in its shard, {len(batches)} steps per epoch, "
           f"{comm!r} on {device}", flush=True)
     optimizer = Adam(model, lr=args.lr, weight_decay=1e-4)
+    model.use_optimizer_buffers(optimizer)  # all-reduce Adam's flat gradient array itself: no extra copy
     started = time.perf_counter()
     with blas_threads(args.blas_threads):
         history = fit(model, SoftmaxCrossEntropy(), optimizer, batches, epochs=args.epochs, seed=args.seed,

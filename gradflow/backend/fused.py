@@ -10,12 +10,14 @@ function                   computes                                             
 ``bias_relu(x, b)``        ``max(x + b, 0)``                                    2
 ``relu_backward(dy, y)``   ``dy ⊙ [y > 0]``                                     2
 ``bias_gelu(x, b, a)``     ``gelu(x + b)`` (exact or tanh form)                 5-9
-``gelu_backward(dy, u)``   ``dy ⊙ gelu'(u)``                                    6-12
+``gelu_backward(dy, u)``   ``dy ⊙ gelu'(u)`` (or at ``u + b``)                  6-13
 ``layer_norm_affine``      ``x̂ = (x − μ)·r``, ``y = x̂ γ + β``                   4
 ``layer_norm_backward``    ``r (dy γ − mean(dy γ) − x̂ mean(dy γ x̂))``          5 (+2 means)
 ``softmax_cross_entropy``  value, δ and label check of the fused loss           ~14 -> 6
-``sgd_momentum_``          ``b ← μb + g``, ``θ ← θ − ηb`` in place              4
-``adam_``                  Adam's moment and parameter update in place          ~12
+``sgd_``                   SGD (momentum, Nesterov, weight decay) in place      1-7
+``adam_``                  Adam/AdamW (AMSGrad) moment and parameter update     ~12
+``rmsprop_``               RMSprop (centered, momentum) in place                ~8-14
+``adagrad_``               Adagrad's accumulator and parameter update           ~6
 =========================  ===================================================  ===============
 
 Each kernel is one CUDA C body (:data:`KERNELS`) in the form of ``cupy.ElementwiseKernel``
@@ -33,6 +35,10 @@ flat output index). Which path runs is the backend's choice, from the arrays (la
 
 Under :class:`gradflow.testing.counting.OperationCounter` a fused call counts as one operation
 (``fused:<name>``), so the benchmark can report operations per step for both paths.
+
+The optimizers of :mod:`gradflow.optim` call the optimizer kernels on their flat buffers (one
+launch per buffer and step); those functions return False where no kernel runs, and the
+optimizer then takes its own portable rule.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
 import subprocess
 import tempfile
@@ -76,6 +83,68 @@ class Kernel:
         return ", ".join(f"{t} {n}" for t, n in which)
 
 
+_GELU_BACKWARD = (f"dx = dy * ((T)0.5 * ((T)1 + erf(u * (T){_INV_SQRT_2!r}))"
+                  f" + u * (T){_INV_SQRT_2PI!r} * exp((T)-0.5 * u * u));")
+_GELU_TANH_BACKWARD = (f"T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
+                       f" T du = (T){_SQRT_2_OVER_PI!r} * ((T)1 + (T)3 * (T)0.044715 * u * u);"
+                       " dx = dy * ((T)0.5 * ((T)1 + t) + (T)0.5 * u * ((T)1 - t * t) * du);")
+
+# The optimizer kernels: one launch updates a whole flat buffer (every parameter of a group,
+# device and dtype). ``d`` is the direction the rule uses, ``sign·∇ + λθ`` (sign −1 maximizes;
+# λ 0 for no or decoupled weight decay, ``shrink = 1 − ηλ`` for decoupled). Every step is written
+# in the order the optimizer's portable rule (gradflow/optim/optimizers.py) rounds it, with
+# every scalar (``1 − β``, ``η/(1 − β₁ᵗ)``) computed in Python as there, so on the host engine
+# (no FMA contraction) the two paths agree bit for bit. Scalars, flags included (1.0 or 0.0), are
+# passed as Python numbers for ``T`` parameters: an ElementwiseKernel takes scalars or arrays for
+# its inputs and types them by the placeholder (https://docs.cupy.dev/en/stable/user_guide/kernel.html,
+# "Type-generic kernels").
+_DIRECTION = "T d = sign * g; if (weight_decay != (T)0) d = d + weight_decay * p;"
+_DIRECTION_INPUTS = (("T", "g"), ("T", "sign"), ("T", "weight_decay"))
+
+
+def _optimizer_kernels() -> list[Kernel]:
+    scalars = lambda *names: tuple(("T", n) for n in names)
+    out = lambda *names: tuple(("T", n) for n in names)
+    adam_body = ("if (shrink != (T)1) p = p * shrink; " + _DIRECTION +
+                 " m = beta1 * m + one_minus_beta1 * d; v = beta2 * v + one_minus_beta2 * (d * d);")
+    adam_step = " p = p - step_size * m / (sqrt({v}) * inv_root_bias2 + eps);"
+    adam_inputs = _DIRECTION_INPUTS + scalars("shrink", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
+                                              "step_size", "inv_root_bias2", "eps")
+    kernels = [
+        Kernel("gf_sgd", _DIRECTION_INPUTS + scalars("lr"), out("p"), _DIRECTION + " p = p - lr * d;"),
+        Kernel("gf_sgd_momentum", _DIRECTION_INPUTS + scalars("lr", "momentum", "damping", "nesterov", "first"),
+               out("p", "buf"),
+               _DIRECTION + " if (first != (T)0) buf = d;"
+               " else buf = momentum * buf + ((damping != (T)1) ? damping * d : d);"
+               " T u = (nesterov != (T)0) ? d + momentum * buf : buf; p = p - lr * u;"),
+        Kernel("gf_adam", adam_inputs, out("p", "m", "v"), adam_body + adam_step.format(v="v")),
+        # np.maximum propagates NaN from either side
+        Kernel("gf_adam_amsgrad", adam_inputs, out("p", "m", "v", "v_max"),
+               adam_body + " v_max = (v > v_max || v != v) ? v : v_max;" + adam_step.format(v="v_max")),
+        Kernel("gf_adagrad", _DIRECTION_INPUTS + scalars("lr", "eps"), out("p", "total"),
+               _DIRECTION + " total = total + d * d; T den = sqrt(total) + eps; p = p - lr * (d / den);"),
+    ]
+    for centered in (False, True):
+        for momentum in (False, True):
+            body = _DIRECTION + " square_avg = alpha * square_avg + one_minus_alpha * (d * d);"
+            outputs = ["p", "square_avg"]
+            if centered:
+                outputs.append("grad_avg")
+                body += (" grad_avg = alpha * grad_avg + one_minus_alpha * d;"
+                         " T den = sqrt(square_avg - grad_avg * grad_avg) + eps;")
+            else:
+                body += " T den = sqrt(square_avg) + eps;"
+            if momentum:
+                outputs.append("buf")
+                body += " buf = momentum * buf + d / den; p = p - lr * buf;"
+            else:
+                body += " p = p - lr * (d / den);"
+            name = "gf_rmsprop" + ("_centered" if centered else "") + ("_momentum" if momentum else "")
+            kernels.append(Kernel(name, _DIRECTION_INPUTS + scalars("lr", "alpha", "one_minus_alpha", "eps", "momentum"),
+                                  out(*outputs), body))
+    return kernels
+
+
 KERNELS: dict[str, Kernel] = {k.name: k for k in (
     Kernel("gf_bias_relu", (("T", "x"), ("T", "b")), (("T", "y"),),
            "T u = x + b; y = (u <= (T)0) ? (T)0 : u;"),
@@ -86,13 +155,13 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
     Kernel("gf_bias_gelu_tanh", (("T", "x"), ("T", "b")), (("T", "y"),),
            f"T u = x + b; T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
            " y = (T)0.5 * u * ((T)1 + t);"),
-    Kernel("gf_gelu_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),),
-           f"dx = dy * ((T)0.5 * ((T)1 + erf(u * (T){_INV_SQRT_2!r}))"
-           f" + u * (T){_INV_SQRT_2PI!r} * exp((T)-0.5 * u * u));"),
-    Kernel("gf_gelu_tanh_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),),
-           f"T t = tanh((T){_SQRT_2_OVER_PI!r} * (u + (T)0.044715 * u * u * u));"
-           f" T du = (T){_SQRT_2_OVER_PI!r} * ((T)1 + (T)3 * (T)0.044715 * u * u);"
-           " dx = dy * ((T)0.5 * ((T)1 + t) + (T)0.5 * u * ((T)1 - t * t) * du);"),
+    Kernel("gf_gelu_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),), _GELU_BACKWARD),
+    Kernel("gf_gelu_tanh_backward", (("T", "dy"), ("T", "u")), (("T", "dx"),), _GELU_TANH_BACKWARD),
+    # the same at u = x + b (Linear's activation: its backward needs no extra launch for u)
+    Kernel("gf_bias_gelu_backward", (("T", "dy"), ("T", "x"), ("T", "b")), (("T", "dx"),),
+           "T u = x + b; " + _GELU_BACKWARD),
+    Kernel("gf_bias_gelu_tanh_backward", (("T", "dy"), ("T", "x"), ("T", "b")), (("T", "dx"),),
+           "T u = x + b; " + _GELU_TANH_BACKWARD),
     Kernel("gf_layer_norm_affine", (("T", "x"), ("T", "mean"), ("T", "inv_std"), ("T", "gamma"), ("T", "beta")),
            (("T", "y"), ("T", "x_hat")),
            "x_hat = (x - mean) * inv_std; y = x_hat * gamma + beta;"),
@@ -108,12 +177,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
                             ("int64", "classes")), (("T", "loss"), ("bool", "ok")),
            "ok = (label >= 0) && (label < classes);"
            ' loss = ok ? scale * (log(total) + zmax - z[i * classes + label]) : (T)nan("");'),
-    Kernel("gf_sgd_momentum", (("T", "g"), ("T", "momentum"), ("T", "lr")), (("T", "p"), ("T", "buf")),
-           "buf = momentum * buf + g; p = p - lr * buf;"),
-    Kernel("gf_adam", (("T", "g"), ("T", "beta1"), ("T", "beta2"), ("T", "step_size"), ("T", "inv_root_bias2"),
-                       ("T", "eps")), (("T", "p"), ("T", "m"), ("T", "v")),
-           "m = beta1 * m + ((T)1 - beta1) * g; v = beta2 * v + ((T)1 - beta2) * g * g;"
-           " p = p - step_size * m / (sqrt(v) * inv_root_bias2 + eps);"),
+    *_optimizer_kernels(),
 )}
 
 
@@ -144,12 +208,15 @@ def engine(name: str):
 def _chosen(x: Array) -> str:
     """``"cupy"``, ``"host"`` or ``"portable"`` for a call whose first array is ``x``."""
     forced = getattr(_state, "engine", None)
+    if forced is None:  # the common case, first and cheap (called per layer and per update):
+        if _CUPY_BROKEN or library_kind(x) != "cupy" or os.environ.get("GRADFLOW_FUSED", "1") == "0":
+            return "portable"
+        return "cupy"
     if forced == "portable" or os.environ.get("GRADFLOW_FUSED", "1") == "0":
         return "portable"
-    kind = library_kind(x)
     if forced == "host" and isinstance(getattr(x, "_array", x), np.ndarray):
         return "host"  # NumPy arrays, or counting proxies over them standing in for CuPy's
-    if kind == "cupy" and not _CUPY_BROKEN:
+    if library_kind(x) == "cupy" and not _CUPY_BROKEN:
         return "cupy"
     return "portable"
 
@@ -394,8 +461,10 @@ def bias_gelu(x: Array, b: Array | None, approximate: str = "none") -> Array:
     return _launch("gf_bias_gelu_tanh" if approximate == "tanh" else "gf_bias_gelu", x, 0.0 if b is None else b)
 
 
-def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none") -> Array:
+def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none", bias: Array | None = None) -> Array:
     xp = namespace(u)
+    if bias is not None:
+        u = u + bias
     if approximate == "tanh":
         t = xp.tanh(_SQRT_2_OVER_PI * (u + 0.044715 * u * u * u))
         du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * u * u)
@@ -407,9 +476,13 @@ def _gelu_backward_portable(dy: Array, u: Array, approximate: str = "none") -> A
 
 
 @_fused(_gelu_backward_portable)
-def gelu_backward(dy: Array, u: Array, approximate: str = "none") -> Array:
-    """GELU's δ rule ``dy ⊙ gelu'(u)`` at the pre-activation ``u``."""
-    return _launch("gf_gelu_tanh_backward" if approximate == "tanh" else "gf_gelu_backward", dy, u)
+def gelu_backward(dy: Array, u: Array, approximate: str = "none", bias: Array | None = None) -> Array:
+    """GELU's δ rule ``dy ⊙ gelu'(u)`` at the pre-activation ``u`` (``u + bias`` when a bias is
+    given: the backward of :func:`bias_gelu` from its inputs)."""
+    name = "gf_gelu_tanh_backward" if approximate == "tanh" else "gf_gelu_backward"
+    if bias is None:
+        return _launch(name, dy, u)
+    return _launch(name.replace("gf_", "gf_bias_"), dy, u, bias)
 
 
 def _layer_norm_affine_portable(x: Array, mean: Array, inv_std: Array, gamma: Array, beta: Array) -> tuple[Array, Array]:
@@ -456,33 +529,60 @@ def softmax_cross_entropy(logits: Array, labels: Array, scale: float) -> tuple[A
     return xp.sum(rows), delta, xp.all(ok)
 
 
-def _sgd_momentum_portable(p: Array, buf: Array, g: Array, lr: float, momentum: float) -> None:
-    buf *= momentum
-    buf += g
-    p -= lr * buf
+# The optimizer updates: in place on flat buffers, one launch per buffer. Each returns True when
+# its kernel ran, False when nothing was done (no fused engine here, a dtype other than float32
+# or float64, or a CuPy that cannot build kernels): the optimizer then runs its own portable rule
+# (gradflow/optim/optimizers.py), which is the reference these kernels are tested against.
 
 
-@_fused(_sgd_momentum_portable)
-def sgd_momentum_(p: Array, buf: Array, g: Array, lr: float, momentum: float) -> None:
-    """In place: ``buf ← momentum·buf + g``; ``p ← p − lr·buf`` (``buf`` zeros before the first
-    step gives PyTorch's ``buf = g``). For flat parameter buffers: one launch per dtype."""
-    _launch("gf_sgd_momentum", g, momentum, lr, out=(p, buf))
+def _update_(name: str, scalars: tuple, out: tuple, g: Array) -> bool:
+    p = out[0]
+    if not available(p) or getattr(p.dtype, "name", str(p.dtype)).rsplit(".", 1)[-1] not in ("float32", "float64"):
+        return False
+    try:
+        _launch(name, g, *scalars, out=out)
+    except _FallBack:
+        return False
+    return True
 
 
-def _adam_portable(p: Array, m: Array, v: Array, g: Array, beta1: float, beta2: float, step_size: float,
-                   inv_root_bias2: float, eps: float) -> None:
-    xp = namespace(p)
-    m *= beta1
-    m += (1.0 - beta1) * g
-    v *= beta2
-    v += (1.0 - beta2) * (g * g)
-    p -= step_size * m / (xp.sqrt(v) * inv_root_bias2 + eps)
+def sgd_(p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+         nesterov: bool = False, first: bool = False, weight_decay: float = 0.0, maximize: bool = False) -> bool:
+    """SGD in place, as :class:`gradflow.optim.SGD`: ``d = ±g + λθ``; with momentum (``buf``
+    given) ``buf ← d`` at the first step (``first``), else ``buf ← μ buf + (1 − τ) d``, and
+    ``θ ← θ − η (d + μ buf)`` (Nesterov) or ``θ − η buf``; without, ``θ ← θ − η d``.
+    True when the kernel ran (see above)."""
+    direction = (-1.0 if maximize else 1.0, weight_decay)
+    if buf is None:
+        return _update_("gf_sgd", (*direction, lr), (p,), g)
+    return _update_("gf_sgd_momentum", (*direction, lr, momentum, 1.0 - dampening, float(bool(nesterov)),
+                                        float(bool(first))), (p, buf), g)
 
 
-@_fused(_adam_portable)
-def adam_(p: Array, m: Array, v: Array, g: Array, beta1: float, beta2: float, step_size: float,
-          inv_root_bias2: float, eps: float) -> None:
-    """In place: Adam's ``m ← β₁m + (1−β₁)g``, ``v ← β₂v + (1−β₂)g²``,
-    ``p ← p − step_size · m / (√v · inv_root_bias2 + ε)`` with ``step_size = lr/(1−β₁ᵗ)`` and
-    ``inv_root_bias2 = 1/√(1−β₂ᵗ)`` (PyTorch's form)."""
-    _launch("gf_adam", g, beta1, beta2, step_size, inv_root_bias2, eps, out=(p, m, v))
+def adam_(p: Array, g: Array, m: Array, v: Array, v_max: Array | None, *, lr: float, beta1: float, beta2: float,
+          eps: float, step: int, weight_decay: float = 0.0, decoupled: bool = False, maximize: bool = False) -> bool:
+    """Adam (``decoupled``: AdamW; ``v_max`` given: AMSGrad) in place, as
+    :class:`gradflow.optim.Adam`: ``m ← β₁m + (1−β₁)d``, ``v ← β₂v + (1−β₂)d²``,
+    ``θ ← θ − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε)``. True when the kernel ran (see above)."""
+    shrink = 1.0 - lr * weight_decay if decoupled and weight_decay else 1.0
+    scalars = (-1.0 if maximize else 1.0, 0.0 if decoupled else weight_decay, shrink, beta1, 1.0 - beta1, beta2,
+               1.0 - beta2, lr / (1.0 - beta1**step), 1.0 / math.sqrt(1.0 - beta2**step), eps)
+    if v_max is None:
+        return _update_("gf_adam", scalars, (p, m, v), g)
+    return _update_("gf_adam_amsgrad", scalars, (p, m, v, v_max), g)
+
+
+def rmsprop_(p: Array, g: Array, square_avg: Array, grad_avg: Array | None, buf: Array | None, *, lr: float,
+             alpha: float, eps: float, momentum: float = 0.0, weight_decay: float = 0.0, maximize: bool = False) -> bool:
+    """RMSprop in place, as :class:`gradflow.optim.RMSprop` (``grad_avg`` given: centered;
+    ``buf`` given: momentum). True when the kernel ran (see above)."""
+    name = "gf_rmsprop" + ("_centered" if grad_avg is not None else "") + ("_momentum" if buf is not None else "")
+    out = tuple(a for a in (p, square_avg, grad_avg, buf) if a is not None)
+    return _update_(name, (-1.0 if maximize else 1.0, weight_decay, lr, alpha, 1.0 - alpha, eps, momentum), out, g)
+
+
+def adagrad_(p: Array, g: Array, total: Array, *, lr: float, eps: float, weight_decay: float = 0.0,
+             maximize: bool = False) -> bool:
+    """Adagrad in place, as :class:`gradflow.optim.Adagrad`: ``s ← s + d²``,
+    ``θ ← θ − η_t d / (√s + ε)`` (``lr`` is this step's η_t). True when the kernel ran."""
+    return _update_("gf_adagrad", (-1.0 if maximize else 1.0, weight_decay, lr, eps), (p, total), g)

@@ -13,6 +13,14 @@ collective: with ``samples=n`` a rank contributes ``n * grad`` and ``n``, and th
 by the summed count is the mean over every sample of the global batch (exact when ranks hold
 unequal batches); without it every rank weighs 1 and the result is the mean over ranks. After
 the reduction each ``p.grad`` is a view into the buffer: no copy back.
+
+With :meth:`GradientReducer.use_optimizer_buffers` (``DataParallel(..., optimizer=...)``) there
+is no buffer of the reducer's own: the optimizer's flat gradient arrays
+(:class:`gradflow.optim.flat.FlatBuffer`, one per parameter group, device and dtype, parameters
+in forward order) are all-reduced in place, cut into buckets from their ends (the last layers'
+gradients are final first), and the count travels in a one-element array of its own. The step
+that follows then finds every gradient already packed: one pass over the gradients fewer (the
+optimizer's ``concat``) and no second flat copy in memory.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ class GradientReducer:
     All parameters must share one device and one dtype.
     """
 
-    def __init__(self, params: "Layer | Iterable[Parameter]", comm: Communicator, bucket_bytes: int | None = None):
+    def __init__(self, params: "Layer | Iterable[Parameter]", comm: Communicator, bucket_bytes: int | None = None,
+                 optimizer: Any = None):
         self.params = _parameter_list(params)
         first = self.params[0]
         for p in self.params[1:]:
@@ -71,6 +80,12 @@ class GradientReducer:
         self.members = [[i for i, b in enumerate(self.bucket_of) if b == k] for k in range(len(self.buckets))]
         self._step: dict[str, Any] | None = None
         self.last_wait_seconds = 0.0  # time the last finish() spent waiting for collectives
+        self.optimizer: Any = None  # set by use_optimizer_buffers: reduce its flat gradients in place
+        self._shared_key: tuple[int, ...] | None = None
+        self._shared_buffers: list[Any] = []
+        self._count: Array | None = None
+        if optimizer is not None:
+            self.use_optimizer_buffers(optimizer)
 
     def _cut_buckets(self, itemsize: int) -> list[tuple[int, int]]:
         if self.bucket_bytes is None:
@@ -104,7 +119,10 @@ class GradientReducer:
         if self.comm.size == 1:
             return
         with backend.device_context(self.params[0].value):  # CuPy: pack and unpack on the GPU
-            self._reduce(samples, average)
+            if self.optimizer is not None:
+                self._reduce_shared(samples, average)
+            else:
+                self._reduce(samples, average)
 
     def _reduce(self, samples: int | None, average: bool) -> None:
         flat = self._buffer()
@@ -133,6 +151,8 @@ class GradientReducer:
         :meth:`finish`. Buckets start in bucket order (the same on every rank, as the collectives
         require), each as soon as it and every bucket before it are complete."""
         weight = 1.0 if samples is None else float(samples)
+        if self.optimizer is not None and self.comm.size > 1:
+            self._plan_shared()
         self._step = {"weight": weight, "left": [len(m) for m in self.members], "done": set(),
                       "launched": 0, "requests": []}
 
@@ -149,6 +169,9 @@ class GradientReducer:
             request.test()
 
     def _launch(self, bucket: int) -> None:
+        if self.optimizer is not None:
+            self._launch_shared(bucket)
+            return
         step = self._step
         flat = self._buffer()
         xp = backend.namespace(flat)
@@ -187,12 +210,111 @@ class GradientReducer:
         for request in step["requests"]:
             request.wait()
         self.last_wait_seconds = time.perf_counter() - started
+        if self.optimizer is not None:
+            if average:
+                self._average_shared()
+            return
         flat = self._buffer()
         xp = backend.namespace(flat)
         if average:
             flat *= 1.0 / flat[0:1]  # on the device: no host sync
         for p, (start, stop) in zip(self.order, self.slices):
             p.grad = xp.reshape(flat[start:stop], p.shape)
+
+    # -- reducing the optimizer's flat gradient arrays in place ---------------------------------
+    def use_optimizer_buffers(self, optimizer: Any) -> None:
+        """From now on all-reduce ``optimizer``'s flat gradient arrays in place (see the module
+        docstring) instead of this reducer's own buffer. The optimizer must hold exactly these
+        parameters (checked here, before anything changes); results are bit-identical to the
+        reducer's own buffer, blocking or overlapped."""
+        flat_buffers = getattr(optimizer, "flat_buffers", None)
+        if flat_buffers is None:
+            raise TypeError(f"GradientReducer.use_optimizer_buffers: expected a gradflow Optimizer, "
+                            f"got {type(optimizer).__name__}")
+        mine, theirs = {id(p) for p in self.params}, {id(p) for p in optimizer.params}
+        if mine != theirs:
+            raise ValueError(f"GradientReducer.use_optimizer_buffers: the optimizer must hold exactly the "
+                             f"{len(mine)} parameters reduced here; it holds {len(theirs)}, "
+                             f"{len(theirs - mine)} of them not reduced and missing {len(mine - theirs)}")
+        self.optimizer = optimizer
+        self._shared_key = None
+        self._plan_shared()
+
+    def _plan_shared(self) -> None:
+        """Cut the optimizer's flat buffers into buckets (again, when it rebuilt them): from the
+        end of each buffer, at least ``bucket_bytes`` each, ordered by when their gradients are
+        final (the bucket whose last-final gradient comes first goes first)."""
+        buffers = self.optimizer.flat_buffers()
+        key = tuple(id(b) for b in buffers)
+        if key == self._shared_key:
+            return
+        where = {id(p): i for i, p in enumerate(self.order)}  # backprop order
+        units = []
+        for buffer in buffers:
+            itemsize = backend.namespace(buffer.value).finfo(buffer.dtype).bits // 8
+            positions, stop = [], buffer.size
+            for j in reversed(range(len(buffer.params))):
+                positions.append(j)
+                start = buffer.bounds[j][0]
+                if self.bucket_bytes is not None and (stop - start) * itemsize >= self.bucket_bytes:
+                    units.append((buffer, start, stop, positions))
+                    positions, stop = [], start
+            if positions:
+                units.append((buffer, 0, stop, positions))
+        units.sort(key=lambda u: max(where[id(u[0].params[j])] for j in u[3]))
+        self.buckets = units  # (flat buffer, start, stop, positions of its parameters in it)
+        self.members = [[where[id(buffer.params[j])] for j in positions] for buffer, _, _, positions in units]
+        self.bucket_of = [0] * len(self.order)
+        for k, members in enumerate(self.members):
+            for i in members:
+                self.bucket_of[i] = k
+        self._shared_key = key
+        self._shared_buffers = buffers
+
+    def _count_array(self, weight: float) -> Array:
+        value = self.params[0].value
+        count = self._count
+        if count is None or not backend.same_device(count, value) or count.dtype != value.dtype:
+            count = self._count = backend.device_of(value).zeros((1,), value.dtype)
+        with backend.device_context(value):
+            count[...] = weight
+        return count
+
+    def _reduce_shared(self, samples: int | None, average: bool) -> None:
+        self._plan_shared()
+        weight = 1.0 if samples is None else float(samples)
+        for buffer in self._shared_buffers:
+            if all(p.grad is not None for p in buffer.params):
+                flat = buffer.gather_grads()  # one concat (nothing when already packed)
+            else:
+                flat = buffer.pack_grads(range(len(buffer.params)))
+            if weight != 1.0:
+                flat *= weight
+        self.comm.allreduce(self._count_array(weight))
+        for buffer, start, stop, _ in self.buckets:
+            self.comm.allreduce(buffer.grad[start:stop])
+        if average:
+            self._average_shared()
+
+    def _launch_shared(self, bucket: int) -> None:
+        step = self._step
+        buffer, start, stop, positions = self.buckets[bucket]
+        flat = buffer.pack_grads(positions)
+        if step["weight"] != 1.0:
+            with buffer.device:
+                flat[start:stop] *= step["weight"]
+        if bucket == 0:  # the count first, in the same order as the blocking path
+            step["requests"].append(self.comm.iallreduce(self._count_array(step["weight"])))
+        step["left"][bucket] = 0
+        step["launched"] = bucket + 1
+        step["requests"].append(self.comm.iallreduce(flat[start:stop]))
+
+    def _average_shared(self) -> None:
+        with backend.device_context(self.params[0].value):
+            scale = 1.0 / self._count  # on the device: no host sync
+        for buffer in self._shared_buffers:
+            with buffer.device:
+                buffer.grad *= scale
 
 
 def allreduce_gradients(params: "Layer | Iterable[Parameter]", comm: Communicator, *, samples: int | None = None,

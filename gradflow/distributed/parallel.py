@@ -3,6 +3,7 @@
     comm = gfd.init()
     model = gfd.DataParallel(build_model(), comm)        # broadcasts rank 0's parameters
     optimizer = Adam(model, lr=1e-3)
+    model.use_optimizer_buffers(optimizer)               # reduce the optimizer's flat gradients
     for xb, yb in gfd.DistributedBatchIterator(x, y, batch_size=32, comm=comm):
         output, backprop = model(xb, train=True)
         value, delta = loss(output, yb)
@@ -46,10 +47,16 @@ class DataParallel(Layer):
     layer called *later* in the forward pass (weight tying the other way round, with the owner
     first, is fine); use ``overlap=False`` (one reduction after backprop) for such models.
     Pick ``bucket_bytes`` (e.g. 1-25 MB) for overlap to pay: with one bucket nothing overlaps.
+
+    optimizer: a gradflow optimizer of exactly the model's parameters (or call
+    :meth:`use_optimizer_buffers` once it exists): its flat gradient arrays are all-reduced in
+    place instead of a copy packed by the reducer, so its step finds the gradients packed
+    (bit-identical results; see :mod:`gradflow.distributed.gradients`).
     """
 
     def __init__(self, model: Layer, comm: Communicator | None = None, *, average: str = "samples",
-                 bucket_bytes: int | None = None, broadcast: bool = True, overlap: bool = True):
+                 bucket_bytes: int | None = None, broadcast: bool = True, overlap: bool = True,
+                 optimizer: Any = None):
         if not isinstance(model, Layer):
             raise TypeError(f"DataParallel: expected a Layer, got {type(model).__name__}")
         if average not in AVERAGES:
@@ -61,7 +68,7 @@ class DataParallel(Layer):
         self.module = model
         self.comm = comm
         self.average = average
-        self.reducer = GradientReducer(model, comm, bucket_bytes)
+        self.reducer = GradientReducer(model, comm, bucket_bytes, optimizer=optimizer)
         self.overlap = bool(overlap)
         index = {id(p): i for i, p in enumerate(self.reducer.order)}
         # the reducer's indices of the parameters each layer owns, by layer id
@@ -160,6 +167,11 @@ class DataParallel(Layer):
         samples = self._pending_samples if self.average == "samples" else None
         self._pending_samples = 0
         self.reducer.reduce(samples=samples, average=self.average != "sum")
+
+    def use_optimizer_buffers(self, optimizer: Any) -> None:
+        """All-reduce ``optimizer``'s flat gradient arrays in place from now on (see the class
+        docstring); it must hold exactly the model's parameters."""
+        self.reducer.use_optimizer_buffers(optimizer)
 
     @contextmanager
     def no_sync(self) -> Iterator[None]:

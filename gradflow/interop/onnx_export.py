@@ -5,7 +5,7 @@ and builds the graph with the ``onnx`` package (no PyTorch involved). The batch 
 every other axis is fixed to the sample's. Layers behave as in ``model.predict`` (eval mode:
 Dropout is the identity, BatchNorm uses its running statistics).
 
-Layers exported: Linear, Identity, Flatten, Reshape, the activations (ReLU, LeakyReLU, ELU,
+Layers exported: Linear (its activation option too), Identity, Flatten, Reshape, the activations (ReLU, LeakyReLU, ELU,
 GELU exact and tanh, Sigmoid, Tanh, SiLU, Softmax, LogSoftmax), Dropout, Conv1d/2d,
 ConvTranspose1d/2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool, BatchNorm1d/2d, LayerNorm,
 Embedding, learned and sinusoidal positional encodings, MultiHeadAttention (self-attention,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,16 @@ def _convert(graph: _Graph, layer: Layer, x: str, value: Any) -> str:
 
 @_converts("Linear")
 def _linear(graph: _Graph, layer: Any, x: str, value: Any) -> str:
+    y = _affine(graph, layer, x, value)
+    activation = getattr(layer, "activation", None)  # Linear(activation=...): the activation's nodes follow
+    if activation == "relu":
+        return graph.node("Relu", [y])
+    if activation is not None:
+        return _gelu(graph, SimpleNamespace(approximate="tanh" if activation == "gelu_tanh" else "none"), y, None)
+    return y
+
+
+def _affine(graph: _Graph, layer: Any, x: str, value: Any) -> str:
     if value.ndim == 2:  # weight (out, in): Gemm with transB, as torch.onnx does
         inputs = [x, graph.weight(layer.weight.value, "weight")]
         if layer.bias is not None:

@@ -114,7 +114,7 @@ class SiLU(_Elementwise):
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2 = math.sqrt(0.5)  # 1/√2 correctly rounded (1/sqrt(2.0) is an ulp low), as in backend.fused
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 

@@ -9,7 +9,11 @@ from .. import backend
 from .. import init as _init
 from ..backend import Array
 from ..core import Backprop, Layer, Parameter, check_delta, check_input
+from .activations import GELU, ReLU
 
+ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+_APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh"}
+_ACTIVATION_LAYERS = {"relu": ReLU(), "gelu": GELU(), "gelu_tanh": GELU("tanh")}  # stateless
 
 
 class Linear(Layer):
@@ -21,6 +25,13 @@ class Linear(Layer):
     Forward: ``y = x Wᵀ + b``.  δ rule: ``dx = dy W``.  Gradients: ``dW = dyᵀ x`` and
     ``db = Σ_N dy`` (summed over every leading axis). Called with ``input_grad=False`` the
     backprop skips ``dx`` (a third of the layer's backward work) and returns ``None``.
+
+    activation: ``None`` (default), ``"relu"``, ``"gelu"`` or ``"gelu_tanh"``: ``y = f(x Wᵀ + b)``,
+    exactly ``Sequential(Linear(...), ReLU())`` (or ``GELU()``, ``GELU("tanh")``) in one layer,
+    with the δ rule ``dy ← dy ⊙ f'(x Wᵀ + b)`` applied first. On a GPU the bias and the activation
+    are one fused kernel each way (:mod:`gradflow.backend.fused`: ``bias_relu``, ``bias_gelu``)
+    instead of two or more launches; elsewhere the layer runs the activation layer's own code
+    after its in-place bias add, so the results are the same bit for bit.
 
     Example::
 
@@ -35,6 +46,7 @@ class Linear(Layer):
         out_features: int,
         bias: bool = True,
         *,
+        activation: str | None = None,
         init: "str | _init.Initializer" = "glorot_uniform",
         rng: Any = None,
         device: Any = "cpu",
@@ -43,7 +55,10 @@ class Linear(Layer):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"Linear: {name} must be a positive int, got {value!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
         dev = backend.device(device)
         generator = _init.generator(rng)
         # Drawn as (in, out) and stored transposed: the same seed gives the same weights as before
@@ -66,12 +81,21 @@ class Linear(Layer):
             y = xp.reshape(x @ W.T, (*in_shape[:-1], self.out_features))
         else:
             y = x @ W.T
-        bias = self.bias
-        if bias is not None:
-            y += bias.value
+        bias, activation = self.bias, self.activation
+        b = None if bias is None else bias.value
+        activation_backprop = None
+        if activation is None or not backend.fused.available(y):
+            if b is not None:
+                y += b
+            if activation is not None:  # the activation layer's own code: the same bits, no extra copy
+                y, activation_backprop = _ACTIVATION_LAYERS[activation]._forward(y, xp)
+        else:  # one kernel each way (CuPy)
+            y, activation_backprop = _fused_bias_activation(y, b, activation)
 
         def backprop(dy: Array) -> Array | None:
             # dy's shape, dtype and device are checked by Layer.__call__'s wrapper
+            if activation_backprop is not None:
+                dy = activation_backprop(dy)
             dy2 = dy if dy.ndim == 2 else xp.reshape(dy, (-1, self.out_features))
             self.weight.accumulate(dy2.T @ x)
             if bias is not None:
@@ -84,9 +108,21 @@ class Linear(Layer):
         return y, backprop
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        extra = "" if self.activation is None else f", activation={self.activation!r}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{extra}"
 
 
+
+
+def _fused_bias_activation(z: Array, b: Array | None, activation: str) -> tuple[Array, Backprop]:
+    """``f(z + b)`` and its δ rule as one fused kernel each; GELU's backward recomputes
+    ``gelu'(z + b)`` from the matmul's output ``z`` (as the GELU layer does on a GPU)."""
+    if activation == "relu":
+        y = backend.fused.bias_relu(z, b)
+        return y, lambda dy: backend.fused.relu_backward(dy, y)
+    approximate = _APPROXIMATE[activation]
+    y = backend.fused.bias_gelu(z, b, approximate)
+    return y, lambda dy: backend.fused.gelu_backward(dy, z, approximate, bias=b)
 
 
 class Identity(Layer):

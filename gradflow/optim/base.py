@@ -281,6 +281,13 @@ class Optimizer(CheckedArguments):
         self._buckets = buckets
         return buckets
 
+    def flat_buffers(self) -> list[FlatBuffer]:
+        """The flat buffers (one per parameter group, device and dtype), built now if they do not
+        exist yet. Data parallel training all-reduces their gradient arrays in place
+        (:meth:`gradflow.distributed.GradientReducer.use_optimizer_buffers`), so the step after it
+        finds every gradient already packed."""
+        return [bucket for _, _, bucket in self._current_buckets()]
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

@@ -155,6 +155,24 @@ class FlatBuffer:
             p.grad = view
         return self.grad
 
+    def pack_grads(self, positions: Sequence[int]) -> Array:
+        """Copy the gradients of the parameters at ``positions`` into their views of the flat
+        gradient (allocated, zeros, when there is none yet; a parameter without a gradient gets
+        zeros) and make each ``p.grad`` its view; returns the flat gradient. For data parallel
+        training, which all-reduces this array in place (:mod:`gradflow.distributed`), bucket by
+        bucket as backprop finishes them."""
+        if self.grad is None:
+            with self.device:
+                self.grad = self.xp.zeros((self.size,), dtype=self.dtype, device=_device(self.value))
+            self.grad_views = self._views(self.grad)
+        for i in positions:
+            p, view = self.params[i], self.grad_views[i]
+            if p.grad is not view:
+                with self.device:
+                    view[...] = 0.0 if p.grad is None else p.grad
+                p.grad = view
+        return self.grad
+
     def segment(self, index: int) -> tuple[Array, dict[str, Array]]:
         """Parameter ``index``'s value view and slot views (for per-parameter updates)."""
         return self.value_views[index], {name: views[index] for name, views in self.slot_views.items()}

@@ -25,6 +25,14 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def _gelu(x):
+    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
 LAYER_CASES = [
     LayerCase("linear", lambda: L.Linear(4, 3, rng=0), X, lambda p, x: x @ p["weight"].T + p["bias"],
               bad_inputs=[
@@ -35,6 +43,14 @@ LAYER_CASES = [
               ]),
     LayerCase("linear_no_bias_3d", lambda: L.Linear(4, 2, bias=False, rng=1), X3, lambda p, x: x @ p["weight"].T),
     LayerCase("linear_he_normal", lambda: L.Linear(4, 6, init="he_normal", rng=2), X, lambda p, x: x @ p["weight"].T + p["bias"]),
+    LayerCase("linear_relu", lambda: L.Linear(4, 3, activation="relu", rng=0), X,
+              lambda p, x: np.maximum(x @ p["weight"].T + p["bias"], 0),
+              bad_inputs=[("wrong feature size", np.ones((5, 7)), ValueError,
+                           r"Linear\(in_features=4.*activation='relu'.*expected input with 4 features")]),
+    LayerCase("linear_gelu_3d", lambda: L.Linear(4, 3, activation="gelu", rng=3), X3,
+              lambda p, x: _gelu(x @ p["weight"].T + p["bias"])),
+    LayerCase("linear_gelu_tanh_no_bias", lambda: L.Linear(4, 2, bias=False, activation="gelu_tanh", rng=4), X,
+              lambda p, x: _gelu_tanh(x @ p["weight"].T)),
     LayerCase("identity", L.Identity, X, lambda p, x: x),
     LayerCase("flatten", L.Flatten, X3, lambda p, x: x.reshape(x.shape[0], -1)),
     LayerCase("reshape", lambda: L.Reshape(2, 6), X3, lambda p, x: x.reshape(x.shape[0], 2, 6), noncontiguous=False),

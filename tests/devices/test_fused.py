@@ -17,6 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from gradflow import optim
 from gradflow.backend import fused
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: the host engine "
@@ -54,6 +55,9 @@ def test_bias_activation_kernels_match_the_portable_path(dtype, approximate):
     _close(*_both(fused.bias_gelu, x, b, approximate), dtype)
     _close(*_both(fused.bias_gelu, x, None, approximate), dtype)
     _close(*_both(fused.gelu_backward, dy, x, approximate), dtype)
+    _close(*_both(fused.gelu_backward, dy, x, approximate, bias=b), dtype)
+    np.testing.assert_array_equal(_both(fused.gelu_backward, dy, x, approximate, bias=b)[0],
+                                  _both(fused.gelu_backward, dy, x + b, approximate)[0])
 
 
 @needs_gxx
@@ -101,21 +105,126 @@ def test_softmax_cross_entropy_kernels_match_the_portable_path_and_flag_bad_labe
     assert not bool(ok) and np.isnan(value)
 
 
+def _linear_step(layers_, x, dy, engine):
+    """Output, input δ and parameter gradients of ``layers_`` (a list, chained) under ``engine``."""
+    with fused.engine(engine):
+        h, backprops = x, []
+        for layer in layers_:
+            h, backprop = layer(h, train=True)
+            backprops.append(backprop)
+        dx = dy
+        for backprop in reversed(backprops):
+            dx = backprop(dx)
+    return [h, dx] + [p.grad for layer in layers_ for p in layer.parameters()]
+
+
 @needs_gxx
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_optimizer_kernels_update_in_place_like_the_portable_path(dtype):
-    p, g, m = _data(dtype, (5, 4))
-    v = np.abs(m)
-    for function, arrays, scalars in ((fused.sgd_momentum_, (p, m, g), (0.01, 0.9)),
-                                      (fused.adam_, (p, m, v, g), (0.9, 0.999, 1e-3 / 0.1, 1 / np.sqrt(1e-3), 1e-8))):
-        kernel = [a.copy() for a in arrays]
-        portable = [a.copy() for a in arrays]
-        with fused.engine("host"):
-            assert function(*kernel, *scalars) is None
-        function.portable(*portable, *scalars)
-        for a, b in zip(kernel, portable):
-            np.testing.assert_allclose(a, b, **TOLERANCE[dtype])
-        assert not np.array_equal(kernel[0], arrays[0])  # the parameters did move
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+def test_linear_activation_option_equals_linear_then_activation_on_both_engines(activation, dtype):
+    from gradflow import layers
+
+    separate = {"relu": layers.ReLU, "gelu": layers.GELU, "gelu_tanh": lambda: layers.GELU("tanh")}[activation]
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((6, 2, 5)).astype(dtype), rng.standard_normal((6, 2, 4)).astype(dtype)
+    for bias in (True, False):
+        results = {}
+        for engine in ("portable", "host"):
+            one = layers.Linear(5, 4, bias=bias, activation=activation, rng=0, dtype=dtype)
+            two = [layers.Linear(5, 4, bias=bias, rng=0, dtype=dtype), separate()]
+            results[engine] = _linear_step([one], x, dy, engine), _linear_step(two, x, dy, engine)
+        fused_one, fused_two = results["host"]
+        portable_one, portable_two = results["portable"]
+        for a, b in zip(portable_one, portable_two):  # the portable option is the two layers, bit for bit
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(fused_one, portable_one):  # the fused kernels agree within a few ulps
+            _close(a, b, np.dtype(dtype).type)
+        if activation == "relu":
+            for a, b in zip(fused_one, fused_two):
+                np.testing.assert_array_equal(a, b)
+
+
+@needs_gxx
+def test_linear_activation_option_saves_launches_on_the_fused_engine():
+    import array_api_compat.numpy as compat_numpy
+
+    from benchmarks.measure import _gpu_shaped_counter
+    from gradflow import layers
+
+    x = np.ones((8, 5), np.float32)
+    counts = {}
+    for name, build in (("option", lambda: [layers.Linear(5, 4, activation="gelu", rng=0)]),
+                        ("separate", lambda: [layers.Linear(5, 4, rng=0), layers.GELU()])):
+        counter = _gpu_shaped_counter(compat_numpy)
+        built = build()
+        for layer in built:
+            counter.wrap_layer(layer)
+        _linear_step(built, counter.wrap(x), counter.wrap(np.ones((8, 4), np.float32)), "host")
+        counts[name] = counter.total
+    assert counts["option"] == counts["separate"] - 1, counts  # the bias add is inside the kernels
+
+
+OPTIMIZERS = {
+    "sgd": lambda m: optim.SGD(m, lr=0.05),
+    "sgd_decay_maximize": lambda m: optim.SGD(m, lr=0.05, weight_decay=0.1, maximize=True),
+    "sgd_momentum_dampening": lambda m: optim.SGD(m, lr=0.05, momentum=0.9, dampening=0.2, weight_decay=1e-2),
+    "sgd_nesterov": lambda m: optim.SGD(m, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda m: optim.Adam(m, lr=1e-2),
+    "adam_decay_amsgrad_maximize": lambda m: optim.Adam(m, lr=1e-2, weight_decay=0.1, amsgrad=True, maximize=True),
+    "adamw": lambda m: optim.AdamW(m, lr=1e-2, weight_decay=0.1),
+    "adamw_amsgrad_groups": lambda m: optim.AdamW(optim.weight_decay_groups(m, 0.1), lr=1e-2, amsgrad=True),
+    "rmsprop": lambda m: optim.RMSprop(m, lr=1e-2, weight_decay=0.1),
+    "rmsprop_centered": lambda m: optim.RMSprop(m, lr=1e-2, centered=True, maximize=True),
+    "rmsprop_momentum": lambda m: optim.RMSprop(m, lr=1e-2, momentum=0.9),
+    "rmsprop_centered_momentum": lambda m: optim.RMSprop(m, lr=1e-2, centered=True, momentum=0.9),
+    "adagrad": lambda m: optim.Adagrad(m, lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.1),
+}
+
+
+def _optimizer_run(build, dtype, engine, skip_one=False):
+    """Four steps of ``build``'s optimizer on a 2-layer model from fixed gradients; returns the
+    parameters and every slot. With skip_one the first bias has no gradient at step 2 (the
+    optimizer then updates segment by segment)."""
+    import gradflow as gf
+    from gradflow import layers
+
+    model = gf.Sequential(layers.Linear(5, 4, rng=0, dtype=dtype), layers.Linear(4, 3, rng=1, dtype=dtype))
+    optimizer = build(model)
+    rng = np.random.default_rng(1)
+    params = model.parameters()
+    with fused.engine(engine):
+        for step in range(4):
+            for p in params:
+                p.grad = rng.standard_normal(p.shape).astype(dtype)
+            if skip_one and step == 2:
+                params[1].grad = None
+            optimizer.step()
+    return [p.value.copy() for p in params] + [a.copy() for p in params for _, a in sorted(p.state.items())]
+
+
+@needs_gxx
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_fused_optimizer_updates_match_the_portable_rule_bit_for_bit(name, dtype):
+    for skip_one in (False, True):
+        fused_run = _optimizer_run(OPTIMIZERS[name], dtype, "host", skip_one)
+        portable = _optimizer_run(OPTIMIZERS[name], dtype, "portable", skip_one)
+        assert len(fused_run) == len(portable)
+        for a, b in zip(fused_run, portable):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_gxx
+def test_fused_optimizers_launch_one_kernel_per_flat_buffer():
+    from benchmarks.measure import optimizer_step_operations
+
+    counts = optimizer_step_operations(layer_counts=(1, 10), names=["sgd_momentum", "adam", "adamw_clip_norm",
+                                                                    "rmsprop_centered_momentum", "adagrad"],
+                                       engines=("portable", "fused"))
+    for name, row in counts.items():
+        assert len(set(row["fused"].values())) == 1, (name, row)  # constant in the number of arrays
+        assert max(row["fused"].values()) < min(row["portable"].values()), (name, row)
+    assert counts["adam"]["fused"] == {2: 2, 20: 2}  # the concat that packs fresh gradients, the kernel
 
 
 def test_kernel_sources_compile_as_cuda_with_nvcc_or_nvrtc(tmp_path):
@@ -184,7 +293,11 @@ def test_environment_variable_and_engine_force_the_portable_path(monkeypatch):
 def test_fused_path_cuts_the_operations_of_a_training_step():
     from benchmarks import measure
 
-    found = measure.count_fused_operations(8, sizes=(20, 12, 12, 5))
+    found = measure.count_fused_operations(8, sizes=(20, 12, 12, 5),
+                                           workloads=("mlp", "mlp_linear_activation", "adam_step"))
     assert found["mlp"]["fused"]["operations"] < found["mlp"]["portable"]["operations"]
+    # Linear(activation="relu") folds the two bias adds into the ReLU kernels
+    assert found["mlp_linear_activation"]["fused"]["operations"] == found["mlp"]["fused"]["operations"] - 2
+    assert found["adam_step"]["fused"]["by_name"]["fused:adam"] == 1
     assert any(name.startswith("fused:") for name in found["mlp"]["fused"]["by_name"])
     assert found["mlp"]["fused"]["syncs"] == found["mlp"]["portable"]["syncs"]

@@ -35,13 +35,16 @@ def model(seed: int, device: "str | gf.Device" = "cpu") -> gf.Sequential:
 
 
 def train_loop(comm: gfd.Communicator, batch_per_rank: int, epochs: int = 3, n: int = 205,
-               device: "str | gf.Device" = "cpu") -> tuple[gf.Sequential, float]:
+               device: "str | gf.Device" = "cpu", shared: bool = False) -> tuple[gf.Sequential, float]:
     """Hand-written loop with DataParallel (float64, Adam). The model starts from rank-dependent
     weights, so only the start-up broadcast makes the ranks agree. Returns the model and the
-    training loss of the last epoch averaged over all samples of all ranks."""
+    training loss of the last epoch averaged over all samples of all ranks. shared: DataParallel
+    all-reduces the optimizer's flat gradient arrays in place."""
     x, y = dataset(n)
     net = gfd.DataParallel(model(100 + comm.rank, device), comm, bucket_bytes=512)
     optimizer = Adam(net, lr=1e-2)
+    if shared:
+        net.use_optimizer_buffers(optimizer)
     loss = SoftmaxCrossEntropy()
     batches = gfd.DistributedBatchIterator(x, y, batch_per_rank, comm=comm, seed=3, dtype="float64", device=device)
     last = 0.0
@@ -82,6 +85,8 @@ def main(mode: str, out: Path, device_name: str = "cpu") -> None:
     if mode == "train":
         net, last_loss = train_loop(comm, batch_per_rank=10, device=device)
         np.save(out / f"loop_rank{comm.rank}.npy", flat_parameters(net))
+        np.save(out / f"shared_rank{comm.rank}.npy",
+                flat_parameters(train_loop(comm, batch_per_rank=10, device=device, shared=True)[0]))
         np.save(out / f"fit_rank{comm.rank}.npy", flat_parameters(train_fit(comm, batch_per_rank=10, device=device)))
 
         def save(path: Path) -> str:

@@ -212,6 +212,26 @@ def test_gradient_reducer_averages_over_ranks_or_samples_on_every_device(device,
     np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
 
 
+@pytest.mark.parametrize("average, samples", [("ranks", (None, None)), ("samples", (1, 3))])
+def test_reducing_the_optimizers_flat_gradients_matches_the_own_buffer_on_every_device(device, average, samples):
+    def rank_fn(comm, shared):
+        net = _two_layer(device, 0)
+        reducer = gfd.GradientReducer(net, comm, bucket_bytes=32, optimizer=Adam(net, lr=1e-3) if shared else None)
+        for step in range(2):
+            _set_grads(net, device, comm.rank + 1.0 + step)
+            if step == 1 and comm.rank == 0:
+                net.parameters()[2].grad = None  # no gradient on one rank's parameter: zeros
+            reducer.reduce(samples=samples[comm.rank], average=True)
+        return [gf.to_numpy(p.grad) for p in net.parameters()], len(reducer.buckets)
+
+    own = run_ranks(2, lambda comm: rank_fn(comm, False))
+    shared = run_ranks(2, lambda comm: rank_fn(comm, True))
+    for (grads, buckets), (wanted, _) in zip(shared, own):
+        assert buckets > 1
+        for a, b in zip(grads, wanted):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_reduced_gradients_are_views_into_one_reused_buffer():
     def rank_fn(comm):
         net = _two_layer("cpu", 0)
@@ -527,6 +547,14 @@ def test_mpi_ranks_hold_bit_identical_parameters_after_training(two_rank_trainin
 
 
 @pytest.mark.mpi
+def test_mpi_reducing_the_optimizers_flat_gradients_in_place_trains_bit_identically(two_rank_training):
+    # overlapped MPI_Iallreduce buckets of Adam's own flat gradient array vs the reducer's buffer
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(two_rank_training / f"shared_rank{rank}.npy"),
+                                      np.load(two_rank_training / f"loop_rank{rank}.npy"))
+
+
+@pytest.mark.mpi
 def test_mpi_two_ranks_with_half_batches_match_one_process_with_the_full_batch(two_rank_training):
     # The same global batches (the shards interleave one permutation) and the same mean
     # gradient: only the order of float64 additions differs (two half-batch sums, then the
@@ -606,12 +634,16 @@ def _overlap_net(seed):
                          L.Linear(16, 5, rng=seed + 2)).to("cpu", "float64")
 
 
-def _overlap_run(comm, overlap, steps=3):
+def _overlap_run(comm, overlap, steps=3, shared=False, groups=False):
+    from gradflow.optim import weight_decay_groups
+
     from .distributed_helpers import AsyncThreadCommunicator
 
     net = _overlap_net(10 * comm.rank)  # different weights: DataParallel broadcasts rank 0's
     model = gfd.DataParallel(net, comm, bucket_bytes=256, overlap=overlap)
-    optimizer = SGD(model, lr=0.1, momentum=0.9)
+    optimizer = SGD(weight_decay_groups(model, 1e-2) if groups else model, lr=0.1, momentum=0.9)
+    if shared:
+        model.use_optimizer_buffers(optimizer)
     rng = np.random.default_rng(comm.rank)
     launched_early = []
     finish = model.reducer.finish
@@ -648,6 +680,61 @@ def test_overlapped_buckets_give_the_same_parameters_as_one_reduction_after_back
         assert launched_early == [buckets] * 3, (launched_early, buckets)
         assert log.count("done:" + log[0].split(":")[1]) == 3 and len([e for e in log if e.startswith("start")]) == 3 * buckets
     assert blocking[0][1] == []  # overlap=False never begins a step
+
+
+@pytest.mark.parametrize("groups", [False, True], ids=["one_buffer", "weight_decay_groups"])
+def test_reducing_the_optimizers_flat_gradients_in_place_is_bit_identical_blocking_and_overlapped(groups):
+    from .distributed_helpers import AsyncThreadCommunicator
+
+    own = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, groups=groups))
+    blocking = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, shared=True, groups=groups))
+    overlapped = run_ranks(2, lambda comm: _overlap_run(comm, overlap=True, shared=True, groups=groups),
+                           AsyncThreadCommunicator)
+    for result in (blocking[0], blocking[1], overlapped[0], overlapped[1]):
+        np.testing.assert_array_equal(result[0], own[0][0])
+    for _, launched_early, buckets, log in overlapped:
+        assert buckets >= 3 and launched_early == [buckets] * 3, (launched_early, buckets)
+        # the count's one-element collective, then every bucket, at each step
+        assert len([e for e in log if e.startswith("start")]) == 3 * (buckets + 1)
+
+
+def test_reduced_gradients_are_the_optimizers_flat_gradient_so_its_step_packs_nothing():
+    def run(comm):
+        net = _overlap_net(0)
+        model = gfd.DataParallel(net, comm, overlap=False)
+        optimizer = Adam(model, lr=1e-2)
+        model.use_optimizer_buffers(optimizer)
+        x = np.random.default_rng(comm.rank).standard_normal((4, 12))
+        y, backprop = model(x, train=True)
+        backprop(np.ones_like(y))
+        (buffer,) = optimizer.flat_buffers()
+        packed = buffer.grad
+        shared = all(np.shares_memory(p.grad, packed) for p in net.parameters())
+        return shared, buffer.gather_grads() is packed, [gf.to_numpy(p.grad).copy() for p in net.parameters()]
+
+    def reference(comm):
+        net = _overlap_net(0)
+        model = gfd.DataParallel(net, comm, overlap=False)
+        x = np.random.default_rng(comm.rank).standard_normal((4, 12))
+        y, backprop = model(x, train=True)
+        backprop(np.ones_like(y))
+        return [gf.to_numpy(p.grad) for p in net.parameters()]
+
+    found, expected = run_ranks(2, run), run_ranks(2, reference)
+    for (shared, same, grads), wanted in zip(found, expected):
+        assert shared and same
+        for a, b in zip(grads, wanted):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_use_optimizer_buffers_refuses_an_optimizer_of_other_parameters():
+    net = _overlap_net(0)
+    model = gfd.DataParallel(net, gfd.SingleProcessCommunicator())
+    with pytest.raises(ValueError, match="must hold exactly the 6 parameters reduced here; it holds 2"):
+        model.use_optimizer_buffers(SGD(net[0], lr=0.1))
+    with pytest.raises(TypeError, match="expected a gradflow Optimizer, got list"):
+        model.use_optimizer_buffers([])
+    assert model.reducer.optimizer is None
 
 
 def test_overlap_counts_every_call_of_a_layer_used_twice():

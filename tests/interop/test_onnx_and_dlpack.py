@@ -51,6 +51,9 @@ def test_a_small_causal_transformer_exports_and_runs_in_onnxruntime(tmp_path):
 @pytest.mark.parametrize("layer, shape", [
     (gf.Sequential(L.Linear(6, 4), L.GELU(), L.Linear(4, 5), L.SiLU(), L.LogSoftmax()), (3, 6)),
     (gf.Sequential(L.LayerNorm(6), L.Linear(6, 6), L.GELU("tanh")), (2, 3, 6)),
+    (gf.Sequential(L.Linear(6, 4, activation="relu"), L.Linear(4, 3, activation="gelu"),
+                   L.Linear(3, 2, activation="gelu_tanh", bias=False)), (3, 6)),
+    (gf.Sequential(L.Linear(6, 5, activation="gelu")), (2, 3, 6)),
     (gf.Sequential(L.Conv1d(2, 4, 3, padding=1, dilation=1), L.BatchNorm1d(4), L.LeakyReLU(0.2),
                    L.AvgPool1d(2), L.Flatten(), L.Linear(8, 3)), (2, 2, 4)),
     (gf.Sequential(L.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), L.ELU(), L.GlobalAvgPool()), (2, 2, 3, 3)),

@@ -71,6 +71,8 @@ def test_every_checked_argument_is_refused_with_its_name(cls, name, bad):
     (lambda: L.TransformerEncoderBlock(4, 2, mlp_ratio=math.inf), r"TransformerEncoderBlock: mlp_ratio must be"),
     (lambda: L.Linear(2, 2, bias="yes"), r"Linear: bias must be True or False, got 'yes'"),
     (lambda: L.Linear(2, 2, dtype="float8"), r"dtype 'float8'"),
+    (lambda: L.Linear(2, 2, activation="tanh"),
+     r"Linear: activation must be one of \(None, 'relu', 'gelu', 'gelu_tanh'\), got 'tanh'"),
     (lambda: L.LayerNorm(math.nan), r"LayerNorm: normalized_shape must be a positive int or a tuple of them"),
     (lambda: Lo.Huber(delta="1"), r"Huber: delta must be a number, got str \'1\' \(expected in \(0, inf\)\)"),
     (lambda: Lo.SoftmaxCrossEntropy(label_smoothing=None), r"SoftmaxCrossEntropy: label_smoothing must be"),
