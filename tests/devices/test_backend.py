@@ -218,3 +218,42 @@ def test_erf_of_float32_is_float32_accurate_on_every_device(device, portable):
     assert backend.dtype_name(got.dtype) == "float32"
     exact = erf(host32.astype(np.float64))
     np.testing.assert_allclose(gf.to_numpy(got).astype(np.float64), exact, rtol=5e-7, atol=1e-37)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_erf_of_float64_is_within_1e15_relative_of_math_erf(device, portable):
+    """The float64 erf (SciPy's, or Cody's rational approximations without SciPy) is good enough
+    for float64 gradient checks: checked against the standard library, which needs no SciPy."""
+    import math
+
+    host = np.concatenate([np.linspace(-7, 7, 4001), np.logspace(-300, 1, 600), -np.logspace(-300, 1, 600),
+                           [0.0, 0.5, -0.5, 4.0, -4.0, 27.0, -30.0]])
+    exact = np.array([math.erf(v) for v in host])
+    got = gf.to_numpy(backend.erf(device.send(host, "float64"), portable=portable))
+    np.testing.assert_allclose(got, exact, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("portable", [False, True])
+def test_gelu_exact_and_its_slope_match_the_float64_formula(device, dtype, portable):
+    """``gelu_exact``: y = x Φ(x) and slope = Φ(x) + x φ(x), to float64 accuracy in float64 (the
+    gradient checks) and within about 1e-6 absolute in float32 (NumPy's float32 path uses the erfc
+    form of Abramowitz & Stegun 7.1.26, as PyTorch's CPU erf, within 5e-7; elsewhere ½(1 + erf)
+    loses up to 1e-6 to cancellation where Φ is small)."""
+    import math
+
+    from scipy.special import erf
+
+    host = np.concatenate([np.linspace(-12, 12, 40_001), np.logspace(-30, 1, 500), -np.logspace(-30, 1, 500),
+                           [0.0, -0.0, 1e4, -1e4]])
+    x = host.astype(dtype).astype(np.float64)
+    cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+    y_exact, slope_exact = x * cdf, cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    y, slope = backend.primitives.gelu_exact(device.send(host, dtype), portable=portable)
+    assert backend.dtype_name(y.dtype) == dtype and backend.dtype_name(slope.dtype) == dtype
+    rtol, atol = (1e-14, 1e-15) if dtype == "float64" else (5e-7, 1.5e-6)
+    np.testing.assert_allclose(gf.to_numpy(y).astype(np.float64), y_exact, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(gf.to_numpy(slope).astype(np.float64), slope_exact, rtol=rtol, atol=atol)
+    y_only, none = backend.primitives.gelu_exact(device.send(host[:5], dtype), slope=False, portable=portable)
+    assert none is None
+    np.testing.assert_array_equal(gf.to_numpy(y_only), gf.to_numpy(y)[:5])
