@@ -343,6 +343,55 @@ def _erf_portable(x: Array) -> Array:
 
 
 @_on_device_of_first_argument
+def matmul_into(target: Array, index: Any, a: Array, b: Array, scale: float | None = None, *,
+                portable: bool = False) -> None:
+    """``target[index] = a @ b`` (times ``scale`` when given), with a writable view ``target``.
+
+    NumPy writes the product straight into ``target[index]`` (``matmul(out=)``; a strided view,
+    such as one head-major slice of a token-major buffer, is fine for BLAS as long as each
+    matrix has a unit stride), so neither the product nor a copy of it is ever allocated; the
+    scale is applied in place. Elsewhere (or with ``portable=True``) the product is computed
+    and assigned.
+    """
+    if not portable and isinstance(target, np.ndarray) and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        out = target[index]
+        np.matmul(a, b, out=out)
+        if scale is not None:
+            out *= scale
+        return
+    product = a @ b
+    if scale is not None:
+        product *= scale  # in place: the product is this call's own temporary
+    target[index] = product
+
+
+@_on_device_of_first_argument
+def softmax_(x: Array, *, empty_rows: bool = False, portable: bool = False) -> Array:
+    """Softmax over the last axis of ``x``, overwriting x where the library allows; returns it.
+
+    Every pass (subtract the row maximum, exponentiate, divide by the row sum) is in place on
+    NumPy, so an (N, h, T, S) score array becomes the weights without a second array of its size
+    (the exponential is not in place in the array API: elsewhere it allocates once). x must be
+    the caller's own temporary. ``empty_rows``: rows may be all ``-inf`` (every key hidden);
+    they get zeros instead of NaN.
+    """
+    xp = namespace(x)
+    top = xp.max(x, axis=-1, keepdims=True)
+    if empty_rows:  # a row that sees nothing has max −inf: shift by 0 so it gives zeros, not NaN
+        top = xp.where(top == -math.inf, 0.0, top)
+    x -= top
+    if not portable and isinstance(x, np.ndarray):
+        np.exp(x, out=x)
+    else:
+        x = xp.exp(x)
+    total = xp.sum(x, axis=-1, keepdims=True)
+    if empty_rows:
+        total = xp.where(total > 0, total, 1.0)
+    x /= total
+    return x
+
+
+@_on_device_of_first_argument
 def multiply_by_mask(x: Array, mask: Array, *, portable: bool = False) -> Array:
     """``x ⊙ mask`` for a boolean ``mask`` (broadcastable to x), in x's dtype.
 
