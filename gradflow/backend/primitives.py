@@ -366,6 +366,18 @@ def matmul_into(target: Array, index: Any, a: Array, b: Array, scale: float | No
 
 
 @_on_device_of_first_argument
+def row_dot(a: Array, b: Array, *, portable: bool = False) -> Array:
+    """``Σ_k a[..., k] b[..., k]``: the dot product along the last axis (a, b of one shape).
+
+    NumPy's ``vecdot`` forms no product array of a's size; elsewhere (or with ``portable=True``)
+    ``sum(a * b, axis=-1)``, one fused-friendly product and a reduction on any library.
+    """
+    if not portable and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.vecdot(a, b)
+    return namespace(a).sum(a * b, axis=-1)
+
+
+@_on_device_of_first_argument
 def softmax_(x: Array, *, empty_rows: bool = False, portable: bool = False) -> Array:
     """Softmax over the last axis of ``x``, overwriting x where the library allows; returns it.
 

@@ -348,7 +348,7 @@ class MultiHeadAttention(Layer):
             if d_shown is None:
                 # Σ_keys dP ⊙ P = Σ_keys dP' ⊙ P' = dO · O per query and head (O = P' V; dropout's
                 # mask cancels): a dot over d features instead of a product over S keys.
-                row = xp.vecdot(d_out, xp.reshape(merged, (N, T, h, d)))  # (N, T, h)
+                row = backend.primitives.row_dot(d_out, xp.reshape(merged, (N, T, h, d)))  # (N, T, h)
                 d_weights -= xp.permute_dims(row, (0, 2, 1))[..., None]
             else:
                 d_weights -= xp.sum(d_weights * weights, axis=-1, keepdims=True)
