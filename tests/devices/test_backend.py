@@ -257,3 +257,36 @@ def test_gelu_exact_and_its_slope_match_the_float64_formula(device, dtype, porta
     y_only, none = backend.primitives.gelu_exact(device.send(host[:5], dtype), slope=False, portable=portable)
     assert none is None
     np.testing.assert_array_equal(gf.to_numpy(y_only), gf.to_numpy(y)[:5])
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_matmul_into_writes_a_scaled_product_into_a_strided_view(device, portable):
+    """``matmul_into``: head-major slots of a token-major buffer receive a @ b (times scale);
+    the rest of the buffer is untouched."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 5, 6))
+    buffer = device.send(np.zeros((2, 4, 2, 3, 6)), "float64")  # (N, L, parts, h, d)
+    xp = backend.namespace(buffer)
+    view = xp.permute_dims(buffer, (2, 0, 3, 1, 4))  # (parts, N, h, L, d)
+    backend.primitives.matmul_into(view, (1, ...), device.send(a, "float64"), device.send(b, "float64"), 0.5,
+                                   portable=portable)
+    got = gf.to_numpy(buffer)
+    np.testing.assert_allclose(got[:, :, 1].transpose(0, 2, 1, 3), 0.5 * (a @ b), rtol=1e-14)
+    assert not np.any(got[:, :, 0])
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_softmax_in_place_and_row_dot(device, portable):
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 3, 4)) * 5
+    scores[1, 2, :] = -np.inf  # a row that sees nothing
+    scores[0, 0, 1] = -np.inf
+    e = np.exp(scores - np.max(np.where(np.isinf(scores), -1e300, scores), axis=-1, keepdims=True))
+    expected = e / np.where(e.sum(-1, keepdims=True) > 0, e.sum(-1, keepdims=True), 1.0)
+    # (the NumPy path overwrites its argument: on the cpu device that may be `scores` itself)
+    got = gf.to_numpy(backend.primitives.softmax_(device.send(scores, "float64"), empty_rows=True, portable=portable))
+    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-300)
+    assert np.all(got[1, 2] == 0) and got[0, 0, 1] == 0
+    a, b = rng.normal(size=(3, 2, 7)), rng.normal(size=(3, 2, 7))
+    dot = backend.primitives.row_dot(device.send(a, "float64"), device.send(b, "float64"), portable=portable)
+    np.testing.assert_allclose(gf.to_numpy(dot), np.sum(a * b, axis=-1), rtol=1e-14)
