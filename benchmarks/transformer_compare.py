@@ -9,7 +9,9 @@ Each contender runs ``--steps`` steps per block, the contenders alternate block 
 counts every thread of the process, so spinning BLAS/OpenMP threads are charged to whoever
 made them spin; one thread gives the cleanest comparison. The baseline's MultiHeadAttention
 and TransformerEncoderBlock are loaded from ``git show <commit>:gradflow/layers/...`` (with this
-tree's Linear and backend); "SciPy erf" is this tree's block with float32 erf from SciPy.
+tree's Linear and backend); "erf GELU" is this tree's block with the GELU computed as before the
+in-place float32 path of ``backend.primitives.gelu_exact``: ½(1 + erf(x/√2)) with the float32
+rational erf, and φ from a second exp.
 """
 
 from __future__ import annotations
@@ -85,23 +87,21 @@ def torch_step(batch: int, seq: int, hidden: int) -> Callable[[], None]:
     return step
 
 
-def _with_scipy_erf(step: Callable[[], None]) -> Callable[[], None]:
-    """``step`` with float32 erf computed by SciPy (in double precision), as before the float32
-    rational approximation: the before/after of that change in the same process."""
-    from scipy.special import erf as scipy_erf
-
+def _with_erf_gelu(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with NumPy's float32 GELU on the array-API path (erf, then exp for the slope):
+    the before/after of the in-place float32 GELU in the same process."""
     from gradflow.backend import primitives
 
-    def scipy_float32(x):
-        return scipy_erf(x).astype(x.dtype, copy=False)
+    def erf_gelu(x, slope):
+        return primitives.gelu_exact(x, slope=slope, portable=True)
 
     def patched() -> None:
-        fast = primitives._erf_float32_numpy
-        primitives._erf_float32_numpy = scipy_float32
+        fast = primitives._gelu_float32_numpy
+        primitives._gelu_float32_numpy = erf_gelu
         try:
             step()
         finally:
-            primitives._erf_float32_numpy = fast
+            primitives._gelu_float32_numpy = fast
 
     return patched
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, list[float]] = {}
     with threadpool_limits(args.threads):
         contenders = {name: gradflow_step(cls, *sizes) for name, cls in classes.items()}
-        contenders["gradflow (this tree, SciPy erf)"] = _with_scipy_erf(gradflow_step(L.TransformerEncoderBlock, *sizes))
+        contenders["gradflow (this tree, erf GELU)"] = _with_erf_gelu(gradflow_step(L.TransformerEncoderBlock, *sizes))
         contenders["torch eager"] = torch_step(*sizes)
         for step in contenders.values():
             step()

@@ -7,6 +7,7 @@ array-API path (``portable=True`` forces it) that the tests run on every device.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -14,8 +15,6 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-
-import functools
 
 from . import fused
 from .arrays import device_context, library_kind, namespace
@@ -218,6 +217,82 @@ def _erf_float32_numpy(x: np.ndarray) -> np.ndarray:
     return p
 
 
+_INV_SQRT_2 = math.sqrt(0.5)  # 1/√2 correctly rounded (1/sqrt(2.0) is an ulp low), as in backend.fused
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@_on_device_of_first_argument
+def gelu_exact(x: Array, *, slope: bool = True, portable: bool = False) -> tuple[Array, Array | None]:
+    """The exact GELU ``y = x Φ(x)`` (Φ the standard normal CDF, ``½(1 + erf(x/√2))``) and,
+    with ``slope``, its derivative ``Φ(x) + x φ(x)`` (φ the normal density); else ``(y, None)``.
+
+    The derivative is all that GELU's δ rule needs (``dx = dy ⊙ slope``), so a layer keeps it
+    instead of x and Φ(x): one saved array instead of two, and a one-operation backward.
+
+    NumPy float32: Φ from the erfc form of Abramowitz & Stegun 7.1.26 (``erfc(z) ≈
+    t P(t) e^{−z²}``, ``t = 1/(1 + p z)``, absolute error ≤ 1.5e-7; PyTorch's vectorised float32
+    erf uses the same formula: aten/src/ATen/cpu/vec/vec256/vec256_float.h,
+    ``Vectorized<float>::erf``), whose ``e^{−x²/2}`` is φ(x) up to a constant, so the slope
+    costs two more passes and no second exp. Every step runs in place on two buffers (the
+    slope and y): each fresh multi-megabyte temporary costs page faults on every training step.
+    Elsewhere (or with ``portable=True``): :func:`erf` and the array API.
+    """
+    if not portable and isinstance(x, np.ndarray) and x.dtype == np.float32:
+        return _gelu_float32_numpy(x, slope)
+    xp = namespace(x)
+    cdf = erf(x * _INV_SQRT_2)
+    cdf *= 0.5  # in place: erf's result is this call's own temporary
+    cdf += 0.5
+    y = x * cdf
+    if not slope:
+        return y, None
+    density = x * x
+    density *= -0.5
+    density = xp.exp(density)
+    density *= _INV_SQRT_2PI
+    density *= x
+    density += cdf
+    return y, density
+
+
+# Abramowitz & Stegun 7.1.26: erfc(z) ≈ t (a1 + a2 t + a3 t² + a4 t³ + a5 t⁴) e^{−z²}, t = 1/(1 + p z).
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _gelu_float32_numpy(x: np.ndarray, slope: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`gelu_exact` for float32 NumPy arrays, in place on two buffers (see there).
+
+    With z = |x|/√2: ``h = Φ(−|x|) = ½ erfc(z) = [½√(2π) t P(t)] φ(x)``, the constant folded
+    into the coefficients; then ``Φ(x) = ½ + sign(x)(½ − h)`` and ``slope = Φ + x φ``.
+    """
+    f32 = np.float32
+    t = np.abs(x, out=np.empty_like(x))  # the first buffer: t, then φ(x), then the slope (out=: 0-d too)
+    t *= f32(_AS_P * _INV_SQRT_2)
+    t += f32(1.0)
+    np.divide(f32(1.0), t, out=t)
+    scale = 0.5 / _INV_SQRT_2PI
+    h = np.multiply(t, f32(_AS_A[4] * scale), out=np.empty_like(x))  # the second buffer: h, Φ, y
+    for a in reversed(_AS_A[:4]):
+        h += f32(a * scale)
+        h *= t
+    density = np.multiply(x, x, out=t)
+    density *= f32(-0.5)
+    density += f32(math.log(_INV_SQRT_2PI))  # e^{−x²/2 + log c} = c e^{−x²/2} = φ(x)
+    np.exp(density, out=density)
+    h *= density  # Φ(−|x|)
+    np.subtract(f32(0.5), h, out=h)
+    np.copysign(h, x, out=h)
+    h += f32(0.5)  # Φ(x)
+    derivative = None
+    if slope:
+        density *= x
+        density += h
+        derivative = density
+    h *= x  # y
+    return h, derivative
+
+
 # W. J. Cody, "Rational Chebyshev approximations for the error function" (1969): three ranges.
 _ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
           3.20937758913846947e03, 1.85777706184603153e-1)
@@ -265,6 +340,67 @@ def _erf_portable(x: Array) -> Array:
     large = 1.0 - xp.exp(-safe * safe) / safe * (1.0 / math.sqrt(math.pi) - tail)
     result = xp.where(ax <= 0.5, small, xp.where(ax <= 4.0, medium, large))
     return xp.where(x < 0, -result, result)
+
+
+@_on_device_of_first_argument
+def matmul_into(target: Array, index: Any, a: Array, b: Array, scale: float | None = None, *,
+                portable: bool = False) -> None:
+    """``target[index] = a @ b`` (times ``scale`` when given), with a writable view ``target``.
+
+    NumPy writes the product straight into ``target[index]`` (``matmul(out=)``; a strided view,
+    such as one head-major slice of a token-major buffer, is fine for BLAS as long as each
+    matrix has a unit stride), so neither the product nor a copy of it is ever allocated; the
+    scale is applied in place. Elsewhere (or with ``portable=True``) the product is computed
+    and assigned.
+    """
+    if not portable and isinstance(target, np.ndarray) and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        out = target[index]
+        np.matmul(a, b, out=out)
+        if scale is not None:
+            out *= scale
+        return
+    product = a @ b
+    if scale is not None:
+        product *= scale  # in place: the product is this call's own temporary
+    target[index] = product
+
+
+@_on_device_of_first_argument
+def row_dot(a: Array, b: Array, *, portable: bool = False) -> Array:
+    """``Σ_k a[..., k] b[..., k]``: the dot product along the last axis (a, b of one shape).
+
+    NumPy's ``vecdot`` forms no product array of a's size; elsewhere (or with ``portable=True``)
+    ``sum(a * b, axis=-1)``, one fused-friendly product and a reduction on any library.
+    """
+    if not portable and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.vecdot(a, b)
+    return namespace(a).sum(a * b, axis=-1)
+
+
+@_on_device_of_first_argument
+def softmax_(x: Array, *, empty_rows: bool = False, portable: bool = False) -> Array:
+    """Softmax over the last axis of ``x``, overwriting x where the library allows; returns it.
+
+    Every pass (subtract the row maximum, exponentiate, divide by the row sum) is in place on
+    NumPy, so an (N, h, T, S) score array becomes the weights without a second array of its size
+    (the exponential is not in place in the array API: elsewhere it allocates once). x must be
+    the caller's own temporary. ``empty_rows``: rows may be all ``-inf`` (every key hidden);
+    they get zeros instead of NaN.
+    """
+    xp = namespace(x)
+    top = xp.max(x, axis=-1, keepdims=True)
+    if empty_rows:  # a row that sees nothing has max −inf: shift by 0 so it gives zeros, not NaN
+        top = xp.where(top == -math.inf, 0.0, top)
+    x -= top
+    if not portable and isinstance(x, np.ndarray):
+        np.exp(x, out=x)
+    else:
+        x = xp.exp(x)
+    total = xp.sum(x, axis=-1, keepdims=True)
+    if empty_rows:
+        total = xp.where(total > 0, total, 1.0)
+    x /= total
+    return x
 
 
 @_on_device_of_first_argument

@@ -114,8 +114,6 @@ class SiLU(_Elementwise):
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = math.sqrt(0.5)  # 1/√2 correctly rounded (1/sqrt(2.0) is an ulp low), as in backend.fused
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class GELU(_Elementwise):
@@ -124,6 +122,10 @@ class GELU(_Elementwise):
     exact (default): ``y = x Φ(x) = ½ x (1 + erf(x/√2))``; δ: ``dy ⊙ (Φ(x) + x φ(x))``.
     tanh form (``approximate="tanh"``): ``y = ½ x (1 + tanh(u))`` with
     ``u = √(2/π)(x + 0.044715 x³)``; δ: ``dy ⊙ (½(1 + t) + ½ x (1 − t²) u')``.
+
+    The exact form keeps only its derivative ``Φ(x) + x φ(x)`` for the δ, computed beside y;
+    NumPy float32 takes Φ from the erfc approximation PyTorch's CPU erf uses (absolute error
+    ≤ 1.5e-7, :func:`gradflow.backend.primitives.gelu_exact`).
     """
 
     def __init__(self, approximate: str = "none"):
@@ -144,9 +146,9 @@ class GELU(_Elementwise):
                 return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
             return y, backprop
-        cdf = 0.5 * (1.0 + backend.erf(x * _INV_SQRT_2))
-        y = x * cdf
-        return y, lambda dy: dy * (cdf + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x))
+        # keeps only the derivative Φ(x) + x φ(x), computed beside y (backend.primitives.gelu_exact)
+        y, slope = backend.primitives.gelu_exact(x)
+        return y, lambda dy: dy * slope
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

@@ -176,39 +176,50 @@ class MultiHeadAttention(Layer):
 
     # -- projections -----------------------------------------------------------------------------
     def _project(self, query: Array, key: Array | None, value: Array | None, train: bool, xp: Any):
-        """Q, K, V as (N, h, L, d) and ``backward(dQ, dK, dV) -> (d_query, d_key, d_value)``."""
+        """Q, K, V as (N, h, L, d) views of the projections, and ``deltas() -> (slots, finish)``:
+        ``slots`` are three ``(view, index)`` places where dQ, dK and dV (N, h, L, d) are to be
+        written (head-major views of token-major buffers, so the projections' backward reads
+        (N·L, ·) matrices without a copy), and ``finish()`` returns ``(d_query, d_key, d_value)``
+        from them."""
         N, T, E = query.shape
         h, d = self.num_heads, self.head_dim
 
         def heads(a: Array, L: int, parts: int) -> Array:  # (N, L, parts·E) -> (parts, N, h, L, d)
             return xp.permute_dims(xp.reshape(a, (N, L, parts, h, d)), (2, 0, 3, 1, 4))
 
-        def unheads(parts: list[Array], L: int) -> Array:  # parts (N, h, L, d) -> (N·L, len·E)
-            merged = xp.empty((N, L, len(parts), h, d), dtype=parts[0].dtype, device=parts[0].device)
-            view = xp.permute_dims(merged, (2, 0, 3, 1, 4))
-            for i, part in enumerate(parts):
-                view[i, ...] = part
-            return xp.reshape(merged, (N * L, len(parts) * E))
+        def buffer(L: int, parts: int) -> tuple[Array, Array]:  # (N, L, parts, h, d) and its (parts, N, h, L, d) view
+            merged = xp.empty((N, L, parts, h, d), dtype=query.dtype, device=query.device)
+            return merged, xp.permute_dims(merged, (2, 0, 3, 1, 4))
 
         if key is None:  # self-attention: one GEMM for Q, K and V
             qkv, qkv_backprop = self.qkv(query, train)
             parts = heads(qkv, T, 3)
-            q, k, v = parts[0, ...], parts[1, ...], parts[2, ...]
-            return q, k, v, lambda dq, dk, dv: (qkv_backprop(xp.reshape(unheads([dq, dk, dv], T), (N, T, 3 * E))), None, None)
+
+            def deltas_self():
+                merged, view = buffer(T, 3)
+                finish = lambda: (qkv_backprop(xp.reshape(merged, (N, T, 3 * E))), None, None)
+                return [(view, (i, ...)) for i in range(3)], finish
+
+            return parts[0, ...], parts[1, ...], parts[2, ...], deltas_self
 
         S = key.shape[1]
         if not self.packed:
             (q, q_back), (k, k_back), (v, v_back) = (
                 self.q_proj(query, train), self.k_proj(key, train), self.v_proj(key if value is None else value, train))
 
-            def backward_separate(dq, dk, dv):
-                d_key = k_back(xp.reshape(unheads([dk], S), (N, S, E)))
-                d_value = v_back(xp.reshape(unheads([dv], S), (N, S, E)))
-                if value is None:  # the key was the value too
-                    d_key, d_value = d_key + d_value, None
-                return q_back(xp.reshape(unheads([dq], T), (N, T, E))), d_key, d_value
+            def deltas_separate():
+                (mq, vq), (mk, vk), (mv, vv) = buffer(T, 1), buffer(S, 1), buffer(S, 1)
 
-            return heads(q, T, 1)[0, ...], heads(k, S, 1)[0, ...], heads(v, S, 1)[0, ...], backward_separate
+                def finish():
+                    d_key = k_back(xp.reshape(mk, (N, S, E)))
+                    d_value = v_back(xp.reshape(mv, (N, S, E)))
+                    if value is None:  # the key was the value too
+                        d_key, d_value = d_key + d_value, None
+                    return q_back(xp.reshape(mq, (N, T, E))), d_key, d_value
+
+                return [(vq, (0, ...)), (vk, (0, ...)), (vv, (0, ...))], finish
+
+            return heads(q, T, 1)[0, ...], heads(k, S, 1)[0, ...], heads(v, S, 1)[0, ...], deltas_separate
 
         # Packed weights (3E, E), separate inputs: the query uses rows [0, E), the key [E, 2E) and
         # the value [2E, 3E); a key that is also the value takes [E, 3E) in one GEMM.
@@ -226,16 +237,39 @@ class MultiHeadAttention(Layer):
         q = outputs[0][0, ...]
         k, v = (outputs[1][0, ...], outputs[1][1, ...]) if value is None else (outputs[1][0, ...], outputs[2][0, ...])
 
-        def backward_packed(dq, dk, dv):
-            deltas = [unheads([dq], T)] + ([unheads([dk, dv], S)] if value is None else [unheads([dk], S), unheads([dv], S)])
-            self.qkv.weight.accumulate(xp.concat([delta.T @ flat for flat, delta in zip(flats, deltas)], axis=0))
-            if b is not None:
-                self.qkv.bias.accumulate(xp.concat([xp.sum(delta, axis=0) for delta in deltas], axis=0))
-            results = [xp.reshape(delta @ W[start:stop, :], tuple(x.shape))
-                       for delta, (x, start, stop) in zip(deltas, groups)]
-            return results[0], results[1], (results[2] if value is not None else None)
+        def deltas_packed():
+            buffers = [buffer(T, 1)] + ([buffer(S, 2)] if value is None else [buffer(S, 1), buffer(S, 1)])
+            views = [view for _, view in buffers]
+            slots = [(views[0], (0, ...))] + ([(views[1], (0, ...)), (views[1], (1, ...))] if value is None
+                                              else [(views[1], (0, ...)), (views[2], (0, ...))])
 
-        return q, k, v, backward_packed
+            def finish():
+                deltas = [xp.reshape(merged, (-1, merged.shape[2] * E)) for merged, _ in buffers]
+                self.qkv.weight.accumulate(xp.concat([delta.T @ flat for flat, delta in zip(flats, deltas)], axis=0))
+                if b is not None:
+                    self.qkv.bias.accumulate(xp.concat([xp.sum(delta, axis=0) for delta in deltas], axis=0))
+                results = [xp.reshape(delta @ W[start:stop, :], tuple(x.shape))
+                           for delta, (x, start, stop) in zip(deltas, groups)]
+                return results[0], results[1], (results[2] if value is not None else None)
+
+            return slots, finish
+
+        return q, k, v, deltas_packed
+
+    def _causal_scores_mask(self, T: int, S: int, query: Array, xp: Any) -> Array:
+        """The causal mask as (T, S) additive scores: 0 where s ≤ t, −inf above; made once per
+        shape, device and dtype, and added in place (no (N, h, T, S) select on every call)."""
+        cache = self.__dict__.setdefault("_causal_additive", {})
+        key = (T, S, str(backend.device_of(query)), type(query), str(query.dtype))
+        mask = cache.get(key)
+        if mask is None:
+            if len(cache) > 8:
+                cache.clear()
+            lower = self._lower_triangle(T, S, query, xp)
+            mask = xp.where(lower, xp.zeros((), dtype=query.dtype, device=query.device),
+                            xp.full((), -math.inf, dtype=query.dtype, device=query.device))
+            cache[key] = mask
+        return mask
 
     # -- forward and δ ---------------------------------------------------------------------------
     def forward(
@@ -268,34 +302,33 @@ class MultiHeadAttention(Layer):
                 visible = allowed if visible is None else xp.logical_and(visible, allowed)
             else:
                 additive = mask
+        causal_additive = None
         if self.causal:
-            lower = self._lower_triangle(T, S, query, xp)
-            visible = lower if visible is None else xp.logical_and(visible, lower)
+            if visible is None:  # causal alone: added to the scores, in place
+                causal_additive = self._causal_scores_mask(T, S, query, xp)
+            else:
+                visible = xp.logical_and(visible, self._lower_triangle(T, S, query, xp))
         # Only a causal mask (or none) guarantees every query sees a key (itself, or key 0).
         may_hide_all = key_padding_mask is not None or attn_mask is not None
 
-        q, k, v, projection_backward = self._project(query, key, value, train, xp)
+        q, k, v, new_deltas = self._project(query, key, value, train, xp)
         q = q * scale  # scaling Q costs less than scaling S
         scores = q @ xp.matrix_transpose(k)
-        if additive is not None:
-            scores = scores + additive
-        if visible is not None:
-            scores = xp.where(visible, scores, -math.inf)
-        top = xp.max(scores, axis=-1, keepdims=True)
-        if may_hide_all:  # a row that sees nothing has max −inf: shift by 0 so it gives zeros, not NaN
-            top = xp.where(top == -math.inf, 0.0, top)
         # In place where the array is this call's own temporary: the (N, h, T, S) arrays are the
         # largest of the layer, and fresh ones cost page faults on every step.
-        scores -= top
-        weights = xp.exp(scores)
-        total = xp.sum(weights, axis=-1, keepdims=True)
-        if may_hide_all:
-            total = xp.where(total > 0, total, 1.0)
-        weights /= total
+        if additive is not None:
+            scores += additive
+        if causal_additive is not None:
+            scores += causal_additive
+        if visible is not None:
+            scores = xp.where(visible, scores, -math.inf)
+        weights = backend.primitives.softmax_(scores, empty_rows=may_hide_all)
         dropped, dropout_backprop = (weights, None) if self.attention_dropout is None else self.attention_dropout(weights, train)
-        heads = dropped @ v  # (N, h, T, d)
-        merged = xp.reshape(xp.permute_dims(heads, (0, 2, 1, 3)), (N, T, E))
-        y, out_backprop = self.out(merged, train)
+        # O = P' V written head by head into a token-major (N, T, h, d) buffer: the output
+        # projection reads it as (N, T, E) without a copy.
+        merged = xp.empty((N, T, h, d), dtype=query.dtype, device=query.device)
+        backend.primitives.matmul_into(xp.permute_dims(merged, (0, 2, 1, 3)), ..., dropped, v)
+        y, out_backprop = self.out(xp.reshape(merged, (N, T, E)), train)
         shown = None
         if need_weights:
             shown = xp.mean(dropped, axis=1) if average_weights else dropped
@@ -303,19 +336,26 @@ class MultiHeadAttention(Layer):
         def backprop_core(dy: Array | None, d_shown: Array | None) -> Any:
             if dy is None:
                 dy = xp.zeros_like(y)
-            d_heads = xp.permute_dims(xp.reshape(out_backprop(dy), (N, T, h, d)), (0, 2, 1, 3))
+            d_out = xp.reshape(out_backprop(dy), (N, T, h, d))
+            d_heads = xp.permute_dims(d_out, (0, 2, 1, 3))  # dO (N, h, T, d), a view
+            slots, finish = new_deltas()
+            backend.primitives.matmul_into(*slots[2], xp.matrix_transpose(dropped), d_heads)  # dV = P'ᵀ dO
             d_weights = d_heads @ xp.matrix_transpose(v)
             if d_shown is not None:
-                d_weights = d_weights + (d_shown[:, None, ...] / h if average_weights else d_shown)
+                d_weights += d_shown[:, None, ...] / h if average_weights else d_shown
             if dropout_backprop is not None:
                 d_weights = dropout_backprop(d_weights)
-            d_weights -= xp.sum(d_weights * weights, axis=-1, keepdims=True)
-            d_weights *= weights  # now dS: P ⊙ (dP − Σ dP ⊙ P), in the buffer of dP
-            d_scores = d_weights
-            dq = (d_scores @ k) * scale
-            dk = xp.matrix_transpose(d_scores) @ q
-            dv = xp.matrix_transpose(dropped) @ d_heads
-            d_query, d_key, d_value = projection_backward(dq, dk, dv)
+            if d_shown is None:
+                # Σ_keys dP ⊙ P = Σ_keys dP' ⊙ P' = dO · O per query and head (O = P' V; dropout's
+                # mask cancels): a dot over d features instead of a product over S keys.
+                row = backend.primitives.row_dot(d_out, xp.reshape(merged, (N, T, h, d)))  # (N, T, h)
+                d_weights -= xp.permute_dims(row, (0, 2, 1))[..., None]
+            else:
+                d_weights -= xp.sum(d_weights * weights, axis=-1, keepdims=True)
+            d_weights *= weights  # now dS = P ⊙ (dP − Σ dP ⊙ P), in the buffer of dP
+            backend.primitives.matmul_into(*slots[0], d_weights, k, scale)  # dQ = dS K / √d
+            backend.primitives.matmul_into(*slots[1], xp.matrix_transpose(d_weights), q)  # dK = dSᵀ Q / √d
+            d_query, d_key, d_value = finish()
             if key is None:
                 return d_query
             return (d_query, d_key) if value is None else (d_query, d_key, d_value)

@@ -67,22 +67,35 @@ class LayerNorm(Layer):
                 f"got shape {tuple(x.shape)}"
             )
 
+    def _group_dot(self, a: Array, b: Array, stat_shape: tuple[int, ...], xp: Any) -> Array:
+        """``mean(a ⊙ b)`` over each group, shaped like the statistics: a dot product per group
+        (no product array of x's size on NumPy; :func:`gradflow.backend.primitives.row_dot`)."""
+        rows = tuple(stat_shape[:len(stat_shape) - len(self._axes)]) + (self._count,)
+        dot = backend.primitives.row_dot(xp.reshape(a, rows), xp.reshape(b, rows))
+        return xp.reshape(dot, stat_shape) / self._count
+
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         self._check(x)
         xp = backend.namespace(x)
         axes = self._axes
         mean = xp.mean(x, axis=axes, keepdims=True)
         centred = x - mean
-        variance = xp.mean(centred * centred, axis=axes, keepdims=True)
-        inv_std = 1.0 / xp.sqrt(variance + self.eps)
+        stat_shape = tuple(mean.shape)
+        inv_std = 1.0 / xp.sqrt(self._group_dot(centred, centred, stat_shape, xp) + self.eps)
         gamma = None if self.weight is None else self.weight.value
         beta = None if self.bias is None else self.bias.value
         fused = beta is not None and backend.fused.available(x)  # one kernel each way (CuPy)
         if fused:
             y, x_hat = backend.fused.layer_norm_affine(x, mean, inv_std, gamma, beta)
         else:
-            x_hat = centred * inv_std
-            y = x_hat if gamma is None else (x_hat * gamma if beta is None else x_hat * gamma + beta)
+            x_hat = centred
+            x_hat *= inv_std  # in place: centred is this call's own temporary
+            if gamma is None:
+                y = x_hat
+            else:
+                y = x_hat * gamma
+                if beta is not None:
+                    y += beta
         shape = tuple(x.shape)
 
         def backprop(dy: Array) -> Array:
@@ -96,10 +109,18 @@ class LayerNorm(Layer):
                     self.bias.accumulate(xp.sum(dy, axis=leading))
                 g = dy * gamma
             mean_g = xp.mean(g, axis=axes, keepdims=True)
-            mean_gx = xp.mean(g * x_hat, axis=axes, keepdims=True)
+            mean_gx = self._group_dot(g, x_hat, stat_shape, xp)
             if fused:
                 return backend.fused.layer_norm_backward(g, x_hat, inv_std, mean_g, mean_gx)
-            return inv_std * (g - mean_g - x_hat * mean_gx)
+            # r (g − mean(g) − x̂ mean(g x̂)), in place from the first array that is this call's own
+            if gamma is None:
+                dx = g - mean_g  # g is the caller's dy
+            else:
+                dx = g  # g = dy γ, made here
+                dx -= mean_g
+            dx -= x_hat * mean_gx
+            dx *= inv_std
+            return dx
 
         return y, backprop
 

@@ -218,3 +218,75 @@ def test_erf_of_float32_is_float32_accurate_on_every_device(device, portable):
     assert backend.dtype_name(got.dtype) == "float32"
     exact = erf(host32.astype(np.float64))
     np.testing.assert_allclose(gf.to_numpy(got).astype(np.float64), exact, rtol=5e-7, atol=1e-37)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_erf_of_float64_is_within_1e15_relative_of_math_erf(device, portable):
+    """The float64 erf (SciPy's, or Cody's rational approximations without SciPy) is good enough
+    for float64 gradient checks: checked against the standard library, which needs no SciPy."""
+    import math
+
+    host = np.concatenate([np.linspace(-7, 7, 4001), np.logspace(-300, 1, 600), -np.logspace(-300, 1, 600),
+                           [0.0, 0.5, -0.5, 4.0, -4.0, 27.0, -30.0]])
+    exact = np.array([math.erf(v) for v in host])
+    got = gf.to_numpy(backend.erf(device.send(host, "float64"), portable=portable))
+    np.testing.assert_allclose(got, exact, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("portable", [False, True])
+def test_gelu_exact_and_its_slope_match_the_float64_formula(device, dtype, portable):
+    """``gelu_exact``: y = x Φ(x) and slope = Φ(x) + x φ(x), to float64 accuracy in float64 (the
+    gradient checks) and within about 1e-6 absolute in float32 (NumPy's float32 path uses the erfc
+    form of Abramowitz & Stegun 7.1.26, as PyTorch's CPU erf, within 5e-7; elsewhere ½(1 + erf)
+    loses up to 1e-6 to cancellation where Φ is small)."""
+    import math
+
+    from scipy.special import erf
+
+    host = np.concatenate([np.linspace(-12, 12, 40_001), np.logspace(-30, 1, 500), -np.logspace(-30, 1, 500),
+                           [0.0, -0.0, 1e4, -1e4]])
+    x = host.astype(dtype).astype(np.float64)
+    cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+    y_exact, slope_exact = x * cdf, cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    y, slope = backend.primitives.gelu_exact(device.send(host, dtype), portable=portable)
+    assert backend.dtype_name(y.dtype) == dtype and backend.dtype_name(slope.dtype) == dtype
+    rtol, atol = (1e-14, 1e-15) if dtype == "float64" else (5e-7, 1.5e-6)
+    np.testing.assert_allclose(gf.to_numpy(y).astype(np.float64), y_exact, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(gf.to_numpy(slope).astype(np.float64), slope_exact, rtol=rtol, atol=atol)
+    y_only, none = backend.primitives.gelu_exact(device.send(host[:5], dtype), slope=False, portable=portable)
+    assert none is None
+    np.testing.assert_array_equal(gf.to_numpy(y_only), gf.to_numpy(y)[:5])
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_matmul_into_writes_a_scaled_product_into_a_strided_view(device, portable):
+    """``matmul_into``: head-major slots of a token-major buffer receive a @ b (times scale);
+    the rest of the buffer is untouched."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 5, 6))
+    buffer = device.send(np.zeros((2, 4, 2, 3, 6)), "float64")  # (N, L, parts, h, d)
+    xp = backend.namespace(buffer)
+    view = xp.permute_dims(buffer, (2, 0, 3, 1, 4))  # (parts, N, h, L, d)
+    backend.primitives.matmul_into(view, (1, ...), device.send(a, "float64"), device.send(b, "float64"), 0.5,
+                                   portable=portable)
+    got = gf.to_numpy(buffer)
+    np.testing.assert_allclose(got[:, :, 1].transpose(0, 2, 1, 3), 0.5 * (a @ b), rtol=1e-14)
+    assert not np.any(got[:, :, 0])
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_softmax_in_place_and_row_dot(device, portable):
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 3, 4)) * 5
+    scores[1, 2, :] = -np.inf  # a row that sees nothing
+    scores[0, 0, 1] = -np.inf
+    e = np.exp(scores - np.max(np.where(np.isinf(scores), -1e300, scores), axis=-1, keepdims=True))
+    expected = e / np.where(e.sum(-1, keepdims=True) > 0, e.sum(-1, keepdims=True), 1.0)
+    # (the NumPy path overwrites its argument: on the cpu device that may be `scores` itself)
+    got = gf.to_numpy(backend.primitives.softmax_(device.send(scores, "float64"), empty_rows=True, portable=portable))
+    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-300)
+    assert np.all(got[1, 2] == 0) and got[0, 0, 1] == 0
+    a, b = rng.normal(size=(3, 2, 7)), rng.normal(size=(3, 2, 7))
+    dot = backend.primitives.row_dot(device.send(a, "float64"), device.send(b, "float64"), portable=portable)
+    np.testing.assert_allclose(gf.to_numpy(dot), np.sum(a * b, axis=-1), rtol=1e-14)
