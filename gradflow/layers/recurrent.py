@@ -318,14 +318,14 @@ class _Recurrent(Layer):
                     d_out = None if d_sequence is None else (d_sequence if D == 1 else d_sequence[..., d * P:(d + 1) * P])
                     if d_out is not None and keep is not None:
                         d_out = xp.where(keep, d_out, xp.zeros((), dtype=d_out.dtype, device=d_out.device))
-                    d_projection, d_starts = backwards[k][d](d_out, d_last_h[k * D + d], d_last_c[k * D + d])
+                    d_projection, d_starts, d_bias = backwards[k][d](d_out, d_last_h[k * D + d], d_last_c[k * D + d])
                     d_initial_h[k * D + d] = d_starts[0]
                     if self.has_cell_state:
                         d_initial_c[k * D + d] = d_starts[1]
                     d_flat = xp.reshape(d_projection, (T * N, self.gates * H))
                     w_ih.accumulate(d_flat.T @ layer_inputs[k])
                     if b_ih is not None:
-                        b_ih.accumulate(xp.sum(d_flat, axis=0))
+                        b_ih.accumulate(xp.sum(d_flat, axis=0) if d_bias is None else d_bias)
                     if k == 0 and not input_grad:
                         continue
                     part = d_flat @ input_weights[k][d]
@@ -359,7 +359,7 @@ class _Recurrent(Layer):
         Returns (outputs (T, N, P) in time order, final (h, [c]), backward) where
         ``backward(d_outputs or None, d_h_final or None, d_c_final or None)`` adds the gradients
         of the recurrent weights (W_hh, b_hh, W_hr) and returns (d_projection (T, N, G·H),
-        [d_h0, (d_c0)]). d_outputs is already zero at padded steps.
+        [d_h0, (d_c0)], Σ_t d_projection_t when already computed (b_ih's gradient) or None). d_outputs is already zero at padded steps.
         """
         raise NotImplementedError
 
@@ -404,14 +404,19 @@ def _masked(xp: Any, keep: Array | None, values: Array) -> Array:
     return xp.where(keep, values, xp.zeros((), dtype=values.dtype, device=values.device))
 
 
-def _accumulate_recurrent(xp: Any, cell: Weights, outputs: Array, h0: Array, reverse: bool, d_z: Array) -> None:
-    """dW_hh = Σ_t dz_tᵀ h_{t−1} and db_hh = Σ_t dz_t, one GEMM and one sum over all steps."""
+def _accumulate_recurrent(xp: Any, cell: Weights, outputs: Array, h0: Array, reverse: bool, d_z: Array) -> Array | None:
+    """dW_hh = Σ_t dz_tᵀ h_{t−1} and db_hh = Σ_t dz_t, one GEMM and one sum over all steps.
+
+    Returns Σ_t dz_t (None without biases), for a caller whose b_ih has the same gradient."""
     T, N, G = d_z.shape
     d_flat = xp.reshape(d_z, (T * N, G))
     previous = _previous(xp, outputs, h0, reverse)
     cell[1].accumulate(d_flat.T @ xp.reshape(previous, (T * N, previous.shape[-1])))
-    if cell[3] is not None:
-        cell[3].accumulate(xp.sum(d_flat, axis=0))
+    if cell[3] is None:
+        return None
+    d_bias = xp.sum(d_flat, axis=0)
+    cell[3].accumulate(xp.asarray(d_bias, copy=True))  # accumulate takes the array over
+    return d_bias
 
 
 # The time loops below are written for few array operations per step (each costs a few µs of
@@ -489,8 +494,8 @@ def _rnn_scan(projection, cell, starts, reverse, xp, keep, relu):
             d_z[t, ...] = d_h * slope[t, ...]
             d_back = d_z[t, ...] @ W
             d_h = d_back if passes is None else d_back + d_h * passes[t, ...]
-        _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
-        return d_z, [d_h]
+        d_bias = _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
+        return d_z, [d_h], d_bias
 
     return outputs, (h,), backward
 
@@ -556,6 +561,7 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     half = xp.full((G,), 0.5, dtype=dtype, device=dev)
     half[2 * H:3 * H] = 1.0
     offset = 1.0 - half
+    linear = xp.reshape(offset * 2.0, (4, H))  # 1 on the σ blocks, 0 on g (for the backward)
     _, w_hh, _, b_hh, w_hr = cell
     W = w_hh.value  # (4H, P)
     W_half = (W * half[:, None]).T  # (P, 4H), a transposed view
@@ -587,22 +593,28 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     outputs = xp.stack(hs, axis=0)
 
     def backward(d_outputs, d_h_last, d_c_last):
-        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
-        # Everything the loop needs that does not depend on δ, for all steps at once.
-        us = (gates - offset) / half
-        derivative = (1.0 - us * us) * (half * half)  # ∂gate/∂z
-        i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
-        d_from_c = _masked(xp, None if keep is None else keep[..., None], xp.reshape(
-            xp.concat([g, _previous(xp, cells, c0, reverse), i], axis=-1) * derivative[..., :3 * H],
-            (T, N, 3, H)))  # δz_{i,f,g} = δc ⊙ (g, c_{t−1}, i) ⊙ gate'
-        d_from_h = _masked(xp, keep, tanh_cells * derivative[..., 3 * H:])  # δz_o = δm ⊙ tanh c ⊙ σ'
-        c_from_h = _masked(xp, keep, o * (1.0 - tanh_cells * tanh_cells))  # δc += δm ⊙ o ⊙ tanh'(c)
+        gates = xp.reshape(xp.stack(gate_list, axis=0), (T, N, 4, H))  # the gate blocks as an axis
+        cells, tanh_cells = xp.stack(cell_list, axis=0), xp.stack(tanh_list, axis=0)
+        i, f, g, o = (gates[:, :, k, :] for k in range(4))
+        # Everything the loop needs that does not depend on δ, for all steps at once, in few
+        # passes: gate' = a(1 − a) on the σ blocks and 1 − g² on the g block, i.e.
+        # (linear − a) ⊙ a + (1 − linear) with linear = 1, 1, 0, 1 per block; then each block
+        # times what δc (i, f, g) or δm (o) meets on the way to z: g, c_{t−1}, i and tanh c.
+        # The loop then multiplies these factors by δc and δm in place: they become δz.
+        factors = linear - gates
+        factors *= gates
+        factors += 1.0 - linear
+        factors[:, :, 0, :] *= g
+        factors[:, :, 2, :] *= i
+        factors[:, :, 1, :] *= _previous(xp, cells, c0, reverse)
+        factors[:, :, 3, :] *= tanh_cells
+        c_from_h = (1.0 - tanh_cells * tanh_cells) * o  # δc += δm ⊙ o ⊙ tanh'(c)
         passes = None
-        if keep is not None:  # at a padded step δc and δh pass unchanged
+        if keep is not None:  # padded steps: no δz, and δc and δh pass unchanged
+            factors = _masked(xp, keep[..., None], factors)
+            c_from_h = _masked(xp, keep, c_from_h)
             f = xp.where(keep, f, xp.ones((), dtype=dtype, device=dev))
             passes = xp.astype(xp.logical_not(keep), dtype)
-        d_z = xp.empty((T, N, G), dtype=dtype, device=dev)
-        d_z_blocks = xp.reshape(d_z, (T, N, 4, H))  # a view: the gate blocks as an axis
         d_hs = None if R is None else xp.empty(tuple(outputs.shape), dtype=dtype, device=dev)
         d_h = d_h_last if d_h_last is not None else xp.zeros(tuple(h0.shape), dtype=dtype, device=dev)
         d_c = d_c_last if d_c_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
@@ -615,17 +627,18 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
                 d_hs[t, ...] = d_h
                 d_m = d_h @ R
             d_c = d_c + d_m * c_from_h[t, ...]
-            d_z_blocks[t, :, :3, :] = d_c[:, None, :] * d_from_c[t, ...]
-            d_z_blocks[t, :, 3, :] = d_m * d_from_h[t, ...]
+            factors[t, :, :3, :] *= d_c[:, None, :]  # now δz_{i,f,g} of step t
+            factors[t, :, 3, :] *= d_m  # δz_o
             d_c = d_c * f[t, ...]
-            d_back = d_z[t, ...] @ W
+            d_back = xp.reshape(factors[t, ...], (N, G)) @ W
             d_h = d_back if passes is None else d_back + d_h * passes[t, ...]
+        d_z = xp.reshape(factors, (T, N, G))
         if R is not None:  # dW_hr = Σ_t δh_tᵀ m_t over the real steps
             P = R.shape[0]
             d_hs = _masked(xp, keep, d_hs)
             w_hr.accumulate(xp.reshape(d_hs, (T * N, P)).T @ xp.reshape(xp.stack(ms, axis=0), (T * N, H)))
-        _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
-        return d_z, [d_h, d_c]
+        d_bias = _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
+        return d_z, [d_h, d_c], d_bias
 
     return outputs, (h, c), backward
 
@@ -710,7 +723,7 @@ def _gru_scan(projection, cell, starts, reverse, xp, keep):
             d_h = d_h * z[t, ...] + d_q[t, ...] @ W
         _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_q)
         d_projection = xp.concat([d_q[..., :2 * H], d_p_n], axis=-1)
-        return d_projection, [d_h]
+        return d_projection, [d_h], None
 
     return outputs, (h,), backward
 
@@ -769,11 +782,11 @@ class _Cell(Layer):
             d_h, d_c = _split_state_delta(self, d_state, new_state, self.has_cell_state)
             if dy is not None:
                 d_h = dy if d_h is None else dy + d_h
-            d_projection, d_starts = backward(None, d_h, d_c)
+            d_projection, d_starts, d_bias = backward(None, d_h, d_c)
             d_flat = xp.reshape(d_projection, (N, self.gates * H))
             cell[0].accumulate(d_flat.T @ x)
             if cell[2] is not None:
-                cell[2].accumulate(xp.sum(d_flat, axis=0))
+                cell[2].accumulate(xp.sum(d_flat, axis=0) if d_bias is None else d_bias)
             dx = d_flat @ w_ih_value
             return dx, (tuple(d_starts) if self.has_cell_state else d_starts[0])
 
