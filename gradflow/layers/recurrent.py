@@ -274,10 +274,7 @@ class _Recurrent(Layer):
                         starts.append(xp.zeros((N, H), dtype=x.dtype, device=x.device))
                 else:
                     starts = [part[k * D + d, ...] for part in initial]
-                projection = flat @ cell[0].value.T
-                if cell[2] is not None:
-                    projection += cell[2].value
-                projection = xp.reshape(projection, (T, N, self.gates * H))
+                projection = xp.reshape(_project(self, flat, cell, xp), (T, N, self.gates * H))
                 sequence, last, backward = self._scan(projection, cell, starts, d == 1, xp, keep)
                 if keep is not None:  # padded steps output 0 (as pad_packed_sequence)
                     sequence = xp.where(keep, sequence, xp.zeros((), dtype=x.dtype, device=x.device))
@@ -402,6 +399,17 @@ def _masked(xp: Any, keep: Array | None, values: Array) -> Array:
     if keep is None:
         return values
     return xp.where(keep, values, xp.zeros((), dtype=values.dtype, device=values.device))
+
+
+def _project(layer: Layer, flat: Array, cell: Weights, xp: Any) -> Array:
+    """The input projection of every step, (T·N, G·H): ``x W_ihᵀ + b_ih`` in one GEMM, or for an
+    LSTM already in the form its scan reads (see :func:`_lstm_projection`)."""
+    if layer.gates == 4:
+        return _lstm_projection(flat, cell, xp)
+    projection = flat @ cell[0].value.T
+    if cell[2] is not None:
+        projection += cell[2].value
+    return projection
 
 
 def _accumulate_recurrent(xp: Any, cell: Weights, outputs: Array, h0: Array, reverse: bool, d_z: Array) -> Array | None:
@@ -551,24 +559,41 @@ def _check_forget_bias(owner: str, forget_bias: Any, bias: Any) -> float:
     return float(forget_bias)
 
 
+def _lstm_half(xp: Any, G: int, dtype: Any, dev: Any) -> Array:
+    """½ on the σ blocks (i, f, o), 1 on the g block: one tanh gives all four gates, with
+    σ(z) = ½ + ½ tanh(z/2), as gate = half ⊙ tanh(half ⊙ z) + (1 − half)."""
+    H = G // 4
+    half = xp.full((G,), 0.5, dtype=dtype, device=dev)
+    half[2 * H:3 * H] = 1.0
+    return half
+
+
+def _lstm_projection(flat: Array, cell: Weights, xp: Any) -> Array:
+    """``half ⊙ (x W_ihᵀ + b_ih + b_hh)`` for every step in one GEMM and one addition: the
+    scaling rides on a scaled copy of W_ih (G·H × F, small) instead of passes over (T·N, G·H)."""
+    w_ih, _, b_ih, b_hh, _ = cell
+    W = w_ih.value
+    half = _lstm_half(xp, W.shape[0], W.dtype, W.device)
+    projection = flat @ (W * half[:, None]).T
+    if b_ih is not None:
+        projection += (b_ih.value + b_hh.value) * half
+    return projection
+
+
 def _lstm_scan(projection, cell, starts, reverse, xp, keep):
+    """projection: ``half ⊙ (x W_ihᵀ + b_ih + b_hh)`` from :func:`_lstm_projection`."""
     T, N, G = projection.shape
     H = G // 4
     dtype, dev = projection.dtype, projection.device
-    # One tanh for all gates: u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half), with half = ½
-    # on the σ blocks (σ(z) = ½ + ½ tanh(z/2)) and 1 on the g block; ∂gate/∂z = half² (1 − u²).
-    # The ½ is folded into the projection and into a scaled copy of W_hh.
-    half = xp.full((G,), 0.5, dtype=dtype, device=dev)
-    half[2 * H:3 * H] = 1.0
+    # u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half): the half is in the projection and in a
+    # scaled copy of W_hh.
+    half = _lstm_half(xp, G, dtype, dev)
     offset = 1.0 - half
     linear = xp.reshape(offset * 2.0, (4, H))  # 1 on the σ blocks, 0 on g (for the backward)
-    _, w_hh, _, b_hh, w_hr = cell
+    _, w_hh, _, _, w_hr = cell
     W = w_hh.value  # (4H, P)
     W_half = (W * half[:, None]).T  # (P, 4H), a transposed view
     R = None if w_hr is None else w_hr.value  # (P, H)
-    if b_hh is not None:
-        projection += b_hh.value
-    projection *= half
     h0, c0 = h, c = starts
     gate_list: list[Any] = [None] * T
     cell_list: list[Any] = [None] * T
@@ -600,7 +625,9 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
         # passes: gate' = a(1 − a) on the σ blocks and 1 − g² on the g block, i.e.
         # (linear − a) ⊙ a + (1 − linear) with linear = 1, 1, 0, 1 per block; then each block
         # times what δc (i, f, g) or δm (o) meets on the way to z: g, c_{t−1}, i and tanh c.
-        # The loop then multiplies these factors by δc and δm in place: they become δz.
+        # The loop then multiplies each step's factors by (δc, δc, δc, δm) and stores δz in their
+        # place: one contiguous product with a reused (N, 4, H) buffer is ~2x faster than two
+        # strided in-place products (measured, NumPy, N 32, H 128).
         factors = linear - gates
         factors *= gates
         factors += 1.0 - linear
@@ -618,6 +645,7 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
         d_hs = None if R is None else xp.empty(tuple(outputs.shape), dtype=dtype, device=dev)
         d_h = d_h_last if d_h_last is not None else xp.zeros(tuple(h0.shape), dtype=dtype, device=dev)
         d_c = d_c_last if d_c_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
+        carried = xp.empty((N, 4, H), dtype=dtype, device=dev)  # (δc, δc, δc, δm) of the step
         for t in _steps(T, not reverse):
             if d_outputs is not None:
                 d_h = d_h + d_outputs[t, ...]
@@ -627,10 +655,12 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
                 d_hs[t, ...] = d_h
                 d_m = d_h @ R
             d_c = d_c + d_m * c_from_h[t, ...]
-            factors[t, :, :3, :] *= d_c[:, None, :]  # now δz_{i,f,g} of step t
-            factors[t, :, 3, :] *= d_m  # δz_o
+            carried[:, :3, :] = d_c[:, None, :]
+            carried[:, 3, :] = d_m
+            d_z_t = factors[t, ...] * carried
+            factors[t, ...] = d_z_t  # δz of step t, kept for the weight gradients
             d_c = d_c * f[t, ...]
-            d_back = xp.reshape(factors[t, ...], (N, G)) @ W
+            d_back = xp.reshape(d_z_t, (N, G)) @ W
             d_h = d_back if passes is None else d_back + d_h * passes[t, ...]
         d_z = xp.reshape(factors, (T, N, G))
         if R is not None:  # dW_hr = Σ_t δh_tᵀ m_t over the real steps
@@ -769,9 +799,7 @@ class _Cell(Layer):
         else:
             starts = list(_check_state(self, state, x, shapes, "batch, hidden"))
         w_ih_value = cell[0].value
-        projection = x @ w_ih_value.T
-        if cell[2] is not None:
-            projection += cell[2].value
+        projection = _project(self, x, cell, xp)
         _, last, backward = self._scan(xp.reshape(projection, (1, N, self.gates * H)), cell, starts, False, xp, None)
         y = last[0]
         new_state = tuple(last) if self.has_cell_state else y
