@@ -356,7 +356,8 @@ class _Recurrent(Layer):
         Returns (outputs (T, N, P) in time order, final (h, [c]), backward) where
         ``backward(d_outputs or None, d_h_final or None, d_c_final or None)`` adds the gradients
         of the recurrent weights (W_hh, b_hh, W_hr) and returns (d_projection (T, N, G·H),
-        [d_h0, (d_c0)], Σ_t d_projection_t when already computed (b_ih's gradient) or None). d_outputs is already zero at padded steps.
+        [d_h0, (d_c0)], d_bias): d_bias is Σ_t d_projection_t (b_ih's gradient) where the scan
+        has it already, else None. d_outputs is already zero at padded steps.
         """
         raise NotImplementedError
 
