@@ -32,13 +32,15 @@ it still can), so nothing already saved is lost to a failed save. The temporary 
 holds the writer's process id; the next save to the same path removes the ones whose process
 is gone (a save killed with SIGKILL cannot clean up after itself).
 
-Integrity (format version 2): the metadata holds a SHA-256 digest of every array (name, dtype,
+Integrity (format versions 2 and 3): the metadata holds a SHA-256 digest of every array (name, dtype,
 shape and bytes), and the header holds one of the metadata document itself, so a flipped bit
 anywhere in the arrays or the metadata is found when the file is read. ``load`` then checks
 everything (digests, metadata types, keys, shapes, optimizer slot names, RNG generator names
 and states) before it assigns anything, and if applying still fails, restores what it had
 changed: an error leaves the model, optimizer, data iterator, callbacks and RNGs as they were.
-Files of format version 1 (no digests, Linear weights (in, out)) are refused.
+Files of format version 1 (no digests, Linear weights (in, out)) and 2 (recurrent weights
+(in, G·H)) are refused: this version stores PyTorch's layouts and will not guess a square
+matrix's orientation.
 """
 
 from __future__ import annotations
@@ -64,7 +66,11 @@ FORMAT = "gradflow-checkpoint"
 # 2: Linear weights are stored (out_features, in_features) as in PyTorch; version 1 stored them
 # (in, out), and a square one would load transposed without a word, so version 1 is refused.
 # Version 2 also holds SHA-256 digests of every array and of the metadata.
-FORMAT_VERSION = 2
+# 3: RNN/LSTM/GRU and their cells store weight_ih (G·H, in), weight_hh (G·H, H or proj) and
+# weight_hr (proj, H) as in PyTorch; version 2 stored them transposed, and a square one (an RNN
+# with input_size == hidden_size) would load transposed without a word, so versions < 3 are
+# refused (a check per layer type would have to trust the saved model description).
+FORMAT_VERSION = 3
 METADATA_KEY = "gradflow"
 DIGEST_KEY = "gradflow_sha256"  # header entry: SHA-256 of the metadata document
 # The NumPy bit generators a checkpoint may name (gf.load never calls any other numpy.random name).
@@ -448,9 +454,11 @@ def read(path: "str | os.PathLike") -> Checkpoint:
             f"up to {FORMAT_VERSION}); upgrade gradflow"
         )
     if version < FORMAT_VERSION:
+        stored = ("Linear weights as (in, out)" if version == 1
+                  else "recurrent weights (weight_ih, weight_hh, weight_hr) transposed, as (in, G·H)")
         raise CheckpointError(
-            f"{name}: written by gradflow 0.1 (format version {metadata.get('format_version')}), which stored "
-            "Linear weights as (in, out); this version stores PyTorch's (out, in) and will not guess: "
+            f"{name}: written by an older gradflow (format version {version}), which stored {stored}; "
+            f"this version (format {FORMAT_VERSION}) stores PyTorch's layouts and will not guess: "
             "re-create the checkpoint with this version"
         )
     saved_digest = (header.get("__metadata__") or {}).get(DIGEST_KEY)

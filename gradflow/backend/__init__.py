@@ -45,7 +45,7 @@ from .arrays import (device_context, device_of, dtype_name, is_array, is_floatin
                      library_kind, namespace, remember_host_copy, same_device, to_float, to_numpy)
 from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_rows, set_deterministic,
                          sliding_windows, softmax_cross_entropy, window_count)
-from .host import blas_info, keep_freed_memory, library_versions, limit_blas_threads
+from .host import blas_info, host_integer_array, keep_freed_memory, library_versions, limit_blas_threads
 from . import fused
 from .dlpack import from_dlpack
 
@@ -56,5 +56,5 @@ __all__ = [
     "namespace", "same_device", "to_float", "to_numpy", "known_host_copy", "remember_host_copy",
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
-    "blas_info", "keep_freed_memory", "library_versions", "limit_blas_threads", "fused", "from_dlpack",
+    "blas_info", "host_integer_array", "keep_freed_memory", "library_versions", "limit_blas_threads", "fused", "from_dlpack",
 ]

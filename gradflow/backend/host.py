@@ -77,3 +77,33 @@ def keep_freed_memory(enabled: bool = True) -> bool:
         return False
     values = _KEEP if enabled else _GLIBC_DEFAULTS
     return all(mallopt(ctypes.c_int(option), ctypes.c_int(value)) == 1 for option, value in values.items())
+
+
+def host_integer_array(values: Any, name: str, ndim: int | None = None) -> Any:
+    """``values`` (a list/tuple of ints, or an integer array on any device) as a NumPy int64
+    array on the host, for arguments that steer Python-level work (sequence lengths).
+
+    ``name`` starts every error message (e.g. ``"LSTM(2, 3): lengths"``). Raises TypeError for
+    anything but ints (bool included) or an integer dtype, ValueError when ``ndim`` is given and
+    the array has another number of axes. An array on a GPU is copied to the host (a sync).
+    """
+    import numpy as np
+
+    from .arrays import dtype_name, is_array, is_integral, to_numpy
+
+    owner, _, label = name.rpartition(": ")
+    prefix = f"{owner}: " if owner else ""
+    label = label or name
+    if isinstance(values, (list, tuple)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"{prefix}expected {label} as ints, got {[type(v).__name__ for v in values]}")
+        host = np.asarray(values, dtype=np.int64) if values else np.zeros(0, dtype=np.int64)
+    elif is_array(values) and hasattr(values, "dtype"):
+        if not is_integral(values.dtype):
+            raise TypeError(f"{prefix}expected integer {label}, got dtype {dtype_name(values.dtype)}")
+        host = np.asarray(to_numpy(values)).astype(np.int64, copy=False)
+    else:
+        raise TypeError(f"{prefix}expected {label} as a sequence or array of ints, got {type(values).__name__}")
+    if ndim is not None and host.ndim != ndim:
+        raise ValueError(f"{prefix}expected {label} with {ndim} axis(es), got shape {host.shape}")
+    return host

@@ -1,16 +1,15 @@
 """Weights to and from PyTorch state dicts.
 
 gradflow keeps PyTorch's names and layouts wherever a layer has a PyTorch twin: Linear
-``weight`` is (out_features, in_features), convolutions (out, in/groups, *kernel), norms
+``weight`` is (out_features, in_features), convolutions (out, in/groups, *kernel), RNN/LSTM/GRU
+and their cells ``weight_ih_l{k}[_reverse]`` (G·H, in), ``weight_hh`` (G·H, H or proj_size),
+``weight_hr`` (proj_size, H) with PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n), norms
 ``weight``/``bias``/``running_mean``/``running_var``, Embedding ``weight`` (V, D). Those load by
 name with :meth:`Layer.load_state_dict` directly. Where the layouts differ, this module converts:
 
 ==========================  ==================================================================
 gradflow                    PyTorch
 ==========================  ==================================================================
-RNN/LSTM/GRU                ``weight_ih_l{k}[_reverse]`` etc.: same names and gate order
-                            (LSTM i, f, g, o; GRU r, z, n); gradflow stores the matrices
-                            transposed when :data:`RECURRENT_TRANSPOSED` says so.
 MultiHeadAttention          ``qkv.weight``/``qkv.bias`` <-> ``in_proj_weight``/``in_proj_bias``,
                             ``out.*`` <-> ``out_proj.*``; with kdim/vdim ≠ E,
                             ``{q,k,v}_proj.weight`` <-> ``{q,k,v}_proj_weight`` and the three
@@ -72,31 +71,6 @@ def _same(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _transpose(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a.T)
-
-
-def _recurrent_transposed(layer: Layer, name: str) -> bool:
-    """Whether gradflow stores this recurrent matrix transposed against PyTorch's (G·H, in).
-
-    Decided from the layer's own shapes rather than assumed, so the mapping stays right whether
-    a recurrent layer stores (in, G·H) or PyTorch's (G·H, in): the first axis of PyTorch's
-    ``weight_ih``/``weight_hh`` (and ``weight_hr`` of a projected LSTM) is G·H (or the
-    projection size for ``weight_hr``)."""
-    value = getattr(layer, name).value
-    if value.ndim != 2:
-        return False
-    rows = layer.hidden_size * layer.gates
-    if name.startswith("weight_hr"):  # PyTorch's (proj_size, H); gradflow's (H, proj_size)
-        rows = layer.proj_size
-    if value.shape[0] == rows and value.shape[1] != rows:
-        return False
-    if value.shape[1] == rows and value.shape[0] != rows:
-        return True
-    # square: decided by the layer's declared layout
-    return bool(getattr(layer, "weights_transposed", True))
-
-
 def _own_arrays(layer: Layer) -> list[str]:
     from ..core import Buffer, Parameter
 
@@ -110,11 +84,7 @@ def _entries_for(layer: Layer, prefix: str) -> tuple[list[_Entry], bool]:
 
     kind = type(layer).__name__
     if isinstance(layer, (L.RNN, L.LSTM, L.GRU, L.RNNCell, L.LSTMCell, L.GRUCell)):
-        out = []
-        for name in _own_arrays(layer):
-            flip = _recurrent_transposed(layer, name)
-            out.append(_Entry(prefix + name, prefix + name, _transpose if flip else _same, _transpose if flip else _same))
-        return out, True
+        return [_Entry(prefix + name, prefix + name, _same, _same) for name in _own_arrays(layer)], True
     if isinstance(layer, L.MultiHeadAttention):
         return _attention_entries(layer, prefix), True
     if isinstance(layer, L.TransformerEncoderBlock):

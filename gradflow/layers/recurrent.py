@@ -2,15 +2,16 @@
 their one-step cells (RNNCell, LSTMCell, GRUCell) for hand-written loops.
 
 One scheme for all three. For each layer of the stack and each direction, the input projection
-of every time step is one GEMM, ``P = X W_ih + b_ih`` with X reshaped to (T·N, F); then a loop
-over time steps (never over samples) applies the cell: one GEMM ``h_{t−1} W_hh`` and the gate
+of every time step is one GEMM, ``P = X W_ihᵀ + b_ih`` with X reshaped to (T·N, F); then a loop
+over time steps (never over samples) applies the cell: one GEMM ``h_{t−1} W_hhᵀ`` and the gate
 arithmetic per step. BPTT runs the loop backwards, storing the δ of each step's
 pre-activations; the weight gradients are then again single GEMMs over all steps:
-``dW_hh = Σ_t h_{t−1}ᵀ dZ_t`` and ``dW_ih = Xᵀ dP``, and ``dX = dP W_ih^T``.
+``dW_hh = Σ_t dZ_tᵀ h_{t−1}`` and ``dW_ih = dPᵀ X``, and ``dX = dP W_ih``.
 
-Weights follow PyTorch's gate layout (LSTM: i, f, g, o; GRU: r, z, n) and names
-(``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``...), stored transposed for
-``x @ W``: a PyTorch ``weight_ih_l0`` of shape (G·H, F) is our ``weight_ih_l0.T``.
+Weights follow PyTorch exactly: gate order (LSTM: i, f, g, o; GRU: r, z, n), names
+(``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``...) and shapes: weight_ih (G·H, F),
+weight_hh (G·H, P), weight_hr (P, H). So a ``torch.nn.LSTM`` state dict (as NumPy arrays) loads
+by name with ``load_state_dict``. The GEMMs read the transposes as views (``x @ W.T``).
 
 States. ``layer(x, train, state=s0)`` starts from ``s0`` (zeros by default): an array
 (L·D, N, H) for RNN and GRU, a pair ``(h0, c0)`` of such arrays for LSTM (h0 is (L·D, N, P)
@@ -38,8 +39,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .. import backend
 from ..backend import Array, DeviceError
 from ..core import Layer, Parameter, _device_name, check_delta_like, check_input
@@ -58,7 +57,10 @@ def _positive_int(owner: str, label: str, value: Any) -> None:
 
 def _make_weights(owner: Layer, generator: Any, dev: Any, dtype: str, features: int, hidden: int, gates: int,
                   suffix: str, bias: bool, proj_size: int) -> Weights:
-    """PyTorch's U(−1/√H, 1/√H) for every weight and bias, drawn in PyTorch's parameter order."""
+    """PyTorch's U(−1/√H, 1/√H) for every weight and bias, drawn in PyTorch's parameter order.
+
+    Matrices are drawn as (in, out) and stored transposed, PyTorch's (out, in): the same seed
+    gives the same weights as before the layout became PyTorch's."""
     H = hidden
     out = proj_size or H
     bound = 1.0 / math.sqrt(H)
@@ -69,7 +71,8 @@ def _make_weights(owner: Layer, generator: Any, dev: Any, dtype: str, features: 
         shapes["weight_hr"] = (H, proj_size)
     made = {}
     for label, shape in shapes.items():
-        p = Parameter(dev.send(generator.uniform(-bound, bound, size=shape), dtype))
+        drawn = generator.uniform(-bound, bound, size=shape)
+        p = Parameter(dev.send(drawn.T.copy() if drawn.ndim == 2 else drawn, dtype))
         setattr(owner, label + suffix, p)
         made[label] = p
     return tuple(made.get(label) for label in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
@@ -142,18 +145,8 @@ def _keep_steps(layer: Layer, x: Array, N: int, T: int, lengths: Any, padding_ma
     if lengths is not None and padding_mask is not None:
         raise ValueError(f"{layer.describe()}: give lengths or padding_mask, not both")
     if lengths is not None:
-        if isinstance(lengths, (list, tuple)):
-            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in lengths):
-                raise TypeError(f"{layer.describe()}: expected lengths as ints, got {[type(v).__name__ for v in lengths]}")
-            host = np.asarray(lengths, dtype=np.int64).reshape(-1) if lengths else np.zeros(0, dtype=np.int64)
-        elif backend.is_array(lengths) and hasattr(lengths, "dtype"):
-            if not backend.is_integral(lengths.dtype):
-                raise TypeError(f"{layer.describe()}: expected integer lengths, got dtype {backend.dtype_name(lengths.dtype)}")
-            host = np.asarray(backend.to_numpy(lengths))  # lengths live on the host, as in PyTorch
-            if host.ndim != 1:
-                raise ValueError(f"{layer.describe()}: expected lengths of shape (N,) = ({N},), got {host.shape}")
-        else:
-            raise TypeError(f"{layer.describe()}: expected lengths as a sequence or array of ints, got {type(lengths).__name__}")
+        # lengths live on the host, as in PyTorch
+        host = backend.host_integer_array(lengths, f"{layer.describe()}: lengths")
         if host.shape != (N,):
             raise ValueError(f"{layer.describe()}: expected lengths of shape (N,) = ({N},), got {host.shape}")
         if N and (host.min() < 1 or host.max() > T):
@@ -161,8 +154,8 @@ def _keep_steps(layer: Layer, x: Array, N: int, T: int, lengths: Any, padding_ma
                 f"{layer.describe()}: lengths must lie in [1, {T}] (the sequence length), "
                 f"got values in [{int(host.min())}, {int(host.max())}]"
             )
-        keep = np.arange(T)[:, None, None] < host[None, :, None]  # (T, N, 1)
-        return backend.device_of(x).send(keep)
+        sent = backend.device_of(x).send(host)
+        return xp.arange(T, dtype=sent.dtype, device=x.device)[:, None, None] < sent[None, :, None]  # (T, N, 1)
     if padding_mask is not None:
         mask = padding_mask
         if not backend.is_array(mask) or not hasattr(mask, "dtype"):
@@ -281,10 +274,7 @@ class _Recurrent(Layer):
                         starts.append(xp.zeros((N, H), dtype=x.dtype, device=x.device))
                 else:
                     starts = [part[k * D + d, ...] for part in initial]
-                projection = flat @ cell[0].value
-                if cell[2] is not None:
-                    projection += cell[2].value
-                projection = xp.reshape(projection, (T, N, self.gates * H))
+                projection = xp.reshape(_project(self, flat, cell, xp), (T, N, self.gates * H))
                 sequence, last, backward = self._scan(projection, cell, starts, d == 1, xp, keep)
                 if keep is not None:  # padded steps output 0 (as pad_packed_sequence)
                     sequence = xp.where(keep, sequence, xp.zeros((), dtype=x.dtype, device=x.device))
@@ -325,17 +315,17 @@ class _Recurrent(Layer):
                     d_out = None if d_sequence is None else (d_sequence if D == 1 else d_sequence[..., d * P:(d + 1) * P])
                     if d_out is not None and keep is not None:
                         d_out = xp.where(keep, d_out, xp.zeros((), dtype=d_out.dtype, device=d_out.device))
-                    d_projection, d_starts = backwards[k][d](d_out, d_last_h[k * D + d], d_last_c[k * D + d])
+                    d_projection, d_starts, d_bias = backwards[k][d](d_out, d_last_h[k * D + d], d_last_c[k * D + d])
                     d_initial_h[k * D + d] = d_starts[0]
                     if self.has_cell_state:
                         d_initial_c[k * D + d] = d_starts[1]
                     d_flat = xp.reshape(d_projection, (T * N, self.gates * H))
-                    w_ih.accumulate(layer_inputs[k].T @ d_flat)
+                    w_ih.accumulate(d_flat.T @ layer_inputs[k])
                     if b_ih is not None:
-                        b_ih.accumulate(xp.sum(d_flat, axis=0))
+                        b_ih.accumulate(xp.sum(d_flat, axis=0) if d_bias is None else d_bias)
                     if k == 0 and not input_grad:
                         continue
-                    part = d_flat @ input_weights[k][d].T
+                    part = d_flat @ input_weights[k][d]
                     d_inputs = part if d_inputs is None else d_inputs + part
                 if d_inputs is None:
                     d_sequence = None
@@ -360,13 +350,14 @@ class _Recurrent(Layer):
         return (y, final_state), backprop_with_state
 
     def _scan(self, projection: Array, cell: Weights, starts: list[Array], reverse: bool, xp: Any, keep: Array | None):
-        """Run the cell over time. projection: (T, N, G·H) = x_t W_ih + b_ih for every step (the
+        """Run the cell over time. projection: (T, N, G·H) = x_t W_ihᵀ + b_ih for every step (the
         scan may modify it in place). keep: bool (T, N, 1), False at padded steps, or None.
 
         Returns (outputs (T, N, P) in time order, final (h, [c]), backward) where
         ``backward(d_outputs or None, d_h_final or None, d_c_final or None)`` adds the gradients
         of the recurrent weights (W_hh, b_hh, W_hr) and returns (d_projection (T, N, G·H),
-        [d_h0, (d_c0)]). d_outputs is already zero at padded steps.
+        [d_h0, (d_c0)], d_bias): d_bias is Σ_t d_projection_t (b_ih's gradient) where the scan
+        has it already, else None. d_outputs is already zero at padded steps.
         """
         raise NotImplementedError
 
@@ -411,14 +402,30 @@ def _masked(xp: Any, keep: Array | None, values: Array) -> Array:
     return xp.where(keep, values, xp.zeros((), dtype=values.dtype, device=values.device))
 
 
-def _accumulate_recurrent(xp: Any, cell: Weights, outputs: Array, h0: Array, reverse: bool, d_z: Array) -> None:
-    """dW_hh = Σ_t h_{t−1}ᵀ dz_t and db_hh = Σ_t dz_t, one GEMM and one sum over all steps."""
+def _project(layer: Layer, flat: Array, cell: Weights, xp: Any) -> Array:
+    """The input projection of every step, (T·N, G·H): ``x W_ihᵀ + b_ih`` in one GEMM, or for an
+    LSTM already in the form its scan reads (see :func:`_lstm_projection`)."""
+    if layer.gates == 4:
+        return _lstm_projection(flat, cell, xp)
+    projection = flat @ cell[0].value.T
+    if cell[2] is not None:
+        projection += cell[2].value
+    return projection
+
+
+def _accumulate_recurrent(xp: Any, cell: Weights, outputs: Array, h0: Array, reverse: bool, d_z: Array) -> Array | None:
+    """dW_hh = Σ_t dz_tᵀ h_{t−1} and db_hh = Σ_t dz_t, one GEMM and one sum over all steps.
+
+    Returns Σ_t dz_t (None without biases), for a caller whose b_ih has the same gradient."""
     T, N, G = d_z.shape
     d_flat = xp.reshape(d_z, (T * N, G))
     previous = _previous(xp, outputs, h0, reverse)
-    cell[1].accumulate(xp.reshape(previous, (T * N, previous.shape[-1])).T @ d_flat)
-    if cell[3] is not None:
-        cell[3].accumulate(xp.sum(d_flat, axis=0))
+    cell[1].accumulate(d_flat.T @ xp.reshape(previous, (T * N, previous.shape[-1])))
+    if cell[3] is None:
+        return None
+    d_bias = xp.sum(d_flat, axis=0)
+    cell[3].accumulate(xp.asarray(d_bias, copy=True))  # accumulate takes the array over
+    return d_bias
 
 
 # The time loops below are written for few array operations per step (each costs a few µs of
@@ -430,7 +437,7 @@ _NONLINEARITIES = ("tanh", "relu")
 
 
 class RNN(_Recurrent):
-    """Elman RNN: ``h_t = φ(x_t W_ih + b_ih + h_{t−1} W_hh + b_hh)`` with φ = tanh or ReLU.
+    """Elman RNN: ``h_t = φ(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh)`` with φ = tanh or ReLU.
 
     Arguments: input_size F, hidden_size H, num_layers L (stacked; layer k > 0 reads the D·H
     outputs of layer k − 1); ``nonlinearity`` "tanh" (default) or "relu"; ``bias`` (False: no
@@ -444,11 +451,11 @@ class RNN(_Recurrent):
 
     Shapes (batch_first): x (N, T, F) -> y (N, T, D·H), or (N, D·H) with
     ``return_sequences=False``; state h (L·D, N, H). Parameters per layer k and direction:
-    weight_ih_l{k}[_reverse] (F or D·H, H), weight_hh (H, H), bias_ih (H,), bias_hh (H,).
+    weight_ih_l{k}[_reverse] (H, F or D·H), weight_hh (H, H), bias_ih (H,), bias_hh (H,) (PyTorch's).
 
     BPTT: with ``δh_t = dy_t + δh_{t+1}`` flowing back, ``dz_t = δh_t ⊙ φ'(z_t)`` (tanh:
-    1 − h_t², ReLU: [h_t > 0]), ``δh_{t−1} ← dz_t W_hhᵀ``; ``dW_hh = Σ_t h_{t−1}ᵀ dz_t``,
-    ``db_hh = db_ih = Σ_t dz_t``, ``dW_ih = Σ_t x_tᵀ dz_t``, ``dx_t = dz_t W_ihᵀ``.
+    1 − h_t², ReLU: [h_t > 0]), ``δh_{t−1} ← dz_t W_hh``; ``dW_hh = Σ_t dz_tᵀ h_{t−1}``,
+    ``db_hh = db_ih = Σ_t dz_t``, ``dW_ih = Σ_t dz_tᵀ x_t``, ``dx_t = dz_t W_ih``.
     """
 
     gates = 1
@@ -468,13 +475,14 @@ class RNN(_Recurrent):
 
 def _rnn_scan(projection, cell, starts, reverse, xp, keep, relu):
     T, N, H = projection.shape
-    W = cell[1].value
+    W = cell[1].value  # (H, H), PyTorch's layout: the step reads W.T as a view
+    W_T = W.T
     if cell[3] is not None:
         projection += cell[3].value  # b_hh acts exactly like b_ih here
     h0 = h = starts[0]
     hs: list[Any] = [None] * T
     for t in _steps(T, reverse):
-        z = h @ W
+        z = h @ W_T
         z += projection[t, ...]
         new = xp.maximum(z, 0.0) if relu else xp.tanh(z)
         h = hs[t] = new if keep is None else xp.where(keep[t, ...], new, h)
@@ -493,10 +501,10 @@ def _rnn_scan(projection, cell, starts, reverse, xp, keep, relu):
             if d_outputs is not None:
                 d_h = d_h + d_outputs[t, ...]
             d_z[t, ...] = d_h * slope[t, ...]
-            d_back = d_z[t, ...] @ W.T
+            d_back = d_z[t, ...] @ W
             d_h = d_back if passes is None else d_back + d_h * passes[t, ...]
-        _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
-        return d_z, [d_h]
+        d_bias = _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
+        return d_z, [d_h], d_bias
 
     return outputs, (h,), backward
 
@@ -504,27 +512,27 @@ def _rnn_scan(projection, cell, starts, reverse, xp, keep, relu):
 class LSTM(_Recurrent):
     """Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's gate order i, f, g, o.
 
-    ``z_t = x_t W_ih + b_ih + h_{t−1} W_hh + b_hh`` split into four blocks of H;
+    ``z_t = x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh`` split into four blocks of H;
     ``i, f, o = σ(z_i), σ(z_f), σ(z_o)``, ``g = tanh(z_g)``;
-    ``c_t = f ⊙ c_{t−1} + i ⊙ g``, ``m_t = o ⊙ tanh(c_t)``, ``h_t = m_t`` (or ``m_t W_hr`` with
+    ``c_t = f ⊙ c_{t−1} + i ⊙ g``, ``m_t = o ⊙ tanh(c_t)``, ``h_t = m_t`` (or ``m_t W_hrᵀ`` with
     ``proj_size``). All four gates are one tanh: σ(z) = ½(1 + tanh(z/2)).
 
     Arguments as for :class:`RNN` (no nonlinearity), plus ``proj_size`` P in [0, H): 0 for none,
-    else the hidden state is projected to P features by ``weight_hr_l{k}`` (H, P) (PyTorch's
+    else the hidden state is projected to P features by ``weight_hr_l{k}`` (P, H) (PyTorch's
     ``proj_size``: outputs and h have P features, c keeps H), and ``forget_bias`` (a finite
     number added to b_ih's forget block at initialisation; 0 as in PyTorch, 1 keeps early
     gradients from vanishing; needs ``bias=True``).
 
     Shapes (batch_first): x (N, T, F) -> y (N, T, D·P), or (N, D·P) with
     ``return_sequences=False``, P = proj_size or H; state (h, c) with h (L·D, N, P) and
-    c (L·D, N, H). Parameters: weight_ih (F or D·P, 4H), weight_hh (P, 4H), bias_ih, bias_hh (4H,),
-    weight_hr (H, P).
+    c (L·D, N, H). Parameters (PyTorch's shapes): weight_ih (4H, F or D·P), weight_hh (4H, P), bias_ih,
+    bias_hh (4H,), weight_hr (P, H).
 
-    BPTT, with δh_t = dy_t + δh_{t+1}, δm_t = δh_t (or δh_t W_hrᵀ) and δc_t carried back:
+    BPTT, with δh_t = dy_t + δh_{t+1}, δm_t = δh_t (or δh_t W_hr) and δc_t carried back:
     ``δc_t ← δc_t + δm_t ⊙ o ⊙ (1 − tanh²c_t)``; ``δi = δc_t ⊙ g``, ``δf = δc_t ⊙ c_{t−1}``,
     ``δg = δc_t ⊙ i``, ``δo = δm_t ⊙ tanh c_t``; ``dz = δgate ⊙ gate'`` (σ' = σ(1 − σ),
-    tanh' = 1 − g²); then ``δc_{t−1} = δc_t ⊙ f`` and ``δh_{t−1} = dz W_hhᵀ``;
-    ``dW_hr = Σ_t m_tᵀ δh_t``. Other weight gradients as for :class:`RNN`.
+    tanh' = 1 − g²); then ``δc_{t−1} = δc_t ⊙ f`` and ``δh_{t−1} = dz W_hh``;
+    ``dW_hr = Σ_t δh_tᵀ m_t``. Other weight gradients as for :class:`RNN`.
     """
 
     gates = 4
@@ -552,23 +560,41 @@ def _check_forget_bias(owner: str, forget_bias: Any, bias: Any) -> float:
     return float(forget_bias)
 
 
+def _lstm_half(xp: Any, G: int, dtype: Any, dev: Any) -> Array:
+    """½ on the σ blocks (i, f, o), 1 on the g block: one tanh gives all four gates, with
+    σ(z) = ½ + ½ tanh(z/2), as gate = half ⊙ tanh(half ⊙ z) + (1 − half)."""
+    H = G // 4
+    half = xp.full((G,), 0.5, dtype=dtype, device=dev)
+    half[2 * H:3 * H] = 1.0
+    return half
+
+
+def _lstm_projection(flat: Array, cell: Weights, xp: Any) -> Array:
+    """``half ⊙ (x W_ihᵀ + b_ih + b_hh)`` for every step in one GEMM and one addition: the
+    scaling rides on a scaled copy of W_ih (G·H × F, small) instead of passes over (T·N, G·H)."""
+    w_ih, _, b_ih, b_hh, _ = cell
+    W = w_ih.value
+    half = _lstm_half(xp, W.shape[0], W.dtype, W.device)
+    projection = flat @ (W * half[:, None]).T
+    if b_ih is not None:
+        projection += (b_ih.value + b_hh.value) * half
+    return projection
+
+
 def _lstm_scan(projection, cell, starts, reverse, xp, keep):
+    """projection: ``half ⊙ (x W_ihᵀ + b_ih + b_hh)`` from :func:`_lstm_projection`."""
     T, N, G = projection.shape
     H = G // 4
     dtype, dev = projection.dtype, projection.device
-    # One tanh for all gates: u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half), with half = ½
-    # on the σ blocks (σ(z) = ½ + ½ tanh(z/2)) and 1 on the g block; ∂gate/∂z = half² (1 − u²).
-    # The ½ is folded into the projection and into a scaled copy of W_hh.
-    half = xp.full((G,), 0.5, dtype=dtype, device=dev)
-    half[2 * H:3 * H] = 1.0
+    # u = tanh(half ⊙ z), gate = half ⊙ u + (1 − half): the half is in the projection and in a
+    # scaled copy of W_hh.
+    half = _lstm_half(xp, G, dtype, dev)
     offset = 1.0 - half
-    _, w_hh, _, b_hh, w_hr = cell
-    W = w_hh.value
-    W_half = W * half
-    R = None if w_hr is None else w_hr.value
-    if b_hh is not None:
-        projection += b_hh.value
-    projection *= half
+    linear = xp.reshape(offset * 2.0, (4, H))  # 1 on the σ blocks, 0 on g (for the backward)
+    _, w_hh, _, _, w_hr = cell
+    W = w_hh.value  # (4H, P)
+    W_half = (W * half[:, None]).T  # (P, 4H), a transposed view
+    R = None if w_hr is None else w_hr.value  # (P, H)
     h0, c0 = h, c = starts
     gate_list: list[Any] = [None] * T
     cell_list: list[Any] = [None] * T
@@ -582,7 +608,7 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
         c_new = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
         tanh_c = tanh_list[t] = xp.tanh(c_new)
         m = ms[t] = a[:, 3 * H:] * tanh_c
-        h_new = m if R is None else m @ R
+        h_new = m if R is None else m @ R.T
         if keep is None:
             c, h = c_new, h_new
         else:  # a padded step carries the states over
@@ -593,25 +619,34 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
     outputs = xp.stack(hs, axis=0)
 
     def backward(d_outputs, d_h_last, d_c_last):
-        gates, cells, tanh_cells = (xp.stack(items, axis=0) for items in (gate_list, cell_list, tanh_list))
-        # Everything the loop needs that does not depend on δ, for all steps at once.
-        us = (gates - offset) / half
-        derivative = (1.0 - us * us) * (half * half)  # ∂gate/∂z
-        i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
-        d_from_c = _masked(xp, None if keep is None else keep[..., None], xp.reshape(
-            xp.concat([g, _previous(xp, cells, c0, reverse), i], axis=-1) * derivative[..., :3 * H],
-            (T, N, 3, H)))  # δz_{i,f,g} = δc ⊙ (g, c_{t−1}, i) ⊙ gate'
-        d_from_h = _masked(xp, keep, tanh_cells * derivative[..., 3 * H:])  # δz_o = δm ⊙ tanh c ⊙ σ'
-        c_from_h = _masked(xp, keep, o * (1.0 - tanh_cells * tanh_cells))  # δc += δm ⊙ o ⊙ tanh'(c)
+        gates = xp.reshape(xp.stack(gate_list, axis=0), (T, N, 4, H))  # the gate blocks as an axis
+        cells, tanh_cells = xp.stack(cell_list, axis=0), xp.stack(tanh_list, axis=0)
+        i, f, g, o = (gates[:, :, k, :] for k in range(4))
+        # Everything the loop needs that does not depend on δ, for all steps at once, in few
+        # passes: gate' = a(1 − a) on the σ blocks and 1 − g² on the g block, i.e.
+        # (linear − a) ⊙ a + (1 − linear) with linear = 1, 1, 0, 1 per block; then each block
+        # times what δc (i, f, g) or δm (o) meets on the way to z: g, c_{t−1}, i and tanh c.
+        # The loop then multiplies each step's factors by (δc, δc, δc, δm) and stores δz in their
+        # place: one contiguous product with a reused (N, 4, H) buffer is ~2x faster than two
+        # strided in-place products (measured, NumPy, N 32, H 128).
+        factors = linear - gates
+        factors *= gates
+        factors += 1.0 - linear
+        factors[:, :, 0, :] *= g
+        factors[:, :, 2, :] *= i
+        factors[:, :, 1, :] *= _previous(xp, cells, c0, reverse)
+        factors[:, :, 3, :] *= tanh_cells
+        c_from_h = (1.0 - tanh_cells * tanh_cells) * o  # δc += δm ⊙ o ⊙ tanh'(c)
         passes = None
-        if keep is not None:  # at a padded step δc and δh pass unchanged
+        if keep is not None:  # padded steps: no δz, and δc and δh pass unchanged
+            factors = _masked(xp, keep[..., None], factors)
+            c_from_h = _masked(xp, keep, c_from_h)
             f = xp.where(keep, f, xp.ones((), dtype=dtype, device=dev))
             passes = xp.astype(xp.logical_not(keep), dtype)
-        d_z = xp.empty((T, N, G), dtype=dtype, device=dev)
-        d_z_blocks = xp.reshape(d_z, (T, N, 4, H))  # a view: the gate blocks as an axis
         d_hs = None if R is None else xp.empty(tuple(outputs.shape), dtype=dtype, device=dev)
         d_h = d_h_last if d_h_last is not None else xp.zeros(tuple(h0.shape), dtype=dtype, device=dev)
         d_c = d_c_last if d_c_last is not None else xp.zeros((N, H), dtype=dtype, device=dev)
+        carried = xp.empty((N, 4, H), dtype=dtype, device=dev)  # (δc, δc, δc, δm) of the step
         for t in _steps(T, not reverse):
             if d_outputs is not None:
                 d_h = d_h + d_outputs[t, ...]
@@ -619,19 +654,22 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
                 d_m = d_h
             else:
                 d_hs[t, ...] = d_h
-                d_m = d_h @ R.T
+                d_m = d_h @ R
             d_c = d_c + d_m * c_from_h[t, ...]
-            d_z_blocks[t, :, :3, :] = d_c[:, None, :] * d_from_c[t, ...]
-            d_z_blocks[t, :, 3, :] = d_m * d_from_h[t, ...]
+            carried[:, :3, :] = d_c[:, None, :]
+            carried[:, 3, :] = d_m
+            d_z_t = factors[t, ...] * carried
+            factors[t, ...] = d_z_t  # δz of step t, kept for the weight gradients
             d_c = d_c * f[t, ...]
-            d_back = d_z[t, ...] @ W.T
+            d_back = xp.reshape(d_z_t, (N, G)) @ W
             d_h = d_back if passes is None else d_back + d_h * passes[t, ...]
-        if R is not None:  # dW_hr = Σ_t m_tᵀ δh_t over the real steps
-            P = R.shape[1]
+        d_z = xp.reshape(factors, (T, N, G))
+        if R is not None:  # dW_hr = Σ_t δh_tᵀ m_t over the real steps
+            P = R.shape[0]
             d_hs = _masked(xp, keep, d_hs)
-            w_hr.accumulate(xp.reshape(xp.stack(ms, axis=0), (T * N, H)).T @ xp.reshape(d_hs, (T * N, P)))
-        _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
-        return d_z, [d_h, d_c]
+            w_hr.accumulate(xp.reshape(d_hs, (T * N, P)).T @ xp.reshape(xp.stack(ms, axis=0), (T * N, H)))
+        d_bias = _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_z)
+        return d_z, [d_h, d_c], d_bias
 
     return outputs, (h, c), backward
 
@@ -639,19 +677,19 @@ def _lstm_scan(projection, cell, starts, reverse, xp, keep):
 class GRU(_Recurrent):
     """Gated recurrent unit (Cho et al. 2014) in PyTorch's form, gate order r, z, n.
 
-    With ``p_t = x_t W_ih + b_ih`` and ``q_t = h_{t−1} W_hh + b_hh``, each split into r, z, n:
+    With ``p_t = x_t W_ihᵀ + b_ih`` and ``q_t = h_{t−1} W_hhᵀ + b_hh``, each split into r, z, n:
     ``r = σ(p_r + q_r)``, ``z = σ(p_z + q_z)``, ``n = tanh(p_n + r ⊙ q_n)``,
     ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``.
 
     Arguments as for :class:`RNN` (no nonlinearity). Shapes (batch_first): x (N, T, F) ->
     y (N, T, D·H), or (N, D·H) with ``return_sequences=False``; state h (L·D, N, H).
-    Parameters: weight_ih (F or D·H, 3H), weight_hh (H, 3H), bias_ih, bias_hh (3H,).
+    Parameters (PyTorch's shapes): weight_ih (3H, F or D·H), weight_hh (3H, H), bias_ih, bias_hh (3H,).
 
     BPTT, with δh_t = dy_t + δh_{t+1}: ``δn = δh_t ⊙ (1 − z) ⊙ (1 − n²)``,
     ``δz = δh_t ⊙ (h_{t−1} − n) ⊙ z(1 − z)``, ``δr = δn ⊙ q_n ⊙ r(1 − r)``;
     ``dp = [δr, δz, δn]``, ``dq = [δr, δz, δn ⊙ r]``;
-    ``δh_{t−1} = δh_t ⊙ z + dq W_hhᵀ``; ``dW_hh = Σ_t h_{t−1}ᵀ dq_t``, ``db_hh = Σ_t dq_t``,
-    ``dW_ih = Σ_t x_tᵀ dp_t``.
+    ``δh_{t−1} = δh_t ⊙ z + dq W_hh``; ``dW_hh = Σ_t dq_tᵀ h_{t−1}``, ``db_hh = Σ_t dq_t``,
+    ``dW_ih = Σ_t dp_tᵀ x_t``.
     """
 
     gates = 3
@@ -673,8 +711,8 @@ def _gru_scan(projection, cell, starts, reverse, xp, keep):
     half = xp.full((G,), 0.5, dtype=dtype, device=dev)
     half[2 * H:] = 1.0
     _, w_hh, _, b_hh, _ = cell
-    W = w_hh.value
-    W_half = W * half
+    W = w_hh.value  # (3H, H)
+    W_half = (W * half[:, None]).T  # (H, 3H), a transposed view
     bias_half = None if b_hh is None else b_hh.value * half
     projection *= half
     h0 = h = starts[0]
@@ -713,10 +751,10 @@ def _gru_scan(projection, cell, starts, reverse, xp, keep):
             d_q[t, :, :H] = d_n * r_from_n[t, ...]
             d_q[t, :, H:2 * H] = d_h * z_from_h[t, ...]
             d_q[t, :, 2 * H:] = d_n * r[t, ...]
-            d_h = d_h * z[t, ...] + d_q[t, ...] @ W.T
+            d_h = d_h * z[t, ...] + d_q[t, ...] @ W
         _accumulate_recurrent(xp, cell, outputs, h0, reverse, d_q)
         d_projection = xp.concat([d_q[..., :2 * H], d_p_n], axis=-1)
-        return d_projection, [d_h]
+        return d_projection, [d_h], None
 
     return outputs, (h,), backward
 
@@ -762,9 +800,7 @@ class _Cell(Layer):
         else:
             starts = list(_check_state(self, state, x, shapes, "batch, hidden"))
         w_ih_value = cell[0].value
-        projection = x @ w_ih_value
-        if cell[2] is not None:
-            projection += cell[2].value
+        projection = _project(self, x, cell, xp)
         _, last, backward = self._scan(xp.reshape(projection, (1, N, self.gates * H)), cell, starts, False, xp, None)
         y = last[0]
         new_state = tuple(last) if self.has_cell_state else y
@@ -775,12 +811,12 @@ class _Cell(Layer):
             d_h, d_c = _split_state_delta(self, d_state, new_state, self.has_cell_state)
             if dy is not None:
                 d_h = dy if d_h is None else dy + d_h
-            d_projection, d_starts = backward(None, d_h, d_c)
+            d_projection, d_starts, d_bias = backward(None, d_h, d_c)
             d_flat = xp.reshape(d_projection, (N, self.gates * H))
-            cell[0].accumulate(x.T @ d_flat)
+            cell[0].accumulate(d_flat.T @ x)
             if cell[2] is not None:
-                cell[2].accumulate(xp.sum(d_flat, axis=0))
-            dx = d_flat @ w_ih_value.T
+                cell[2].accumulate(xp.sum(d_flat, axis=0) if d_bias is None else d_bias)
+            dx = d_flat @ w_ih_value
             return dx, (tuple(d_starts) if self.has_cell_state else d_starts[0])
 
         if not return_state:
@@ -803,13 +839,13 @@ class _Cell(Layer):
 
 
 class RNNCell(_Cell):
-    """One step of :class:`RNN`: ``h' = φ(x W_ih + b_ih + h W_hh + b_hh)``, φ = tanh or ReLU.
+    """One step of :class:`RNN`: ``h' = φ(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)``, φ = tanh or ReLU.
 
     Arguments: input_size F, hidden_size H, ``nonlinearity`` ("tanh" or "relu"), ``bias``,
     ``rng``, ``device``, ``dtype``. Shapes: x (N, F), state h (N, H) -> h' (N, H). Parameters
-    weight_ih (F, H), weight_hh (H, H), bias_ih, bias_hh (H,) (PyTorch's names, transposed).
-    δ rule: ``dz = δh' ⊙ φ'``, ``dx = dz W_ihᵀ``, ``δh = dz W_hhᵀ``; ``dW_ih = xᵀ dz``,
-    ``dW_hh = hᵀ dz``, ``db = Σ_n dz``. Calling protocol: see :class:`_Cell` (``return_state``).
+    weight_ih (H, F), weight_hh (H, H), bias_ih, bias_hh (H,) (PyTorch's names and shapes).
+    δ rule: ``dz = δh' ⊙ φ'``, ``dx = dz W_ih``, ``δh = dz W_hh``; ``dW_ih = dzᵀ x``,
+    ``dW_hh = dzᵀ h``, ``db = Σ_n dz``. Calling protocol: see :class:`_Cell` (``return_state``).
     """
 
     gates = 1
@@ -825,15 +861,15 @@ class RNNCell(_Cell):
 
 
 class LSTMCell(_Cell):
-    """One step of :class:`LSTM`: gates ``i, f, g, o`` from ``x W_ih + b_ih + h W_hh + b_hh``,
+    """One step of :class:`LSTM`: gates ``i, f, g, o`` from ``x W_ihᵀ + b_ih + h W_hhᵀ + b_hh``,
     ``c' = f ⊙ c + i ⊙ g``, ``h' = o ⊙ tanh c'``.
 
     Arguments: input_size F, hidden_size H, ``bias``, ``forget_bias`` (finite, added to b_ih's
     forget block at initialisation), ``rng``, ``device``, ``dtype``. Shapes: x (N, F), state
     (h, c) each (N, H) -> h' (N, H); with ``return_state=True`` also (h', c'). Parameters
-    weight_ih (F, 4H), weight_hh (H, 4H), bias_ih, bias_hh (4H,). δ rule as in :class:`LSTM` for
+    weight_ih (4H, F), weight_hh (4H, H), bias_ih, bias_hh (4H,) (PyTorch's shapes). δ rule as in :class:`LSTM` for
     one step: ``δc ← δc' + δh' ⊙ o ⊙ tanh'(c')``, gate δs, ``δc_prev = δc ⊙ f``,
-    ``δh_prev = dz W_hhᵀ``, ``dx = dz W_ihᵀ``.
+    ``δh_prev = dz W_hh``, ``dx = dz W_ih``.
     """
 
     gates = 4
@@ -852,11 +888,11 @@ class LSTMCell(_Cell):
 
 class GRUCell(_Cell):
     """One step of :class:`GRU`: ``r = σ(p_r + q_r)``, ``z = σ(p_z + q_z)``,
-    ``n = tanh(p_n + r ⊙ q_n)``, ``h' = (1 − z) ⊙ n + z ⊙ h`` with ``p = x W_ih + b_ih``,
-    ``q = h W_hh + b_hh``.
+    ``n = tanh(p_n + r ⊙ q_n)``, ``h' = (1 − z) ⊙ n + z ⊙ h`` with ``p = x W_ihᵀ + b_ih``,
+    ``q = h W_hhᵀ + b_hh``.
 
     Arguments: input_size F, hidden_size H, ``bias``, ``rng``, ``device``, ``dtype``. Shapes:
-    x (N, F), state h (N, H) -> h' (N, H). Parameters weight_ih (F, 3H), weight_hh (H, 3H),
+    x (N, F), state h (N, H) -> h' (N, H). Parameters weight_ih (3H, F), weight_hh (3H, H),
     bias_ih, bias_hh (3H,). δ rule as in :class:`GRU` for one step.
     """
 

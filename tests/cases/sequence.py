@@ -46,8 +46,8 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
     N, T, _ = x.shape
     D = 2 if bidirectional else 1
     G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
-    H = params["weight_ih_l0"].shape[1] // G
-    P = params["weight_hh_l0"].shape[0]
+    H = params["weight_ih_l0"].shape[0] // G  # PyTorch's shapes: weight_ih (G·H, F), weight_hh (G·H, P)
+    P = params["weight_hh_l0"].shape[1]
     keep = np.ones((N, T), dtype=bool)
     if lengths is not None:
         keep = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
@@ -74,8 +74,8 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
             h, c = h0[k * D + d], c0[k * D + d]
             out = np.zeros((N, T, P))
             for t in (range(T - 1, -1, -1) if d else range(T)):
-                a = sequence[:, t] @ Wi + bi
-                b = h @ Wh + bh
+                a = sequence[:, t] @ Wi.T + bi
+                b = h @ Wh.T + bh
                 if kind == "rnn":
                     new_h, new_c = (np.maximum(a + b, 0) if nonlinearity == "relu" else np.tanh(a + b)), c
                 elif kind == "lstm":
@@ -84,7 +84,7 @@ def recurrent_ref(kind, params, x, *, num_layers=1, bidirectional=False, batch_f
                     new_c = f * c + i * g
                     new_h = o * np.tanh(new_c)
                     if Wr is not None:
-                        new_h = new_h @ Wr
+                        new_h = new_h @ Wr.T
                 else:
                     r = sigmoid(a[:, :H] + b[:, :H])
                     u = sigmoid(a[:, H:2 * H] + b[:, H:2 * H])

@@ -169,7 +169,7 @@ def test_metadata_describes_the_run(tmp_path):
     callbacks[0].wait, callbacks[0].best_epoch = 2, 1
     path = gf.save(tmp_path / "m.safetensors", model, optimizer, epoch=1, step=2, callbacks=callbacks)
     meta = ck.read(path).metadata
-    assert meta["format"] == "gradflow-checkpoint" and meta["format_version"] == ck.FORMAT_VERSION == 2
+    assert meta["format"] == "gradflow-checkpoint" and meta["format_version"] == ck.FORMAT_VERSION == 3
     assert meta["model"]["architecture"] == repr(model)
     assert meta["optimizer"]["class"] == "Adam"
     assert meta["optimizer"]["hyperparameters"]["beta1"] == 0.8
@@ -297,8 +297,15 @@ def test_truncated_and_foreign_files_raise_clear_errors(tmp_path):
                                                                      "format_version": 1})})
     (tmp_path / "older.safetensors").write_bytes(older)
     # version 1 stored Linear weights (in, out): a square one would load transposed in silence
-    with pytest.raises(ck.CheckpointError, match=r"stored Linear weights as \(in, out\)"):
+    with pytest.raises(ck.CheckpointError, match=r"format version 1\), which stored Linear weights as \(in, out\)"):
         gf.load(tmp_path / "older.safetensors", build())
+    # version 2 stored recurrent weights (in, G·H): the same silent transpose for a square RNN
+    version_2 = safetensors.numpy.save({"model/x": np.zeros(1, np.float32)},
+                                       metadata={"gradflow": json.dumps({"format": "gradflow-checkpoint",
+                                                                         "format_version": 2})})
+    (tmp_path / "version_2.safetensors").write_bytes(version_2)
+    with pytest.raises(ck.CheckpointError, match=r"format version 2\), which stored recurrent weights .* transposed"):
+        gf.load(tmp_path / "version_2.safetensors", build())
     with pytest.raises(ck.CheckpointError, match="newer gradflow"):
         ck.read(tmp_path / "newer.safetensors")
 

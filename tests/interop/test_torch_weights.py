@@ -107,6 +107,23 @@ def test_a_square_pytorch_linear_weight_loads_by_name_in_the_right_orientation()
     np.testing.assert_allclose(ours.predict(x), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind,options", [
+    ("RNN", {}), ("GRU", {}), ("LSTM", {}), ("LSTM", {"num_layers": 2, "bidirectional": True, "proj_size": 2}),
+])
+def test_a_pytorch_recurrent_state_dict_loads_by_name_without_interop(kind, options):
+    # input_size == hidden_size: an RNN's weights are square, so a transposed layout would load
+    # in silence; gradflow stores PyTorch's (G·H, in) and the plain load_state_dict is exact.
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, kind)(4, 4, batch_first=True, dtype=torch.float64, **options)
+    ours = getattr(L, kind)(4, 4, **options).to("cpu", "float64")
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(3, 5, 4))
+    np.testing.assert_allclose(gf.to_numpy(ours.predict(x)), theirs(torch.from_numpy(x))[0].detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+    for name, value in ours.state_dict().items():
+        assert tuple(value.shape) == tuple(theirs.state_dict()[name].shape), name
+
+
 def test_unmappable_keys_and_shapes_are_refused_before_anything_changes():
     torch.manual_seed(0)
     theirs = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()

@@ -276,8 +276,8 @@ def test_recurrent_layers_match_torch_nn_forward_and_gradients(kind):
     theirs = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](
         F, H, layers, bidirectional=True, batch_first=True, dtype=torch.float64)
     with torch.no_grad():
-        for name, p in ours.named_parameters():  # ours is stored transposed for x @ W
-            getattr(theirs, name).copy_(torch.from_numpy(np.ascontiguousarray(host(p.value).T)))
+        for name, p in ours.named_parameters():  # PyTorch's names and shapes
+            getattr(theirs, name).copy_(torch.from_numpy(host(p.value).copy()))
     rng = np.random.default_rng(3)
     x = rng.normal(size=(N, T, F))
     dy = rng.normal(size=(N, T, 2 * H))
@@ -289,7 +289,7 @@ def test_recurrent_layers_match_torch_nn_forward_and_gradients(kind):
     np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-10, atol=1e-12)
     for name, p in ours.named_parameters():
-        np.testing.assert_allclose(host(p.grad), getattr(theirs, name).grad.numpy().T, rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(host(p.grad), getattr(theirs, name).grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_lstm_forget_bias_is_added_to_the_forget_block_only():
@@ -432,8 +432,8 @@ TORCH_LAYERS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 def _copy_into_torch(ours, theirs):
     torch = pytest.importorskip("torch")
     with torch.no_grad():
-        for name, p in ours.named_parameters():  # ours is stored transposed for x @ W
-            getattr(theirs, name).copy_(torch.from_numpy(np.ascontiguousarray(host(p.value).T)))
+        for name, p in ours.named_parameters():  # PyTorch's names and shapes
+            getattr(theirs, name).copy_(torch.from_numpy(host(p.value).copy()))
 
 
 def _torch_run(kind, theirs, x, state, dy, d_final, lengths=None):
@@ -481,7 +481,7 @@ def _compare_with_torch(kind, ours, theirs, N, T, F, seed=0, lengths=None, paddi
     for a, b in zip(_host_state(d0), d0_t):
         np.testing.assert_allclose(a, b, **tol)
     for name, p in ours.named_parameters():
-        np.testing.assert_allclose(host(p.grad), grads_t[name].T, err_msg=name, **tol)
+        np.testing.assert_allclose(host(p.grad), grads_t[name], err_msg=name, **tol)
 
 
 @pytest.mark.parametrize("kind,options,torch_options", [
@@ -593,7 +593,7 @@ def test_dropout_between_layers_uses_seeded_masks_and_matches_a_reference_and_to
         level = torch.nn.LSTM(F if k == 0 else 2 * H, H, bidirectional=True, batch_first=True, dtype=torch.float64)
         with torch.no_grad():
             for name, q in level.named_parameters():
-                getattr(level, name).copy_(torch.from_numpy(np.ascontiguousarray(params[name.replace("_l0", f"_l{k}")].T)))
+                getattr(level, name).copy_(torch.from_numpy(params[name.replace("_l0", f"_l{k}")].copy()))
         if k:
             sequence = sequence * torch.from_numpy(masks[k - 1])
         sequence = level(sequence)[0]
@@ -604,7 +604,7 @@ def test_dropout_between_layers_uses_seeded_masks_and_matches_a_reference_and_to
     for k, level in enumerate(levels):
         for name, q in level.named_parameters():
             ours_name = name.replace("_l0", f"_l{k}")
-            np.testing.assert_allclose(host(getattr(layer, ours_name).grad), q.grad.numpy().T, rtol=1e-10, atol=1e-12,
+            np.testing.assert_allclose(host(getattr(layer, ours_name).grad), q.grad.numpy(), rtol=1e-10, atol=1e-12,
                                        err_msg=ours_name)
 
 
@@ -639,7 +639,7 @@ def test_cells_match_torch_nn_cells(kind, options):
     for a, b in zip(_host_state(d0), parts):
         np.testing.assert_allclose(a, b.grad.numpy(), rtol=1e-10, atol=1e-12)
     for name, p in ours.named_parameters():
-        np.testing.assert_allclose(host(p.grad), getattr(theirs, name).grad.numpy().T, rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(host(p.grad), getattr(theirs, name).grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("kind", sorted(RECURRENT))
