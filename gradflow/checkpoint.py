@@ -530,9 +530,9 @@ def _check_metadata(meta: dict[str, Any], name: str) -> None:
     layers = rng.get("layers")
     if layers is not None and (not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values())):
         fail("rng.layers", "an object of objects", layers)
-    for field in ("callbacks", "extra"):
-        if meta.get(field) is not None and not isinstance(meta[field], dict):
-            fail(field, "an object", meta[field])
+    for key in ("callbacks", "extra"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            fail(key, "an object", meta[key])
     if meta.get("history") is not None and not isinstance(meta["history"], dict):
         fail("history", "an object", meta["history"])
 
@@ -557,7 +557,6 @@ def load(
     generator and the layers' generators.
     """
     checkpoint = read(path)  # parsed, digests verified, metadata types checked
-    meta = checkpoint.metadata
     if optimizer is not None:
         _check_optimizer(checkpoint, optimizer)
     if model is not None:
