@@ -87,18 +87,22 @@ class Checkpoint:
 
     @property
     def epoch(self) -> int | None:
+        """The number of epochs done when saved (None if not given)."""
         return self.metadata.get("epoch")
 
     @property
     def step(self) -> int | None:
+        """The number of optimizer steps done when saved (None if not given)."""
         return self.metadata.get("step")
 
     @property
     def extra(self) -> dict[str, Any]:
+        """The user's ``extra`` metadata (an empty dict if none)."""
         return self.metadata.get("extra") or {}
 
     @property
     def architecture(self) -> str:
+        """The saved model's architecture (its repr)."""
         return self.metadata["model"]["architecture"]
 
 
