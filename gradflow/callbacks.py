@@ -134,19 +134,26 @@ class TrainingState:
 class Callback(CheckedArguments):
     """Base class: every hook does nothing."""
 
-    def on_train_begin(self, state: TrainingState) -> None: ...
+    def on_train_begin(self, state: TrainingState) -> None:
+        """Called once before the first epoch."""
 
-    def on_epoch_begin(self, state: TrainingState) -> None: ...
+    def on_epoch_begin(self, state: TrainingState) -> None:
+        """Called at the start of every epoch."""
 
-    def on_batch_begin(self, state: TrainingState) -> None: ...
+    def on_batch_begin(self, state: TrainingState) -> None:
+        """Called before every training step's forward."""
 
-    def on_after_backward(self, state: TrainingState) -> None: ...
+    def on_after_backward(self, state: TrainingState) -> None:
+        """Called after the backward of every step, before the optimizer step."""
 
-    def on_batch_end(self, state: TrainingState, loss: Array) -> None: ...
+    def on_batch_end(self, state: TrainingState, loss: Array) -> None:
+        """Called after every optimizer step, with the batch's loss (a device array)."""
 
-    def on_epoch_end(self, state: TrainingState, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, state: TrainingState, logs: dict[str, float]) -> None:
+        """Called after every epoch with its logs (train and validation values by name)."""
 
-    def on_train_end(self, state: TrainingState) -> None: ...
+    def on_train_end(self, state: TrainingState) -> None:
+        """Called once when training ends (normally or stopped early)."""
 
     def close(self) -> None:
         """Release what the callback holds (hooks, open bars); ``fit`` calls it on every exit,
@@ -157,6 +164,7 @@ class Callback(CheckedArguments):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
         pass
 
 
@@ -238,6 +246,7 @@ class EarlyStopping(Callback):
         return self._tracker.best
 
     def on_train_begin(self, state):
+        """Reset the best value and patience (kept when a checkpoint's state was just loaded)."""
         if self._restored:  # state loaded from a checkpoint by fit(resume=...): keep it
             self._restored = False
             return
@@ -245,6 +254,7 @@ class EarlyStopping(Callback):
         self.wait, self.best_epoch, self.stopped_epoch, self._best_weights = 0, None, None, None
 
     def on_epoch_end(self, state, logs):
+        """Track the monitored value; stop training after ``patience`` epochs without improvement."""
         value = _monitored("EarlyStopping", self.monitor, logs)
         if self._tracker.improves(value):
             self._tracker.best = value
@@ -260,6 +270,7 @@ class EarlyStopping(Callback):
                        f"(best {self.best:.6g} at epoch {self.best_epoch})")
 
     def on_train_end(self, state):
+        """Restore the best epoch's weights (with ``restore_best_weights``) unless the last epoch was best."""
         if not self.restore_best_weights or self._best_weights is None:
             return
         last = state.history.epochs[-1] if state.history.epochs else None
@@ -271,9 +282,11 @@ class EarlyStopping(Callback):
                   f"({self.monitor} {self.best:.6g})", file=sys.stdout, flush=True)
 
     def state_dict(self):
+        """``{"best", "wait", "best_epoch"}`` to resume with."""
         return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state):
+        """Restore ``best``, ``wait`` and ``best_epoch``; the next ``on_train_begin`` keeps them."""
         self._tracker.best = state.get("best")
         self.wait = int(state.get("wait", 0))
         self.best_epoch = state.get("best_epoch")
@@ -315,11 +328,13 @@ class ModelCheckpoint(Callback):
         self.saved: list[str] = []
 
     def on_train_begin(self, state):
+        """Forget the best value (kept when a checkpoint's state was just loaded)."""
         if not self._restored:
             self._tracker.best = None
         self._restored = False
 
     def on_epoch_end(self, state, logs):
+        """Save a checkpoint (every ``every`` epochs, or when the monitored value improved)."""
         epoch = state.epoch + 1
         if self.save_best_only:
             value = _monitored("ModelCheckpoint", self.monitor, logs)
@@ -342,9 +357,11 @@ class ModelCheckpoint(Callback):
             print(f"ModelCheckpoint: saved {target}", file=sys.stdout, flush=True)
 
     def state_dict(self):
+        """``{"best"}``: the best monitored value so far."""
         return {"best": self._tracker.best}
 
     def load_state_dict(self, state):
+        """Restore the best value; the next ``on_train_begin`` keeps it."""
         self._tracker.best = state.get("best")
         self._restored = True
 
@@ -366,14 +383,17 @@ class TerminateOnNaN(Callback):
         self.bad_step: int | None = None
 
     def on_train_begin(self, state):
+        """Forget pending losses and any bad step."""
         self._pending, self.bad_step = [], None
 
     def on_batch_end(self, state, loss):
+        """Keep the loss; check the pending ones every ``check_every`` steps."""
         self._pending.append((loss, state.step, state.epoch, state.batch))
         if len(self._pending) >= self.check_every:
             self._check(state)
 
     def on_epoch_end(self, state, logs):
+        """Check the losses still pending."""
         self._check(state)
 
     def _check(self, state: TrainingState) -> None:
@@ -414,6 +434,7 @@ class LearningRateScheduler(Callback):
         self._two_arguments = _takes_two(schedule)
 
     def on_epoch_begin(self, state):
+        """Set the optimizer's lr to ``schedule(epoch)`` (or ``schedule(epoch, lr)``)."""
         if self._two_arguments:
             lr = self.schedule(state.epoch, state.optimizer.lr)
         else:
@@ -451,6 +472,7 @@ class CSVLogger(Callback):
         self._columns: list[str] | None = None
 
     def on_train_begin(self, state):
+        """Start the file (or read its columns when appending to an existing one)."""
         self._columns = None
         if self.append and self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, newline="") as handle:
@@ -461,6 +483,7 @@ class CSVLogger(Callback):
             self.path.write_text("")
 
     def on_epoch_end(self, state, logs):
+        """Append the epoch's row (with a header row first in a new file)."""
         new_file = self._columns is None
         if new_file:
             self._columns = list(logs)
@@ -488,11 +511,13 @@ class JSONLogger(Callback):
         self.append = append
 
     def on_train_begin(self, state):
+        """Start an empty file (unless appending to an existing one)."""
         if not self.append or not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")
 
     def on_epoch_end(self, state, logs):
+        """Append the epoch's logs as one JSON object (non-finite values as ``null``)."""
         record = {"epoch": state.epoch + 1}
         record.update({k: (float(v) if math.isfinite(v) else None) for k, v in logs.items()})
         with open(self.path, "a") as handle:

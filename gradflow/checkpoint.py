@@ -94,18 +94,22 @@ class Checkpoint:
 
     @property
     def epoch(self) -> int | None:
+        """The number of epochs done when saved (None if not given)."""
         return self.metadata.get("epoch")
 
     @property
     def step(self) -> int | None:
+        """The number of optimizer steps done when saved (None if not given)."""
         return self.metadata.get("step")
 
     @property
     def extra(self) -> dict[str, Any]:
+        """The user's ``extra`` metadata (an empty dict if none)."""
         return self.metadata.get("extra") or {}
 
     @property
     def architecture(self) -> str:
+        """The saved model's architecture (its repr)."""
         return self.metadata["model"]["architecture"]
 
 
@@ -539,9 +543,9 @@ def _check_metadata(meta: dict[str, Any], name: str) -> None:
     layers = rng.get("layers")
     if layers is not None and (not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values())):
         fail("rng.layers", "an object of objects", layers)
-    for field in ("callbacks", "extra"):
-        if meta.get(field) is not None and not isinstance(meta[field], dict):
-            fail(field, "an object", meta[field])
+    for key in ("callbacks", "extra"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            fail(key, "an object", meta[key])
     if meta.get("history") is not None and not isinstance(meta["history"], dict):
         fail("history", "an object", meta["history"])
 
@@ -566,7 +570,6 @@ def load(
     generator and the layers' generators.
     """
     checkpoint = read(path)  # parsed, digests verified, metadata types checked
-    meta = checkpoint.metadata
     if optimizer is not None:
         _check_optimizer(checkpoint, optimizer)
     if model is not None:

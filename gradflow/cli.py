@@ -385,7 +385,6 @@ def train_command(args: argparse.Namespace) -> int:
         args: the parsed command line (see ``gradflow train --help``).
     """
     from . import callbacks as C
-    from . import device
     from .checkpoint import read
     from .diagnostics import GradientFlowMonitor
     from .losses import SoftmaxCrossEntropy

@@ -146,18 +146,22 @@ class Parameter:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The value's shape."""
         return tuple(self.value.shape)
 
     @property
     def dtype(self) -> Any:
+        """The value's dtype."""
         return self.value.dtype
 
     @property
     def device(self) -> Device:
+        """The :class:`Device` holding the value."""
         return backend.device_of(self.value)
 
     @property
     def size(self) -> int:
+        """The number of entries in the value."""
         size = 1
         for n in self.value.shape:
             size *= n
@@ -197,6 +201,7 @@ class Layer(CheckedArguments):
     skips_input_grad: bool = False
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
+        """``(y, backprop)`` for input ``x`` (``train``: training mode); subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def __call__(self, x: Array, train: bool | None = None, *, input_grad: bool = True,
@@ -253,6 +258,7 @@ class Layer(CheckedArguments):
 
     # -- structure ---------------------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, "Layer"]]:
+        """``(name, layer)`` for each direct sublayer (attributes, and items of list or tuple attributes)."""
         for name, value in vars(self).items():
             if isinstance(value, Layer):
                 yield name, value
@@ -267,6 +273,7 @@ class Layer(CheckedArguments):
                 yield name, value
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, parameter)`` for every parameter inside, each tied parameter once."""
         seen: set[int] = set()
         for name, item in self._walk(Parameter, prefix):
             if id(item) not in seen:  # a tied parameter is listed once
@@ -274,6 +281,7 @@ class Layer(CheckedArguments):
                 yield name, item
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        """``(dotted name, buffer)`` for every buffer inside."""
         yield from self._walk(Buffer, prefix)
 
     def _walk(self, kind: type, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -283,6 +291,7 @@ class Layer(CheckedArguments):
             yield from child._walk(kind, f"{prefix}{name}.")
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter inside, each tied parameter once."""
         return [p for _, p in self.named_parameters()]
 
     def sublayers(self) -> Iterator[tuple[str, "Layer"]]:
@@ -304,6 +313,7 @@ class Layer(CheckedArguments):
 
     @property
     def dtype(self) -> Any:
+        """The dtype of the layer's parameters (``None`` for a layer without parameters)."""
         for _, p in self.named_parameters():
             return p.dtype
         return None
@@ -334,14 +344,17 @@ class Layer(CheckedArguments):
         """Hook for layers holding other device resources (e.g. a dropout RNG)."""
 
     def train(self, mode: bool = True) -> "Layer":
+        """Set training mode (``mode``) on this layer and every sublayer; returns self."""
         for _, layer in self.sublayers():
             layer.training = mode
         return self
 
     def eval(self) -> "Layer":
+        """Set evaluation mode on this layer and every sublayer; returns self."""
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Drop every parameter's gradient (``grad = None``)."""
         for p in self.parameters():
             p.grad = None
 
@@ -377,6 +390,7 @@ class Layer(CheckedArguments):
 
     # -- display -----------------------------------------------------------------------------
     def extra_repr(self) -> str:
+        """The layer's arguments as shown inside its repr (empty by default)."""
         return ""
 
     def __repr__(self) -> str:

@@ -229,6 +229,7 @@ class GradientFlow:
         self._delta_sq = [None] * len(self.names)
 
     def after_backward(self) -> None:
+        """Read this step's gradient norms (and copy the weights to measure the update), on the model's device."""
         with self._device_context():  # CuPy: the norms are computed on the model's GPU
             self._after_backward()
 
@@ -250,6 +251,7 @@ class GradientFlow:
                             for params in self._params]
 
     def after_step(self) -> None:
+        """Measure the update and store this step's row (on the device, no sync)."""
         with self._device_context():  # CuPy: the norms are computed on the model's GPU
             self._after_step()
 
@@ -290,6 +292,7 @@ class GradientFlow:
 
     # -- results -----------------------------------------------------------------------------
     def fetch(self) -> FlowRecord:
+        """The rows recorded since the last fetch, as a :class:`FlowRecord` (one transfer); clears them."""
         with self._device_context():  # CuPy: the norms are computed on the model's GPU
             return self._fetch()
 
@@ -326,18 +329,23 @@ class GradientFlowMonitor(Callback):
         self.record: FlowRecord | None = None
 
     def on_train_begin(self, state: TrainingState) -> None:
+        """Attach a :class:`GradientFlow` to the model."""
         self.flow = GradientFlow(state.model, every=self.every, update_ratio=self.update_ratio).attach()
 
     def on_batch_begin(self, state: TrainingState) -> None:
+        """Start the step's record."""
         self.flow.begin_step(state.step)
 
     def on_after_backward(self, state: TrainingState) -> None:
+        """Read the step's gradient norms."""
         self.flow.after_backward()
 
     def on_batch_end(self, state: TrainingState, loss: Array) -> None:
+        """Measure the step's update."""
         self.flow.after_step()
 
     def on_epoch_end(self, state: TrainingState, logs: dict[str, float]) -> None:
+        """Fetch the epoch's rows, check them (warning with ``warn``) and add them to ``record``."""
         fresh = self.flow.fetch()
         fresh.problems = fresh.check(**self.thresholds)
         if self.warn:
@@ -349,9 +357,11 @@ class GradientFlowMonitor(Callback):
             self.record.extend(fresh)
 
     def on_train_end(self, state: TrainingState) -> None:
+        """Detach the hooks."""
         self.close()
 
     def close(self) -> None:
+        """Detach the hooks (if attached)."""
         if self.flow is not None:
             self.flow.detach()
 

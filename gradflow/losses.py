@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np  # host-side target checks only (fit/evaluate check each batch before sending it)
-
 from . import backend
-from .backend import Array, DeviceError
+from .backend import Array, DeviceError, HostArray
 from .core import _device_name
 from .validation import CheckedArguments
 
@@ -70,11 +68,11 @@ class Loss(CheckedArguments):
         """The loss alone (for evaluation)."""
         return self(output, target)[0]
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         """Check a batch's target on the host, before it is sent (no device sync): ``fit`` and
         ``evaluate`` call this for every batch, so one bad label anywhere raises instead of
         training on it. Here: a floating target must be finite. Subclasses add their ranges."""
-        if target.dtype.kind == "f" and not np.isfinite(target).all():
+        if not backend.host_all_finite(target):
             raise ValueError(f"{self._name()}: the target contains NaN or Inf")
 
     # -- checks ------------------------------------------------------------------------------
@@ -205,7 +203,7 @@ class BCEWithLogits(Loss):
         per_item = positive * (softplus - z) + (1.0 - target) * softplus
         return per_item, sigmoid * (positive + 1.0 - target) - positive, _size(output)
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         super().check_host_target(target, output_shape)
         _check_host_probabilities(self, target)
 
@@ -230,7 +228,7 @@ class BCE(Loss):
         delta = (output - target) / xp.maximum(output * (1.0 - output), 1e-12)
         return per_item, delta, _size(output)
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         super().check_host_target(target, output_shape)
         _check_host_probabilities(self, target)
 
@@ -269,29 +267,29 @@ class KLDivergence(Loss):
         count = output.shape[0] if self.reduction == "batchmean" else _size(output)
         return per_item, -t, count
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         super().check_host_target(target, output_shape)
         if not self.log_target and target.size and (target < 0).any():
             raise ValueError(f"{self._name()}: target probabilities must be >= 0, got {target.min()}")
 
 
-def _host_weights(owner: str, name: str, value: Any, allow_scalar: bool = False) -> np.ndarray | None:
+def _host_weights(owner: str, name: str, value: Any, allow_scalar: bool = False) -> HostArray | None:
     """A weight argument as a finite, non-negative float64 host array (1-D, or 0-d if allowed)."""
     if value is None:
         return None
-    host = backend.to_numpy(value) if backend.is_array(value) else np.asarray(value)
+    host = backend.host_array(value)
     shape = "a number or " if allow_scalar else ""
     if host.dtype.kind not in "biuf":
         raise TypeError(f"{owner}: {name} must be {shape}a 1-D array of numbers, got {value!r}")
     if host.ndim != 1 and not (allow_scalar and host.ndim == 0):
         raise ValueError(f"{owner}: {name} must be {shape}a 1-D array of numbers, got shape {host.shape}")
-    host = host.astype(np.float64)
-    if not np.all(np.isfinite(host)) or np.any(host < 0):
+    host = host.astype("float64")
+    if not backend.host_all_finite(host) or (host < 0).any():
         raise ValueError(f"{owner}: {name} must be finite and >= 0, got {value!r}")
     return host
 
 
-def _weights_on(loss: Any, host: np.ndarray, output: Array) -> Array:
+def _weights_on(loss: Any, host: HostArray, output: Array) -> Array:
     """``host`` on the output's device in its dtype (sent once per device and dtype)."""
     key = (backend.device_of(output).name, backend.dtype_name(output.dtype))
     sent = loss._sent.get(key)
@@ -299,12 +297,12 @@ def _weights_on(loss: Any, host: np.ndarray, output: Array) -> Array:
         sent = loss._sent[key] = backend.device_of(output).send(host, output.dtype)
     return sent
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         super().check_host_target(target, output_shape)
         _check_host_probabilities(self, target)
 
 
-def _check_host_probabilities(loss: Loss, target: np.ndarray) -> None:
+def _check_host_probabilities(loss: Loss, target: HostArray) -> None:
     if target.dtype.kind in "fiub" and target.size and not ((target >= 0) & (target <= 1)).all():
         low, high = target.min(), target.max()
         raise ValueError(f"{loss._name()}: targets must lie in [0, 1], got values in [{low}, {high}]")
@@ -363,7 +361,7 @@ class _ClassLoss(Loss):
             one_hot = one_hot * xp.astype(kept[..., None], output.dtype)
         return one_hot, kept
 
-    def check_host_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> None:
+    def check_host_target(self, target: HostArray, output_shape: tuple[int, ...]) -> None:
         """Integer labels must lie in [0, C) (``ignore_index`` aside); soft labels must be finite."""
         super().check_host_target(target, output_shape)
         if target.dtype.kind not in "iub" or not output_shape or target.shape != tuple(output_shape[:-1]):
@@ -373,7 +371,7 @@ class _ClassLoss(Loss):
         if self.ignore_index is not None:
             bad &= target != self.ignore_index
         if bad.any():
-            first = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+            first = backend.host_first_true(bad)
             labels = target
             raise ValueError(
                 f"{self._name()}: labels must lie in [0, {classes - 1}] for {classes} classes, "

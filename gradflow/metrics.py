@@ -46,6 +46,7 @@ class Metric:
         self.items = 0
 
     def reset(self) -> None:
+        """Forget the accumulated totals (a new epoch)."""
         self._totals = None
         self.items = 0
 

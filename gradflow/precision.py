@@ -55,10 +55,12 @@ class Policy:
 
     @property
     def scales_loss(self) -> bool:
+        """True when the loss is scaled (``loss_scaling``, or by default for float16 compute)."""
         return self.compute == "float16" if self.loss_scaling is None else bool(self.loss_scaling)
 
     @property
     def is_mixed(self) -> bool:
+        """True when the compute dtype differs from the master weights' dtype."""
         return self.compute != self.master
 
 
@@ -79,6 +81,7 @@ class LossScaler:
         self.skipped_steps = 0
 
     def update(self, finite: bool) -> None:
+        """Halve the scale after a non-finite step; double it after ``growth_interval`` finite ones."""
         if finite:
             self.good_steps += 1
             if self.good_steps >= self.growth_interval:
@@ -90,9 +93,11 @@ class LossScaler:
             self.skipped_steps += 1
 
     def state_dict(self) -> dict[str, float | int]:
+        """``{"scale", "good_steps", "skipped_steps"}`` to resume with."""
         return {"scale": self.scale, "good_steps": self.good_steps, "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
         self.scale = float(state["scale"])
         self.good_steps = int(state["good_steps"])
         self.skipped_steps = int(state.get("skipped_steps", 0))

@@ -113,6 +113,7 @@ class Progress(Callback):
         return self._tqdm is not None
 
     def on_epoch_begin(self, state: TrainingState) -> None:
+        """Start the epoch's clock (and its bar, with tqdm)."""
         self._started = self._last_refresh = time.perf_counter()
         self._loss_sum, self._seen = None, 0
         if self._tqdm is not None:
@@ -120,6 +121,7 @@ class Progress(Callback):
                                    file=self.stream, leave=True, unit="batch", dynamic_ncols=True)
 
     def on_batch_end(self, state: TrainingState, loss: Any) -> None:
+        """Advance the bar; refresh the shown loss and metrics at most every ``refresh_seconds``."""
         if self._bar is None:
             return
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
@@ -134,6 +136,7 @@ class Progress(Callback):
             self._bar.set_postfix_str(format_logs(shown), refresh=True)
 
     def on_epoch_end(self, state: TrainingState, logs: dict[str, float]) -> None:
+        """Close the bar with the epoch's logs (without tqdm: print one line)."""
         elapsed = time.perf_counter() - self._started
         if self._bar is not None:
             self._bar.set_postfix_str(format_logs(logs), refresh=True)
@@ -144,11 +147,13 @@ class Progress(Callback):
         print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Close an open bar."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
     def on_train_end(self, state: TrainingState) -> None:
+        """Close the bar and print why training stopped early, if it did."""
         self.close()
         if state.stop_reason:
             print(f"stopped early: {state.stop_reason}", file=self.stream, flush=True)

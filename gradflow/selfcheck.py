@@ -36,6 +36,7 @@ from .backend import DeviceError
 
 @dataclass
 class Result:
+    """One check's outcome: its name, device, pass or fail, seconds and a detail line."""
     check: str
     device: str
     ok: bool
@@ -45,14 +46,17 @@ class Result:
 
 @dataclass
 class Run:
+    """The checks run so far, against a time budget in seconds."""
     budget_s: float
     started: float = field(default_factory=time.perf_counter)
     results: list[Result] = field(default_factory=list)
 
     def left(self) -> float:
+        """Seconds left of the budget (negative when spent)."""
         return self.budget_s - (time.perf_counter() - self.started)
 
     def check(self, name: str, device: str, function: Callable[[], str]) -> None:
+        """Run ``function`` as check ``name`` on ``device`` (unless the budget is spent) and record it."""
         if self.left() <= 0:
             self.results.append(Result(name, device, False, 0.0, "not run: the time budget was spent"))
             return
@@ -75,6 +79,7 @@ def usable_gpus() -> tuple[int, str]:
 
 
 def parity(device: str, only: set[str] | None) -> str:
+    """Check every built-in layer on ``device`` (or those in ``only``); returns a one-line summary."""
     from .cli import _sample, gradcheck_cases
     from .testing import check_layer
 
@@ -94,6 +99,7 @@ def parity(device: str, only: set[str] | None) -> str:
 
 
 def training(device: str) -> str:
+    """Train a small MLP on ``device`` with ``fit``; returns a summary, raises when it fails."""
     import gradflow as gf
     from gradflow import layers as L
     from gradflow.losses import SoftmaxCrossEntropy
@@ -128,6 +134,7 @@ def _loss_of(metrics: Any) -> float:
 
 
 def nccl_allreduce(count: int) -> str:
+    """All-reduce over ``count`` GPUs, one thread each; returns a summary."""
     from .distributed.nccl import NCCLCommunicator
 
     devices = [backend.device(f"cuda:{i}") for i in range(count)]
@@ -175,6 +182,7 @@ def nccl_allreduce(count: int) -> str:
 
 
 def benchmark(device: str, seconds: float = 3.0) -> str:
+    """MLP training steps per second on ``device`` for about ``seconds``; returns a summary."""
     import gradflow as gf
     from gradflow import layers as L
     from gradflow.losses import SoftmaxCrossEntropy
@@ -206,6 +214,7 @@ def benchmark(device: str, seconds: float = 3.0) -> str:
 
 
 def describe_gpus(count: int) -> list[str]:
+    """One Markdown line per GPU: its name, memory and compute capability."""
     import cupy
 
     lines = []
@@ -219,6 +228,7 @@ def describe_gpus(count: int) -> list[str]:
 
 
 def report(run: Run, gpus: list[str], reason: str = "") -> str:
+    """The Markdown report of ``run``: versions, devices (``gpus``, or ``reason``), results."""
     versions = backend.library_versions()
     lines = ["# gradflow GPU self-check", "",
              f"gradflow {__version__}, Python {platform.python_version()} on {platform.system()} {platform.machine()}",
@@ -250,6 +260,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``python -m gradflow.selfcheck`` entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m gradflow.selfcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

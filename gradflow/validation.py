@@ -66,6 +66,7 @@ def integer(owner: str, name: str, value: Any, *, low: int | None = None) -> int
 
 
 def flag(owner: str, name: str, value: Any) -> None:
+    """Raise a TypeError naming ``owner`` and ``name`` unless ``value`` is a bool."""
     if not isinstance(value, bool):
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r} ({type(value).__name__})")
 

@@ -26,7 +26,8 @@ Files, one concern each
 ``rng``              per-device random numbers with JSON state.
 ``primitives``       fast primitives (scatter-add, erf, windows, fused cross-entropy) with their
                      portable fallbacks.
-``host``             host BLAS threads and library versions.
+``host``             host BLAS threads, library versions, and the small host arrays layers and
+                     losses build or check before sending (they never import NumPy).
 ``fused``            fused elementwise kernels (CuPy ``ElementwiseKernel``) for the hot paths, each
                      beside its portable fallback; ``backend.fused.available(x)`` says which runs.
 ``dlpack``           zero-copy exchange with torch, JAX and others (:func:`from_dlpack`).
@@ -48,6 +49,8 @@ from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_ro
 from .host import blas_info, host_integer_array, keep_freed_memory, library_versions, limit_blas_threads
 from . import fused
 from .dlpack import from_dlpack
+from .host import (HostArray, averaging_matrix, host_all_finite, host_array, host_first_true, host_zeros,
+                   one_hot_rows, window_offset_indices)
 
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "Array", "DeviceError", "Namespace", "Library",
@@ -57,4 +60,8 @@ __all__ = [
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
     "blas_info", "host_integer_array", "keep_freed_memory", "library_versions", "limit_blas_threads", "fused", "from_dlpack",
+]
+__all__ += [  # host-side arrays for layers and losses (they do not import NumPy)
+    "HostArray", "host_zeros", "host_array", "host_all_finite", "host_first_true", "averaging_matrix",
+    "window_offset_indices", "one_hot_rows",
 ]

@@ -27,6 +27,7 @@ def namespace(*arrays: Array) -> Namespace:
 
 
 def is_array(x: object) -> bool:
+    """True when ``x`` is an array of any array-API library gradflow knows (NumPy, CuPy, torch, strict)."""
     return array_api_compat.is_array_api_obj(x)
 
 

@@ -12,6 +12,7 @@ from .rng import CounterRNG, DeviceRNG
 
 
 class CuPyLibrary(Library):
+    """CuPy on GPU ``index`` (``"cuda:N"``)."""
     kind = "cuda"
 
     def __init__(self, index: int = 0):
@@ -22,19 +23,23 @@ class CuPyLibrary(Library):
 
     @property
     def name(self) -> str:
+        """``"cuda:N"``."""
         return f"cuda:{self.index}"
 
     def namespace(self) -> Namespace:
+        """array-api-compat's CuPy namespace."""
         import array_api_compat.cupy as xp
 
         return xp
 
     def native_device(self) -> Any:
+        """The ``cupy.cuda.Device`` of this GPU."""
         return self._cupy.cuda.Device(self.index)
 
     def context(self) -> Any:
         # array-api-compat's CuPy wrapper ignores device=, so allocation must happen inside
         # the device's context to land on the GPU that was asked for.
+        """This GPU's ``cupy.cuda.Device``, as a context manager making it current."""
         return self._cupy.cuda.Device(self.index)
 
     def extra_dtype(self, name: str) -> Any:
@@ -59,21 +64,26 @@ class CuPyLibrary(Library):
         return np.dtype(ml_dtypes.bfloat16)
 
     def from_host(self, host: np.ndarray) -> Array:
+        """``host`` copied to this GPU (``cupy.asarray`` inside its context)."""
         with self._cupy.cuda.Device(self.index):
             return self._cupy.asarray(host)
 
     def to_host(self, x: Array) -> np.ndarray:
+        """``x`` copied to a NumPy array (``cupy.asnumpy``; waits for the GPU)."""
         return self._cupy.asnumpy(x)
 
     def owns(self, x: Array) -> bool:
+        """True when ``x`` is a ``cupy.ndarray`` on this GPU."""
         return isinstance(x, self._cupy.ndarray) and x.device.id == self.index
 
     def synchronize(self) -> None:
+        """Wait until this GPU has finished its queued work."""
         self._cupy.cuda.Device(self.index).synchronize()
 
     def memory(self) -> dict[str, int]:
         # CuPy keeps freed blocks in a pool for reuse: "held" grows to the peak working set and
         # stays there, which looks like a leak in nvidia-smi but is not one.
+        """Bytes ``in_use`` and ``held`` by CuPy's pool, and the GPU's ``device_free`` and ``device_total``."""
         with self._cupy.cuda.Device(self.index):
             pool = self._cupy.get_default_memory_pool()
             free, total = self._cupy.cuda.runtime.memGetInfo()
@@ -81,10 +91,12 @@ class CuPyLibrary(Library):
                     "device_free": int(free), "device_total": int(total)}
 
     def free_cached_memory(self) -> None:
+        """Free the unused blocks of CuPy's device and pinned memory pools."""
         with self._cupy.cuda.Device(self.index):
             self._cupy.get_default_memory_pool().free_all_blocks()
             self._cupy.get_default_pinned_memory_pool().free_all_blocks()
 
     def rng(self, seed: int) -> DeviceRNG:
+        """A :class:`CounterRNG` drawing on this GPU, seeded with ``seed``."""
         return CounterRNG(self, seed)
 

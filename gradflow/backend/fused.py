@@ -80,6 +80,7 @@ class Kernel:
     body: str
 
     def params(self, which: tuple[tuple[str, str], ...]) -> str:
+        """The ``ElementwiseKernel`` parameter list for ``which`` (``"T x, T b"``)."""
         return ", ".join(f"{t} {n}" for t, n in which)
 
 

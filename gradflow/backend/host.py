@@ -107,3 +107,68 @@ def host_integer_array(values: Any, name: str, ndim: int | None = None) -> Any:
     if ndim is not None and host.ndim != ndim:
         raise ValueError(f"{prefix}expected {label} with {ndim} axis(es), got shape {host.shape}")
     return host
+
+
+# -- Small host-side arrays for layers and losses ---------------------------------------------
+# Layers and losses never import NumPy (one array-API code path); the few constants they build
+# on the host before sending them once (adaptive pooling's matrices, a counter's initial value)
+# and the checks ``fit`` runs on each host batch before sending it come from these helpers.
+
+HostArray = Any  # a NumPy array on the host (before it is sent, or after ``to_numpy``)
+
+
+def host_zeros(shape: "tuple[int, ...]", dtype: str = "float64") -> HostArray:
+    """A host array of zeros of ``shape`` and ``dtype`` (a name such as ``"int64"``), to send."""
+    import numpy as np
+
+    return np.zeros(shape, dtype=dtype)
+
+
+def host_array(value: Any, dtype: "str | None" = None) -> HostArray:
+    """``value`` (a number, nested sequence, or array of any backend) as a host array, in ``dtype`` if given."""
+    from .arrays import to_numpy
+
+    host = to_numpy(value)
+    return host if dtype is None else host.astype(dtype)
+
+
+def host_all_finite(a: HostArray) -> bool:
+    """True when the host array ``a`` holds no NaN or Inf (always True for integer arrays)."""
+    import numpy as np
+
+    return bool(np.isfinite(a).all()) if a.dtype.kind in "fc" else True
+
+
+def host_first_true(mask: HostArray) -> "tuple[int, ...]":
+    """The index (row-major order) of the first True entry of the host boolean array ``mask``."""
+    import numpy as np
+
+    return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(mask)[0]), mask.shape))
+
+
+def averaging_matrix(windows: "list[tuple[int, int]]", size: int) -> HostArray:
+    """The (len(windows), size) float64 host matrix whose row i holds ``1/(hi − lo)`` on window i's
+    entries ``[lo, hi)``: a product with it averages each window (adaptive average pooling)."""
+    import numpy as np
+
+    a = np.zeros((len(windows), size))
+    for i, (lo, hi) in enumerate(windows):
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return a
+
+
+def window_offset_indices(windows: "list[tuple[int, int]]", offset: int) -> HostArray:
+    """The int64 host vector whose entry i is window i's ``offset``-th index ``lo + offset``,
+    clamped to its last index ``hi − 1`` (the gathers of adaptive max pooling)."""
+    import numpy as np
+
+    return np.array([min(lo + offset, hi - 1) for lo, hi in windows], dtype=np.int64)
+
+
+def one_hot_rows(indices: HostArray, size: int) -> HostArray:
+    """The (len(indices), size) float64 host matrix with a 1 at column ``indices[i]`` of row i."""
+    import numpy as np
+
+    m = np.zeros((len(indices), size))
+    m[np.arange(len(indices)), indices] = 1.0
+    return m

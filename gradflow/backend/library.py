@@ -22,18 +22,23 @@ class Library:
 
     @property
     def name(self) -> str:
+        """The device's name as users write it (``"cpu"``, ``"cuda:1"``)."""
         return self.kind
 
     def namespace(self) -> Namespace:
+        """The array-API namespace of this library (``xp``)."""
         raise NotImplementedError
 
     def native_device(self) -> Any:
+        """The library's own device object, for ``device=`` arguments."""
         raise NotImplementedError
 
     def from_host(self, host: np.ndarray) -> Array:
+        """A copy of the NumPy array ``host`` on this device."""
         raise NotImplementedError
 
     def to_host(self, x: Array) -> np.ndarray:
+        """A NumPy copy of the device array ``x`` (a transfer, so a sync on GPUs)."""
         raise NotImplementedError
 
     def extra_dtype(self, name: str) -> Any:
@@ -47,24 +52,30 @@ class Library:
         raise NotImplementedError
 
     def context(self) -> Any:
+        """A context manager making this device current (a no-op where there is none)."""
         return NullContext()
 
     def synchronize(self) -> None:
+        """Wait until the device's queued work is done (a no-op on the host)."""
         pass
 
     def memory(self) -> dict[str, int]:
+        """Memory counters in bytes by name (empty where the library keeps none)."""
         return {}
 
     def free_cached_memory(self) -> None:
+        """Return blocks the library's memory pool keeps for reuse (a no-op without a pool)."""
         pass
 
     def rng(self, seed: int) -> "DeviceRNG":
+        """A :class:`DeviceRNG` drawing for this device, seeded with ``seed`` (host draws, sent)."""
         from .rng import HostRNG
 
         return HostRNG(self, seed)
 
 
 class NullContext:
+    """A context manager that does nothing (the devices without a current-device notion)."""
     def __enter__(self) -> None:
         return None
 

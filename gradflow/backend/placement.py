@@ -99,6 +99,7 @@ class Device:
         return x
 
     def zeros(self, shape: Sequence[int], dtype: str | Any = DEFAULT_DTYPE) -> Array:
+        """An array of zeros of ``shape`` and ``dtype`` (a name or a dtype) on this device."""
         target = self.dtype(dtype) if isinstance(dtype, str) else dtype
         with self._library.context():
             return self.xp.zeros(tuple(shape), dtype=target, device=self.native)

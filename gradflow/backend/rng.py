@@ -20,9 +20,11 @@ class DeviceRNG:
     """
 
     def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Uniform samples in [0, 1) of ``shape`` and ``dtype``, on the device."""
         raise NotImplementedError
 
     def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Standard normal samples of ``shape`` and ``dtype``, on the device."""
         raise NotImplementedError
 
     def permutation(self, n: int) -> np.ndarray:
@@ -30,9 +32,11 @@ class DeviceRNG:
         raise NotImplementedError
 
     def get_state(self) -> dict:
+        """The generator's state as a JSON-serialisable dict."""
         raise NotImplementedError
 
     def set_state(self, state: dict) -> None:
+        """Restore a state from :meth:`get_state`; a state of another kind raises ValueError."""
         raise NotImplementedError
 
 
@@ -50,24 +54,29 @@ class HostRNG(DeviceRNG):
             return xp.astype(array, dtype) if array.dtype != dtype else array
 
     def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Uniform [0, 1) samples drawn on the host in float64, cast to ``dtype`` and sent."""
         host = self._generator.random(tuple(shape), dtype=np.float64)
         if self._library.kind == "cpu":
             return host.astype(dtype, copy=False)
         return self._send(host, dtype)
 
     def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Standard normal samples drawn on the host in float64, cast to ``dtype`` and sent."""
         host = self._generator.standard_normal(tuple(shape), dtype=np.float64)
         if self._library.kind == "cpu":
             return host.astype(dtype, copy=False)
         return self._send(host, dtype)
 
     def permutation(self, n: int) -> np.ndarray:
+        """A host permutation of ``range(n)``."""
         return self._generator.permutation(n)
 
     def get_state(self) -> dict:
+        """``{"kind": "pcg64", "state": ...}``: the PCG64 bit generator's state."""
         return {"kind": "pcg64", "state": self._generator.bit_generator.state}
 
     def set_state(self, state: dict) -> None:
+        """Restore a ``"pcg64"`` state from :meth:`get_state`."""
         if state.get("kind") != "pcg64":
             raise ValueError(f"RNG state of kind {state.get('kind')!r} does not fit a host RNG")
         self._generator.bit_generator.state = state["state"]
@@ -121,6 +130,7 @@ class CounterRNG(DeviceRNG):
         return xp.astype(self._words(n) >> 40, xp.float32) * xp.asarray(2.0 ** -24, dtype=xp.float32)
 
     def random(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Uniform [0, 1) samples of ``shape`` and ``dtype`` computed on the device."""
         xp = self._library.namespace()
         n = math.prod(shape)
         with self._library.context():
@@ -128,6 +138,7 @@ class CounterRNG(DeviceRNG):
             return xp.reshape(u if u.dtype == dtype else xp.astype(u, dtype), tuple(shape))
 
     def normal(self, shape: Sequence[int], dtype: Any) -> Array:
+        """Standard normal samples of ``shape`` and ``dtype`` (Box–Muller in float64) on the device."""
         xp = self._library.namespace()
         n = math.prod(shape)
         with self._library.context():
@@ -137,13 +148,16 @@ class CounterRNG(DeviceRNG):
             return xp.reshape(xp.astype(z, dtype), tuple(shape))
 
     def permutation(self, n: int) -> np.ndarray:
+        """A host permutation of ``range(n)`` (from the host generator)."""
         return self._host.permutation(n)
 
     def get_state(self) -> dict:
+        """``{"kind": "splitmix64", "seed", "offset", "host"}``: seed, words used and the host generator's state."""
         return {"kind": "splitmix64", "seed": self._seed, "offset": self._offset,
                 "host": self._host.bit_generator.state}
 
     def set_state(self, state: dict) -> None:
+        """Restore a ``"splitmix64"`` state from :meth:`get_state`."""
         if state.get("kind") != "splitmix64":
             raise ValueError(f"RNG state of kind {state.get('kind')!r} does not fit a counter-based (CUDA) RNG")
         self.__init__(self._library, int(state["seed"]))

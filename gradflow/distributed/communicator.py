@@ -39,11 +39,13 @@ class Request:
         self._finish, self._poll = finish, poll
 
     def wait(self) -> None:
+        """Block until the operation has finished (harmless when called again)."""
         finish, self._finish = self._finish, None
         if finish is not None:
             finish()
 
     def test(self) -> bool:
+        """True when the operation has finished (polls it without blocking)."""
         if self._finish is None:
             return True
         return bool(self._poll()) if self._poll is not None else False

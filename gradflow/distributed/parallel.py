@@ -82,16 +82,19 @@ class DataParallel(Layer):
 
     # -- delegation: the wrapper owns nothing, the model owns everything ---------------------
     def named_children(self):
+        """The wrapped model's children (the wrapper owns nothing)."""
         return self.module.named_children()
 
     def _named_own(self, kind: type):
         return self.module._named_own(kind)
 
     def sublayers(self):
+        """The wrapped model's sublayers."""
         return self.module.sublayers()
 
     @property
     def training(self) -> bool:  # type: ignore[override]
+        """The wrapped model's training mode."""
         return self.module.training
 
     @training.setter
@@ -99,9 +102,11 @@ class DataParallel(Layer):
         self.module.training = mode
 
     def predict(self, x: Array, **kwargs: Any) -> Array:
+        """The wrapped model's prediction for ``x`` (no communication)."""
         return self.module.predict(x, **kwargs)
 
     def extra_repr(self) -> str:
+        """The communicator, ``average`` and the number of gradient buckets."""
         return f"{self.comm!r}, average={self.average!r}, buckets={len(self.reducer.buckets)}"
 
     def __repr__(self) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .. import backend
 from .. import init as _init
 from ..backend import Array
@@ -63,7 +61,7 @@ class _BatchNorm(Layer):
         else:
             self.running_mean = self.running_var = None
         if track_running_stats and momentum is None:
-            self.num_batches_tracked = Buffer(dev.send(np.zeros((), dtype=np.int64)))
+            self.num_batches_tracked = Buffer(dev.send(backend.host_zeros((), "int64")))
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         like = (self.running_mean.value if self.running_mean is not None

@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .. import backend
 from ..backend import Array
 from ..core import Backprop, Layer, check_delta, check_input
@@ -347,12 +345,8 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
     """
 
     def _matrix(self, x: Array, size: int, out: int) -> Array:
-        def make() -> np.ndarray:
-            a = np.zeros((out, size))
-            for i, (lo, hi) in enumerate(adaptive_windows(size, out)):
-                a[i, lo:hi] = 1.0 / (hi - lo)
-            return a
-        return self._host_array(x, ("avg", size, out), make)
+        return self._host_array(x, ("avg", size, out),
+                                lambda: backend.averaging_matrix(adaptive_windows(size, out), size))
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         spatial, out = self._sizes(x)
@@ -394,14 +388,10 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     def _gathers(self, x: Array, size: int, out: int) -> tuple[list[Array], list[Array]]:
         windows = adaptive_windows(size, out)
         span = max(hi - lo for lo, hi in windows)
-        idx = [np.array([min(lo + j, hi - 1) for lo, hi in windows], dtype=np.int64) for j in range(span)]
-
-        def one_hot(j: int) -> np.ndarray:
-            m = np.zeros((out, size))
-            m[np.arange(out), idx[j]] = 1.0
-            return m
+        idx = [backend.window_offset_indices(windows, j) for j in range(span)]
         picks = [self._host_array(x, ("take", size, out, j), lambda j=j: idx[j]) for j in range(span)]
-        scatters = [self._host_array(x, ("onehot", size, out, j), lambda j=j: one_hot(j)) for j in range(span)]
+        scatters = [self._host_array(x, ("onehot", size, out, j), lambda j=j: backend.one_hot_rows(idx[j], size))
+                    for j in range(span)]
         return picks, scatters
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:

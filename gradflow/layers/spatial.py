@@ -32,6 +32,7 @@ def _is_int(value: Any) -> bool:
 
 
 def symmetric(padding: tuple[int, ...]) -> Pads:
+    """Per-axis padding ``p`` as ``(p, p)`` pairs (the same before and after)."""
     return tuple((p, p) for p in padding)
 
 
@@ -101,6 +102,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def check_padding_mode(owner: str, mode: Any) -> str:
+    """``mode`` when it is one of :data:`PADDING_MODES`, else a ValueError naming ``owner``."""
     if mode not in PADDING_MODES:
         raise ValueError(f"{owner}: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {mode!r}")
     return mode

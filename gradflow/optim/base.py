@@ -78,6 +78,7 @@ def check_betas(owner: str, betas: Any) -> tuple[float, float]:
 
 
 def check_flag(owner: str, name: str, value: Any) -> bool:
+    """``value`` when it is a bool, else a TypeError naming ``owner`` and ``name``."""
     if not isinstance(value, bool):
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
     return value
@@ -181,6 +182,7 @@ class Optimizer(CheckedArguments):
 
     @property
     def base_lr(self) -> float:
+        """The lr given at construction (a schedule's value at step 0)."""
         lr = self.defaults["lr"]
         return float(lr(0)) if callable(lr) else lr
 
@@ -289,6 +291,7 @@ class Optimizer(CheckedArguments):
         return [bucket for _, _, bucket in self._current_buckets()]
 
     def zero_grad(self) -> None:
+        """Drop every parameter's gradient (``grad = None``)."""
         for p in self.params:
             p.grad = None
 

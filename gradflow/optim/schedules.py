@@ -58,9 +58,11 @@ class Schedule(CheckedArguments):
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state to resume with (empty for stateless schedules)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
         pass
 
     def _fields(self) -> dict[str, Any]:
@@ -145,17 +147,21 @@ class LinearWarmup(Schedule):
     # Delegate the stateful parts, so LinearWarmup(ReduceLROnPlateau(...)) works in fit.
     @property
     def monitor(self) -> str | None:
+        """The metric the wrapped schedule watches (None if it watches none)."""
         return getattr(self.after, "monitor", None)
 
     def observe(self, value: float) -> None:
+        """Pass the monitored ``value`` on to the wrapped schedule (if it observes)."""
         if hasattr(self.after, "observe"):
             self.after.observe(value)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"after": ...}``: the wrapped schedule's state."""
         inner = getattr(self.after, "state_dict", None)
         return {"after": inner()} if callable(inner) else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the wrapped schedule's state."""
         if "after" in state and hasattr(self.after, "load_state_dict"):
             self.after.load_state_dict(state["after"])
 
@@ -310,10 +316,12 @@ class ReduceLROnPlateau(Schedule):
         return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
 
     def state_dict(self) -> dict[str, Any]:
+        """The current lr, best value, wait, cooldown and number of reductions."""
         return {"current": self._current, "best": self._best, "wait": self._wait,
                 "cooldown_left": self._cooldown_left, "reductions": self._reductions}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`."""
         self._current = float(state["current"])
         self._best = None if state["best"] is None else float(state["best"])
         self._wait = int(state["wait"])
@@ -458,18 +466,22 @@ class SequentialLR(Schedule):
 
     @property
     def monitor(self) -> str | None:
+        """The metric the first monitoring schedule watches (None if none does)."""
         return next((s.monitor for s in self.schedules if getattr(s, "monitor", None)), None)
 
     def observe(self, value: float) -> None:
+        """Pass the monitored ``value`` on to every schedule that observes."""
         for schedule in self.schedules:
             if hasattr(schedule, "observe"):
                 schedule.observe(value)
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"schedules": [...]}``: each schedule's state."""
         return {"schedules": [s.state_dict() if callable(getattr(s, "state_dict", None)) else {}
                               for s in self.schedules]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore each schedule's state (the counts must match)."""
         saved = state.get("schedules", [])
         if len(saved) != len(self.schedules):
             raise ValueError(f"SequentialLR.load_state_dict: {len(saved)} saved states for {len(self.schedules)} schedules")

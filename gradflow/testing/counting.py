@@ -66,6 +66,7 @@ class OperationCounter:
         return sum(self.by_name.values())
 
     def reset(self) -> None:
+        """Forget every count, dtype, trace entry and sync."""
         self.by_name.clear()
         self.dtypes.clear()
         self.trace.clear()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-from ..backend import Array, Device
+from ..backend import Array
 from ..core import Layer, Parameter
 
 # Tolerances of the gradient check per dtype (relative, absolute): float64 is the one that

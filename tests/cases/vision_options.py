@@ -72,7 +72,6 @@ def avg_pool_ref(x, kernel, stride, padding, ceil_mode=False, count_include_pad=
 
 
 def adaptive_ref(x, out, mode):
-    d = x.ndim - 2
     out = [n if o is None else o for n, o in zip(x.shape[2:], out)]
     y = np.zeros((*x.shape[:2], *out))
     for position in itertools.product(*(range(o) for o in out)):

@@ -11,8 +11,6 @@ import sys
 
 import pytest
 
-from gradflow import backend
-
 CHILD = r"""
 import resource, numpy as np
 from gradflow import backend

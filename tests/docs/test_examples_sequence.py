@@ -4,7 +4,6 @@ README says in test_examples_run.py)."""
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,7 @@ import gradflow as gf
 from gradflow import backend
 from gradflow import layers as L
 from gradflow.testing import gradcheck
-from tests.cases.sequence import attention_ref, recurrent_ref
+from tests.cases.sequence import recurrent_ref
 
 ROOT = Path(__file__).resolve().parents[2]
 
