@@ -54,6 +54,7 @@ class Linear(Layer):
         self.bias = Parameter(dev.send(_init.zeros((out_features,)), dtype)) if bias else None
 
     skips_input_grad = True
+    forward_changes_state = False
 
     def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         W = self.weight.value
@@ -92,6 +93,8 @@ class Linear(Layer):
 class Identity(Layer):
     """``y = x``; δ rule: ``dx = dy``."""
 
+    forward_changes_state = False
+
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         check_input(self, x)
         return x, lambda dy: dy
@@ -99,6 +102,8 @@ class Identity(Layer):
 
 class Flatten(Layer):
     """Flatten every axis after the first: (N, d1, d2, ...) -> (N, d1*d2*...). δ: reshape back."""
+
+    forward_changes_state = False
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         check_input(self, x, min_ndim=1)
