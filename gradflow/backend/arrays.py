@@ -151,6 +151,14 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
+def computes_on_host(x: Array) -> bool:
+    """True when operations on ``x`` run on the host CPU as they are called (NumPy, torch CPU,
+    array-api-strict): an array call costs a few µs of dispatch there, and a copy costs a pass
+    over memory. False for CuPy (and measuring proxies that declare it), where every call is a
+    kernel launch and saving calls pays more than saving copies."""
+    return library_kind(x) != "cupy"
+
+
 _KIND_BY_TYPE: dict[type, str] = {}
 
 
