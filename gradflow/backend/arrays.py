@@ -26,8 +26,16 @@ def namespace(*arrays: Array) -> Namespace:
     return xp
 
 
+_IS_ARRAY_BY_TYPE: dict[type, bool] = {}
+
+
 def is_array(x: object) -> bool:
-    return array_api_compat.is_array_api_obj(x)
+    """True for an array of any array-API library (cached per type: a dict look-up)."""
+    kind = type(x)
+    known = _IS_ARRAY_BY_TYPE.get(kind)
+    if known is None:
+        known = _IS_ARRAY_BY_TYPE[kind] = array_api_compat.is_array_api_obj(x)
+    return known
 
 
 def device_of(x: Array) -> "_placement.Device":
