@@ -436,7 +436,8 @@ def check_input(
     # device, or (without ``like``) a floating array of a type and dtype accepted before. Only
     # the shape is left to check. Anything else goes through the full checks and their messages.
     if like is not None:
-        fast = type(x) is type(like) and x.dtype == like.dtype and backend.same_device(x, like)
+        fast = (type(x) is type(like) and (x.dtype is like.dtype or x.dtype == like.dtype)
+                and backend.same_device(x, like))
     else:
         try:
             fast = (type(x), x.dtype) in _ACCEPTED_FLOATING

@@ -214,7 +214,7 @@ class Optimizer(CheckedArguments):
             return
         for p in with_grad:  # all checked before any is updated, so a bad one changes nothing
             g, v = p.grad, p.value
-            if (type(g) is not type(v) or g.shape != v.shape or g.dtype != v.dtype
+            if (type(g) is not type(v) or g.shape != v.shape or (g.dtype is not v.dtype and g.dtype != v.dtype)
                     or getattr(g, "device", None) != getattr(v, "device", None)):
                 self._bad_gradient(p)
         lrs = []

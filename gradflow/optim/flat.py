@@ -99,6 +99,7 @@ class FlatBuffer:
             p.value = view
         self.slots: dict[str, Array] = {}
         self.slot_views: dict[str, list[Array]] = {}
+        self._segments: list[tuple[Array, dict[str, Array]]] | None = None
         self.fills: dict[str, float] = {}
         self.ensure_slots(slots, steps)
         self.grad: Array | None = None
@@ -132,6 +133,7 @@ class FlatBuffer:
                     p.state[name] = view
             self.slots[name] = flat
             self.slot_views[name] = views
+            self._segments = None
             self.fills[name] = fill
 
     def is_current(self, steps: Sequence[int]) -> bool:
@@ -167,8 +169,14 @@ class FlatBuffer:
         return self.grad
 
     def segment(self, index: int) -> tuple[Array, dict[str, Array]]:
-        """Parameter ``index``'s value view and slot views (for per-parameter updates)."""
-        return self.value_views[index], {name: views[index] for name, views in self.slot_views.items()}
+        """Parameter ``index``'s value view and slot views (for per-parameter updates); the same
+        pair every step while the slots stay the same (callers only read the dict)."""
+        segments = self._segments
+        if segments is None:
+            segments = self._segments = [
+                (value, {name: views[i] for name, views in self.slot_views.items()})
+                for i, value in enumerate(self.value_views)]
+        return segments[index]
 
     def __repr__(self) -> str:
         return (f"FlatBuffer({len(self.params)} parameters, {self.size} values, "
