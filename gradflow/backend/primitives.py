@@ -311,7 +311,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, scale: float, *, check_l
             labels_ok = n == 0 or int(labels.min()) >= 0
             if not labels_ok:
                 return None, None, False
-        rows = xp.arange(n)
+        rows = np.arange(n)  # NumPy's own (array-api-compat's wrapper costs ~1 µs more)
         delta = logits - logits.max(axis=1, keepdims=True)
         try:
             picked = delta[rows, labels]
