@@ -554,7 +554,7 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop, seen: int, context:
             nonlocal used
             if used or _MODIFICATIONS != seen:
                 _guard_error(layer, used, seen)
-            # identity first: the common δ has the output's own dtype object and shape tuple
+            # dtype by identity first (the common δ has the output's own dtype object)
             if (type(dy) is not kind or (dy.dtype is not dtype and dy.dtype != dtype)
                     or (dy.shape != shape and tuple(dy.shape) != tuple(shape))
                     or getattr(dy, "device", None) != getattr(y, "device", None)):
