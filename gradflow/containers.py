@@ -15,6 +15,7 @@ from .core import Backprop, Layer
 
 
 _FORWARD_KEYWORDS: dict[type, "frozenset[str] | None"] = {}
+_NO_KWARGS: dict[str, Any] = {}  # shared and never written: no empty dict per contained call
 
 
 def _forward_keywords(layer: Layer) -> "frozenset[str] | None":
@@ -95,7 +96,7 @@ class Sequential(Layer):
         first = 0 if input_grad else self._first_with_parameters()
         routed = _route(self, self.layers, kwargs) if kwargs else None
         for i, layer in enumerate(self.layers):
-            mine = routed[i] if routed is not None else {}
+            mine = routed[i] if routed is not None else _NO_KWARGS
             if i < first:  # nothing below needs a δ: this layer's backprop is never called
                 x = layer(x, train, input_grad=False, **mine)[0]
             else:

@@ -199,6 +199,9 @@ class Layer(CheckedArguments):
     training: bool = True
     #: True when ``forward`` takes ``input_grad`` and then can skip computing the input's δ.
     skips_input_grad: bool = False
+    #: False when ``forward`` never changes state (no buffers, generators or :func:`record_undo`):
+    #: a call of such a layer outside a container then skips opening an undo journal.
+    forward_changes_state: bool = True
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         """``(y, backprop)`` for input ``x`` (``train``: training mode); subclasses implement it."""
@@ -216,30 +219,35 @@ class Layer(CheckedArguments):
         """
         if not input_grad and self.skips_input_grad:
             kwargs["input_grad"] = False
-        context = backend.device_context(x)  # CuPy: forward and backprop run on x's GPU
-        if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
-            y, backprop = self._journaled_forward(x, train, kwargs)
-        else:
+        if train is None:
+            train = self.training
+        context = _device_context(x)  # CuPy: forward and backprop run on x's GPU
+        if context is not _NO_CONTEXT:
             with context:
                 y, backprop = self._journaled_forward(x, train, kwargs)
-        # counted after the forward: a forward may change its own weights in place (Embedding's
-        # max_norm renormalises the rows it reads), and its backprop is for those weights
-        seen = _MODIFICATIONS
-        return y, _delta_checked(self, y, backprop, seen, context)
+        elif _CALL_HOOKS or (_JOURNAL is None and self.forward_changes_state):
+            y, backprop = self._journaled_forward(x, train, kwargs)
+        else:
+            # The common case, on host arrays: a call inside a container (whose outermost call
+            # owns the undo journal), or a layer that changes no state in its forward.
+            y, backprop = self.forward(x, train, **kwargs)
+        # _MODIFICATIONS is read after the forward: a forward may change its own weights in
+        # place (Embedding's max_norm renormalises the rows it reads), and its backprop is for those
+        return y, _delta_checked(self, y, backprop, _MODIFICATIONS, context)
 
-    def _journaled_forward(self, x: Array, train: bool | None, kwargs: dict[str, Any]) -> tuple[Array, Backprop]:
+    def _journaled_forward(self, x: Array, train: bool, kwargs: dict[str, Any]) -> tuple[Array, Backprop]:
         """The forward and the call hooks; the outermost call undoes what a forward that raises
         changed (running statistics, dropout generators: see :func:`record_buffer`)."""
         global _JOURNAL
         if _JOURNAL is not None:  # inside a container's call: the outermost call owns the undo
-            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+            y, backprop = self.forward(x, train, **kwargs)
             if _CALL_HOOKS:
                 for hook in tuple(_CALL_HOOKS):
                     backprop = hook(self, x, y, backprop)
             return y, backprop
         journal = _JOURNAL = []
         try:
-            y, backprop = self.forward(x, self.training if train is None else train, **kwargs)
+            y, backprop = self.forward(x, train, **kwargs)
             if _CALL_HOOKS:
                 for hook in tuple(_CALL_HOOKS):
                     backprop = hook(self, x, y, backprop)
@@ -431,7 +439,8 @@ def check_input(
     # device, or (without ``like``) a floating array of a type and dtype accepted before. Only
     # the shape is left to check. Anything else goes through the full checks and their messages.
     if like is not None:
-        fast = type(x) is type(like) and x.dtype == like.dtype and backend.same_device(x, like)
+        fast = (type(x) is type(like) and (x.dtype is like.dtype or x.dtype == like.dtype)
+                and backend.same_device(x, like))
     else:
         try:
             fast = (type(x), x.dtype) in _ACCEPTED_FLOATING
@@ -511,6 +520,7 @@ def check_delta_like(layer: Layer, dy: Any, like: Array, what: str = "δ") -> No
 
 
 _NO_CONTEXT = backend.device_context(None)  # the shared do-nothing context of host arrays
+_device_context = backend.device_context
 
 
 def _delta_checked(layer: Layer, y: Any, backprop: Backprop, seen: int, context: Any = _NO_CONTEXT) -> Backprop:
@@ -541,22 +551,34 @@ def _delta_checked(layer: Layer, y: Any, backprop: Backprop, seen: int, context:
                 raise
 
         return unchecked
-    shape, dtype, kind, device = tuple(y.shape), y.dtype, type(y), getattr(y, "device", None)
+    shape, dtype, kind = y.shape, y.dtype, type(y)
+    if context is _NO_CONTEXT:
+        def checked(dy: Array) -> Array:
+            nonlocal used
+            if used or _MODIFICATIONS != seen:
+                _guard_error(layer, used, seen)
+            # dtype by identity first (the common δ has the output's own dtype object)
+            if (type(dy) is not kind or (dy.dtype is not dtype and dy.dtype != dtype)
+                    or (dy.shape != shape and tuple(dy.shape) != tuple(shape))
+                    or getattr(dy, "device", None) != getattr(y, "device", None)):
+                _delta_error(layer, dy, y)
+            used = True
+            return backprop(dy)
 
-    def checked(dy: Array) -> Array:
+        return checked
+
+    def checked_in_context(dy: Array) -> Array:
         nonlocal used
         if used or _MODIFICATIONS != seen:
             _guard_error(layer, used, seen)
-        if (type(dy) is not kind or tuple(dy.shape) != shape or dy.dtype != dtype
-                or getattr(dy, "device", None) != device):
+        if (type(dy) is not kind or dy.dtype != dtype or tuple(dy.shape) != tuple(shape)
+                or getattr(dy, "device", None) != getattr(y, "device", None)):
             _delta_error(layer, dy, y)
         used = True
-        if context is _NO_CONTEXT:
-            return backprop(dy)
         with context:
             return backprop(dy)
 
-    return checked
+    return checked_in_context
 
 
 def _guard_error(layer: Layer, used: bool, seen: int) -> None:

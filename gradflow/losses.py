@@ -16,7 +16,7 @@ from typing import Any
 
 from . import backend
 from .backend import Array, DeviceError, HostArray
-from .core import _device_name
+from .core import _NO_CONTEXT, _device_name
 from .validation import CheckedArguments
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -411,7 +411,10 @@ class SoftmaxCrossEntropy(_ClassLoss):
                 or self.reduction == "none" or getattr(output, "ndim", None) != 2
                 or getattr(target, "ndim", None) != 1 or not backend.is_integral(target.dtype)):
             return super().__call__(output, target)
-        with backend.device_context(output):
+        context = backend.device_context(output)
+        if context is _NO_CONTEXT:  # host arrays: skip the with statement's two calls
+            return self._labels_fused(output, target)
+        with context:
             return self._labels_fused(output, target)
 
     def _labels_fused(self, output: Array, target: Array) -> tuple[Array, Array]:
@@ -431,8 +434,10 @@ class SoftmaxCrossEntropy(_ClassLoss):
             if labels_ok is False:  # the NumPy path checked on the host and computed nothing
                 self._explain_bad_labels_or_value(output, target, xp)
             # A -inf logit of a class that is not the label leaves the fused value finite, but
-            # Inf reaching the loss is an error all the same: check the logits too.
-            finite = xp.isfinite(value) & xp.all(xp.isfinite(output))
+            # Inf reaching the loss is an error all the same: check the logits too. NaN or +Inf
+            # in a row already makes the value NaN (through the row maximum); the smallest logit
+            # adds -Inf, and 0·(±Inf or NaN) is NaN: one reduction, no elementwise temporary.
+            finite = xp.isfinite(value + xp.min(output) * 0.0)
             if not bool(finite if labels_ok is True else finite & labels_ok):  # one host sync
                 self._explain_bad_labels_or_value(output, target, xp)
         return value, delta

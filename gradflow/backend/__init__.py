@@ -42,7 +42,7 @@ from .common import DEFAULT_DTYPE, DTYPES, Array, DeviceError, Namespace
 from .library import Library
 from .rng import CounterRNG, DeviceRNG, HostRNG
 from .placement import Device, cuda_device_count, device, devices
-from .arrays import (device_context, device_of, dtype_name, is_array, is_floating, is_integral, known_host_copy,
+from .arrays import (computes_on_host, device_context, device_of, dtype_name, is_array, is_floating, is_integral, known_host_copy,
                      library_kind, namespace, remember_host_copy, same_device, to_float, to_numpy)
 from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_rows, set_deterministic,
                          sliding_windows, softmax_cross_entropy, window_count)
@@ -55,7 +55,7 @@ from .host import (HostArray, averaging_matrix, host_all_finite, host_array, hos
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "Array", "DeviceError", "Namespace", "Library",
     "CounterRNG", "DeviceRNG", "HostRNG", "Device", "cuda_device_count", "device", "devices",
-    "device_context", "device_of", "dtype_name", "is_array", "is_floating", "is_integral", "library_kind",
+    "computes_on_host", "device_context", "device_of", "dtype_name", "is_array", "is_floating", "is_integral", "library_kind",
     "namespace", "same_device", "to_float", "to_numpy", "known_host_copy", "remember_host_copy",
     "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",

@@ -26,9 +26,16 @@ def namespace(*arrays: Array) -> Namespace:
     return xp
 
 
+_IS_ARRAY_BY_TYPE: dict[type, bool] = {}
+
+
 def is_array(x: object) -> bool:
-    """True when ``x`` is an array of any array-API library gradflow knows (NumPy, CuPy, torch, strict)."""
-    return array_api_compat.is_array_api_obj(x)
+    """True for an array of any array-API library (cached per type: a dict look-up)."""
+    kind = type(x)
+    known = _IS_ARRAY_BY_TYPE.get(kind)
+    if known is None:
+        known = _IS_ARRAY_BY_TYPE[kind] = array_api_compat.is_array_api_obj(x)
+    return known
 
 
 def device_of(x: Array) -> "_placement.Device":
@@ -150,6 +157,14 @@ def is_integral(dtype: Any) -> bool:
 def dtype_name(dtype: Any) -> str:
     """``"float32"`` for np.float32, torch.float32, array_api_strict.float32..."""
     return str(dtype).rsplit(".", 1)[-1]
+
+
+def computes_on_host(x: Array) -> bool:
+    """True when operations on ``x`` run on the host CPU as they are called (NumPy, torch CPU,
+    array-api-strict): an array call costs a few µs of dispatch there, and a copy costs a pass
+    over memory. False for CuPy (and measuring proxies that declare it), where every call is a
+    kernel launch and saving calls pays more than saving copies."""
+    return library_kind(x) != "cupy"
 
 
 _KIND_BY_TYPE: dict[type, str] = {}

@@ -20,6 +20,7 @@ class _Elementwise(Layer):
     """
 
     skips_input_grad = True
+    forward_changes_state = False
 
     def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         check_input(self, x)

@@ -69,10 +69,15 @@ class Linear(Layer):
         self.bias = Parameter(dev.send(_init.zeros((out_features,)), dtype)) if bias else None
 
     skips_input_grad = True
+    forward_changes_state = False
 
     def forward(self, x: Array, train: bool, input_grad: bool = True) -> tuple[Array, Backprop]:
         W = self.weight.value
-        check_input(self, x, min_ndim=1, features=self.in_features, like=W)
+        # the common input (2-D, the weight's type, dtype and device) passes without a call;
+        # anything else gets check_input's full checks and messages
+        if not (type(x) is type(W) and x.dtype is W.dtype and x.ndim == 2 and x.shape[1] == self.in_features
+                and getattr(x, "device", None) == getattr(W, "device", None)):
+            check_input(self, x, min_ndim=1, features=self.in_features, like=W)
         in_shape = tuple(x.shape)
         xp = backend.namespace(x)
         if x.ndim != 2:
@@ -128,6 +133,8 @@ def _fused_bias_activation(z: Array, b: Array | None, activation: str) -> tuple[
 class Identity(Layer):
     """``y = x``; δ rule: ``dx = dy``."""
 
+    forward_changes_state = False
+
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         check_input(self, x)
         return x, lambda dy: dy
@@ -135,6 +142,8 @@ class Identity(Layer):
 
 class Flatten(Layer):
     """Flatten every axis after the first: (N, d1, d2, ...) -> (N, d1*d2*...). δ: reshape back."""
+
+    forward_changes_state = False
 
     def forward(self, x: Array, train: bool) -> tuple[Array, Backprop]:
         check_input(self, x, min_ndim=1)

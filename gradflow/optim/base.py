@@ -94,11 +94,14 @@ class Optimizer(CheckedArguments):
     before each update. clip_value: when given, every gradient entry is clamped to
     ``[−clip_value, clip_value]`` first. maximize: ascend the objective (the gradient's sign
     is flipped before anything else). norm_type: the norm ``clip_norm`` uses (2, 1, any
-    p > 0, or ``math.inf``). flat: update each group's flat buffer in one go (the default; a
-    fixed number of array operations per step). ``False`` updates parameter by parameter (the
-    same rule on the same views), which saves the one ``concat`` that packs fresh gradients:
-    on a CPU, where launches are cheap and bytes are not, that copy is one extra pass over the
-    gradients (about 0.2 ms per step for a 784-512-512-10 MLP in float32).
+    p > 0, or ``math.inf``). flat: ``True`` updates each group's flat buffer in one go (a fixed
+    number of array operations per step, however many parameter arrays). ``False`` updates
+    parameter by parameter (the same rule on the same views), which saves the one ``concat``
+    that packs fresh gradients: on a CPU, where calls are cheap and bytes are not, that copy is
+    one extra pass over the gradients (about 0.2 ms per step for a 784-512-512-10 MLP in
+    float32). ``None`` (the default) chooses per device and dtype: flat on a GPU, and on the
+    host while the parameter arrays are small (fewer than
+    :data:`~gradflow.optim.flat.HOST_FLAT_MAX_MEAN_SIZE` elements on average).
 
     Subclasses set ``slot_names`` (every state slot they may keep) and implement
     ``_validated(hyper)`` (check and return one group's hyper-parameters), ``_slots(group)``
@@ -120,7 +123,7 @@ class Optimizer(CheckedArguments):
         clip_value: float | None = None,
         maximize: bool = False,
         norm_type: float = 2.0,
-        flat: bool = True,
+        flat: bool | None = None,
         **hyper: Any,
     ):
         name = type(self).__name__
@@ -142,7 +145,9 @@ class Optimizer(CheckedArguments):
         self.clip_norm = None if clip_norm is None else check_hyper(name, "clip_norm", clip_norm, 0.0, low_inclusive=False)
         self.clip_value = None if clip_value is None else check_hyper(name, "clip_value", clip_value, 0.0, low_inclusive=False)
         self.norm_type = _check_norm_type(name, norm_type)
-        self.flat = check_flag(name, "flat", flat)
+        if flat is not None and not isinstance(flat, bool):
+            raise TypeError(f"{name}: flat must be True, False or None (chosen per device), got {flat!r}")
+        self.flat = flat
         self.param_groups: list[dict[str, Any]] = []
         for members, overrides in groups:
             unknown = sorted(set(overrides) - set(self.defaults))
@@ -211,7 +216,7 @@ class Optimizer(CheckedArguments):
             return
         for p in with_grad:  # all checked before any is updated, so a bad one changes nothing
             g, v = p.grad, p.value
-            if (type(g) is not type(v) or g.shape != v.shape or g.dtype != v.dtype
+            if (type(g) is not type(v) or g.shape != v.shape or (g.dtype is not v.dtype and g.dtype != v.dtype)
                     or getattr(g, "device", None) != getattr(v, "device", None)):
                 self._bad_gradient(p)
         lrs = []
@@ -253,7 +258,8 @@ class Optimizer(CheckedArguments):
             if not any(has_grad):
                 continue
             bucket.ensure_slots(self._slots(self.param_groups[group_index]), steps)
-            if self.flat and all(has_grad) and len(set(steps)) == 1:
+            flat = bucket.flat_pays if self.flat is None else self.flat
+            if flat and all(has_grad) and len(set(steps)) == 1:
                 grad = bucket.gather_grads()
                 segments = [(bucket.value, grad, bucket.slots, steps[0] + 1, list(range(len(indices))))]
             else:

@@ -629,17 +629,17 @@ def test_ddp_digits_example_runs_on_two_ranks():
 # --------------------------------------------------------------------------------------------
 
 
-def _overlap_net(seed):
-    return gf.Sequential(L.Linear(12, 16, rng=seed), L.ReLU(), L.Linear(16, 16, rng=seed + 1), L.ReLU(),
-                         L.Linear(16, 5, rng=seed + 2)).to("cpu", "float64")
+def _overlap_net(seed, width=16):
+    return gf.Sequential(L.Linear(12, width, rng=seed), L.ReLU(), L.Linear(width, width, rng=seed + 1), L.ReLU(),
+                         L.Linear(width, 5, rng=seed + 2)).to("cpu", "float64")
 
 
-def _overlap_run(comm, overlap, steps=3, shared=False, groups=False):
+def _overlap_run(comm, overlap, steps=3, shared=False, groups=False, width=16):
     from gradflow.optim import weight_decay_groups
 
     from .distributed_helpers import AsyncThreadCommunicator
 
-    net = _overlap_net(10 * comm.rank)  # different weights: DataParallel broadcasts rank 0's
+    net = _overlap_net(10 * comm.rank, width)  # different weights: DataParallel broadcasts rank 0's
     model = gfd.DataParallel(net, comm, bucket_bytes=256, overlap=overlap)
     optimizer = SGD(weight_decay_groups(model, 1e-2) if groups else model, lr=0.1, momentum=0.9)
     if shared:
@@ -682,13 +682,16 @@ def test_overlapped_buckets_give_the_same_parameters_as_one_reduction_after_back
     assert blocking[0][1] == []  # overlap=False never begins a step
 
 
-@pytest.mark.parametrize("groups", [False, True], ids=["one_buffer", "weight_decay_groups"])
-def test_reducing_the_optimizers_flat_gradients_in_place_is_bit_identical_blocking_and_overlapped(groups):
+@pytest.mark.parametrize("groups, width", [(False, 16), (True, 16), (False, 400)],
+                         ids=["one_buffer", "weight_decay_groups", "large_host_parameters_updated_one_by_one"])
+def test_reducing_the_optimizers_flat_gradients_in_place_is_bit_identical_blocking_and_overlapped(groups, width):
+    # width 400: the host parameters average over 16384 entries, so the optimizer (flat=None)
+    # updates them one by one, reading the reduced gradients as views of its flat arrays
     from .distributed_helpers import AsyncThreadCommunicator
 
-    own = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, groups=groups))
-    blocking = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, shared=True, groups=groups))
-    overlapped = run_ranks(2, lambda comm: _overlap_run(comm, overlap=True, shared=True, groups=groups),
+    own = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, groups=groups, width=width))
+    blocking = run_ranks(2, lambda comm: _overlap_run(comm, overlap=False, shared=True, groups=groups, width=width))
+    overlapped = run_ranks(2, lambda comm: _overlap_run(comm, overlap=True, shared=True, groups=groups, width=width),
                            AsyncThreadCommunicator)
     for result in (blocking[0], blocking[1], overlapped[0], overlapped[1]):
         np.testing.assert_array_equal(result[0], own[0][0])

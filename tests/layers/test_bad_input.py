@@ -659,7 +659,7 @@ HYPER_ROWS: dict[str, list[tuple[Any, type, str]]] = {
     "rho": [(1.5, ValueError, _RANGE + r"\[0, 1\]"), (-0.1, ValueError, _RANGE)],
     "momentum_decay": [(-1.0, ValueError, _RANGE + r"\[0, inf\)")],
     "maximize": [(1, TypeError, r"{name}: maximize must be True or False, got 1")],
-    "flat": [(None, TypeError, r"{name}: flat must be True or False, got None")],
+    "flat": [("yes", TypeError, r"{name}: flat must be True, False or None \(chosen per device\), got 'yes'")],
     "decoupled_weight_decay": [("yes", TypeError, r"{name}: decoupled_weight_decay must be True or False")],
 }
 # Constructor arguments that take any value of their kind, with the reason.

@@ -206,3 +206,42 @@ def test_gradcheck_sees_the_gradient_of_an_f_ordered_parameter():
     x = dev.send(np.array([[0.12573022, -0.13210486]]), "float64")
     result = gradcheck(layer, x)
     assert result.checked["weight"] == "full" and result.worst["weight"] < 1
+
+
+def test_a_layer_called_alone_undoes_what_its_forward_recorded_when_it_raises():
+    from gradflow.core import record_undo
+
+    class Refusing(Layer):
+        def __init__(self):
+            self.count = 0
+
+        def forward(self, x, train):
+            def undo():
+                self.count -= 1
+
+            record_undo(undo)
+            self.count += 1
+            raise ValueError("refused after changing state")
+
+    layer = Refusing()
+    with pytest.raises(ValueError, match="refused after changing state"):
+        layer(np.ones((2, 3), np.float32), train=True)
+    assert layer.count == 0
+
+
+def test_layers_declaring_a_stateless_forward_record_nothing_to_undo():
+    """``forward_changes_state = False`` lets a call skip its undo journal: it must be true."""
+    from gradflow import core
+    from tests.cases import layer_cases
+
+    checked = []
+    for case in layer_cases():
+        layer = case.make()
+        if layer.forward_changes_state or case.call_kwargs or case.before_forward:
+            continue
+        with core.rollback_on_error():
+            layer(gf.device("cpu").send(case.x, "float32"), train=True)
+            assert core._JOURNAL == [], case.name
+        assert not list(layer.named_buffers()), case.name
+        checked.append(type(layer).__name__)
+    assert {"Linear", "ReLU", "Flatten"} <= set(checked)

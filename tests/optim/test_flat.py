@@ -163,3 +163,58 @@ def test_a_checkpoint_keeps_each_groups_lr_step_counts_and_slots(tmp_path):
     before = [np.array(p.value) for p in model.parameters()]
     fresh.step()
     assert all(np.any(p.value != b) for p, b in zip(model.parameters(), before))
+
+
+def _steps(model, optimizer, device, steps=3):
+    rng = np.random.default_rng(5)
+    for _ in range(steps):
+        for p in model.parameters():
+            p.grad = device.send(rng.normal(size=p.shape), "float32")
+        optimizer.step()
+
+
+def test_by_default_large_host_parameters_update_one_by_one_and_match_the_flat_update(device):
+    from gradflow.optim.flat import HOST_FLAT_MAX_MEAN_SIZE
+
+    def large():  # (128, 256) weight and (128,) bias: 16448 elements per array on average
+        return gf.Sequential(layers.Linear(256, 128, rng=0)).to(device, "float32")
+
+    chosen, packed = large(), large()
+    by_default, flat = SGD(chosen, lr=0.1, momentum=0.9), SGD(packed, lr=0.1, momentum=0.9, flat=True)
+    _steps(chosen, by_default, device)
+    _steps(packed, flat, device)
+    (_, _, bucket), = by_default._buckets
+    on_host = gf.backend.computes_on_host(bucket.value)
+    assert bucket.size >= HOST_FLAT_MAX_MEAN_SIZE * 2 and bucket.flat_pays is not on_host
+    assert (bucket.grad is None) is on_host  # the gradients were never packed on the host
+    for ours, theirs in zip(chosen.parameters(), packed.parameters()):
+        np.testing.assert_array_equal(gf.to_numpy(ours.value), gf.to_numpy(theirs.value))
+        np.testing.assert_array_equal(gf.to_numpy(ours.state["momentum_buffer"]),
+                                      gf.to_numpy(theirs.state["momentum_buffer"]))
+    small = _mlp(device, "float32")
+    small_default = SGD(small, lr=0.1, momentum=0.9)
+    _steps(small, small_default, device)
+    assert small_default._buckets[0][2].flat_pays
+    assert all(p.grad is view for p, view in zip(small.parameters(), small_default._buckets[0][2].grad_views))
+
+
+def test_by_default_a_gpu_step_of_large_parameters_takes_the_same_operations_for_2_and_4_arrays():
+    import array_api_compat.numpy as compat_numpy
+
+    from gradflow.testing.counting import OperationCounter
+
+    counts = []
+    for count in (1, 2):
+        counter = OperationCounter(compat_numpy)
+        counter.array_type.gradflow_library = "cupy"  # taken for CuPy arrays: the GPU's choices
+        model = gf.Sequential(*[layers.Linear(256, 128 if i == 0 else 256, rng=i) for i in range(count)][::-1])
+        optimizer = Adam(model, lr=1e-3)
+        counter.wrap_layer(model)
+        for step in range(3):
+            for p in model.parameters():
+                p.grad = counter.wrap(RNG.normal(size=p.shape).astype(np.float32))
+            if step == 2:
+                counter.reset()
+            optimizer.step()
+        counts.append(counter.total)
+    assert counts[0] == counts[1] > 0
