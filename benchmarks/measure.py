@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import mlp_step
-from benchmarks.timing import best_of
+from benchmarks.timing import best_of_pair
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,8 +183,7 @@ def layer_overheads(number: int = 3000) -> list[dict[str, Any]]:
     ):
         framework()
         bare()
-        t_framework = best_of(framework, number=number)
-        t_bare = best_of(bare, number=number)
+        t_framework, t_bare = best_of_pair(framework, bare, number=number)
         rows.append({
             "what": what,
             "gradflow_us": t_framework * 1e6,

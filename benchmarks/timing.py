@@ -189,3 +189,17 @@ def best_of(function: Callable[[], Any], *, number: int, repeat: int = 7) -> flo
             function()
         best = min(best, (time.perf_counter() - started) / number)
     return best
+
+
+def best_of_pair(first: Callable[[], Any], second: Callable[[], Any], *, number: int,
+                 repeat: int = 9) -> tuple[float, float]:
+    """:func:`best_of` for two functions in alternating blocks (first, second, first, ...), so
+    that a slow spell of the machine falls on both rather than on whichever ran then."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for k, function in enumerate((first, second)):
+            started = time.perf_counter()
+            for _ in range(number):
+                function()
+            best[k] = min(best[k], (time.perf_counter() - started) / number)
+    return best[0], best[1]
