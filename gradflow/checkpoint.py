@@ -38,9 +38,19 @@ anywhere in the arrays or the metadata is found when the file is read. ``load`` 
 everything (digests, metadata types, keys, shapes, optimizer slot names, RNG generator names
 and states) before it assigns anything, and if applying still fails, restores what it had
 changed: an error leaves the model, optimizer, data iterator, callbacks and RNGs as they were.
-Files of format version 1 (no digests, Linear weights (in, out)) and 2 (recurrent weights
-(in, G·H)) are refused: this version stores PyTorch's layouts and will not guess a square
-matrix's orientation.
+Files of format version 1 (no digests, Linear weights (in, out)) are refused: this version
+stores PyTorch's layouts and will not guess a square matrix's orientation.
+
+Format 2 files (written before format 3; recurrent weights stored transposed, as (in, G·H),
+(H, G·H), (H, proj)) are migrated, because nothing the user saved is lost: ``read`` verifies
+the digests of the arrays as stored, then transposes the model arrays whose keys name recurrent
+weights (``weight_ih*``, ``weight_hh*``, ``weight_hr*``; every other array kept its layout) and
+sets ``checkpoint.migrated_from = 2``. ``load`` then checks that every transposed weight fits the
+model (a stored shape that is not the model's transposed is refused, naming the key, the shape
+expected and the one found, before anything changes), transposes the optimizer slots of those
+weights (slot ``<i>.<name>`` belongs to ``optimizer.params[i]``, matched to its model key by
+identity; only a 2-D slot of the weight's stored shape), and warns once. Saving always writes
+the current format.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ import datetime as _datetime
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -68,8 +79,8 @@ FORMAT = "gradflow-checkpoint"
 # Version 2 also holds SHA-256 digests of every array and of the metadata.
 # 3: RNN/LSTM/GRU and their cells store weight_ih (G·H, in), weight_hh (G·H, H or proj) and
 # weight_hr (proj, H) as in PyTorch; version 2 stored them transposed, and a square one (an RNN
-# with input_size == hidden_size) would load transposed without a word, so versions < 3 are
-# refused (a check per layer type would have to trust the saved model description).
+# with input_size == hidden_size) would load transposed without a word if read as format 3.
+# Version 2 files are migrated by key name (see the module docstring); version 1 is refused.
 FORMAT_VERSION = 3
 METADATA_KEY = "gradflow"
 DIGEST_KEY = "gradflow_sha256"  # header entry: SHA-256 of the metadata document
@@ -91,6 +102,11 @@ class Checkpoint:
     model_state: dict[str, np.ndarray]
     optimizer_slots: dict[str, np.ndarray]
     history: History = field(default_factory=History)
+    # a format 2 file read by this version: 2, and {model key: shape as stored} of the recurrent
+    # weights transposed to PyTorch's layout (their optimizer slots are transposed by ``load``,
+    # which knows the optimizer's parameters); None for a file of the current format
+    migrated_from: int | None = None
+    migrated_keys: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def epoch(self) -> int | None:
@@ -457,12 +473,10 @@ def read(path: "str | os.PathLike") -> Checkpoint:
             f"{name}: written by a newer gradflow (format version {metadata['format_version']}, this one reads "
             f"up to {FORMAT_VERSION}); upgrade gradflow"
         )
-    if version < FORMAT_VERSION:
-        stored = ("Linear weights as (in, out)" if version == 1
-                  else "recurrent weights (weight_ih, weight_hh, weight_hr) transposed, as (in, G·H)")
+    if version < 2:
         raise CheckpointError(
-            f"{name}: written by an older gradflow (format version {version}), which stored {stored}; "
-            f"this version (format {FORMAT_VERSION}) stores PyTorch's layouts and will not guess: "
+            f"{name}: written by an older gradflow (format version {version}), which stored Linear weights as "
+            f"(in, out); this version (format {FORMAT_VERSION}) stores PyTorch's layouts and will not guess: "
             "re-create the checkpoint with this version"
         )
     saved_digest = (header.get("__metadata__") or {}).get(DIGEST_KEY)
@@ -494,11 +508,67 @@ def read(path: "str | os.PathLike") -> Checkpoint:
     slot_keys = sorted((k[len("optimizer/"):] for k in arrays if k.startswith("optimizer/")),
                        key=lambda k: (int(k.partition(".")[0]) if k.partition(".")[0].isdigit() else -1, k))
     slots = {k: arrays[f"optimizer/{k}"] for k in slot_keys}
+    migrated = _migrate_model_state(model_state, name) if version == 2 else {}
     try:
         history = History.from_dict(metadata["history"]) if metadata.get("history") else History()
     except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{name}: corrupt gradflow metadata: history ({error})") from None
-    return Checkpoint(name, metadata, model_state, slots, history)
+    checkpoint = Checkpoint(name, metadata, model_state, slots, history)
+    if version == 2:
+        checkpoint.migrated_from, checkpoint.migrated_keys = 2, migrated
+    return checkpoint
+
+
+# model keys whose arrays format 2 stored transposed: RNN/LSTM/GRU (weight_ih_l<k>[_reverse],
+# weight_hh_l<k>[_reverse], weight_hr_l<k>[_reverse]) and their cells (weight_ih, weight_hh)
+_RECURRENT_WEIGHT = re.compile(r"(?:^|\.)(?:weight_ih|weight_hh)(?:_l\d+(?:_reverse)?)?$|(?:^|\.)weight_hr_l\d+(?:_reverse)?$")
+MIGRATION_WARNING = "format 2 checkpoint migrated: recurrent weights transposed to PyTorch's layout"
+
+
+def _migrate_model_state(state: dict[str, np.ndarray], name: str) -> dict[str, tuple[int, ...]]:
+    """Format 2 -> 3, in place (after the digests of the arrays as stored were verified):
+    transpose the recurrent weights. Returns {model key: shape as stored} of those transposed."""
+    migrated = {key: tuple(array.shape) for key, array in state.items() if _RECURRENT_WEIGHT.search(key)}
+    flat = [f"{key} {shape}" for key, shape in migrated.items() if len(shape) != 2]
+    if flat:
+        raise CheckpointError(f"{name}: format 2 checkpoint: recurrent weights must be 2-D matrices, got {flat}")
+    for key in migrated:
+        state[key] = np.ascontiguousarray(state[key].T)
+    return migrated
+
+
+def _check_migration(checkpoint: Checkpoint, model: Any, optimizer: Any) -> None:
+    """A format 2 checkpoint: every transposed weight fits the model (its stored shape is the
+    model's, transposed), and the optimizer's slots can be matched to their parameters."""
+    if model is None:
+        if optimizer is not None and checkpoint.migrated_keys:
+            raise CheckpointError(f"{checkpoint.path}: format 2 checkpoint with recurrent weights: pass the model "
+                                  "too, so that their optimizer slots are transposed to PyTorch's layout")
+        return
+    targets = model.state_dict()
+    wrong = [f"{key!r}: expected {tuple(targets[key].shape)[::-1]} (format 2 stored {tuple(targets[key].shape)} "
+             f"transposed), got {stored}"
+             for key, stored in checkpoint.migrated_keys.items()
+             if key in targets and tuple(targets[key].shape)[::-1] != stored]
+    if wrong:
+        raise CheckpointError(f"{checkpoint.path}: format 2 checkpoint: recurrent weights fit neither layout:\n  "
+                              + "\n  ".join(wrong))
+
+
+def _migrate_slots(checkpoint: Checkpoint, model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+    """The optimizer slots of a format 2 checkpoint in format 3's layout: slot ``i.<name>``
+    belongs to ``optimizer.params[i]``; a slot of a transposed weight, 2-D and of the weight's
+    stored shape, is transposed too. Everything else is returned as stored."""
+    names = {id(p): key for key, p in model.named_parameters()}
+    slots = dict(checkpoint.optimizer_slots)
+    for key, array in slots.items():
+        index = key.partition(".")[0]
+        if not index.isdigit() or int(index) >= len(optimizer.params):
+            continue  # _check_optimizer names it
+        stored = checkpoint.migrated_keys.get(names.get(id(optimizer.params[int(index)])))
+        if stored is not None and array.ndim == 2 and tuple(array.shape) == stored:
+            slots[key] = np.ascontiguousarray(array.T)
+    return slots
 
 
 def _check_metadata(meta: dict[str, Any], name: str) -> None:
@@ -567,9 +637,15 @@ def load(
     :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys, and changes
     nothing. optimizer: slots, step counter, schedule state, and a constant lr. data: the
     shuffling state. callbacks: their saved states. ``restore_rng``: also the initializer's
-    generator and the layers' generators.
+    generator and the layers' generators. A format 2 file is migrated (recurrent weights and
+    their optimizer slots transposed to PyTorch's layout) with a warning; an optimizer needs its
+    model then, to tell which slots belong to recurrent weights.
     """
-    checkpoint = read(path)  # parsed, digests verified, metadata types checked
+    checkpoint = read(path)  # parsed, digests verified, metadata types checked, format 2 migrated
+    if checkpoint.migrated_from is not None:
+        _check_migration(checkpoint, model, optimizer)
+        if optimizer is not None:
+            checkpoint.optimizer_slots = _migrate_slots(checkpoint, model, optimizer)
     if optimizer is not None:
         _check_optimizer(checkpoint, optimizer)
     if model is not None:
@@ -580,6 +656,9 @@ def load(
     except BaseException:
         undo.restore()
         raise
+    if checkpoint.migrated_from is not None:
+        warnings.warn(f"{checkpoint.path}: {MIGRATION_WARNING} (save it again to write format {FORMAT_VERSION})",
+                      UserWarning, stacklevel=2)
     return checkpoint
 
 

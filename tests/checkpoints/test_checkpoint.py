@@ -299,15 +299,108 @@ def test_truncated_and_foreign_files_raise_clear_errors(tmp_path):
     # version 1 stored Linear weights (in, out): a square one would load transposed in silence
     with pytest.raises(ck.CheckpointError, match=r"format version 1\), which stored Linear weights as \(in, out\)"):
         gf.load(tmp_path / "older.safetensors", build())
-    # version 2 stored recurrent weights (in, G·H): the same silent transpose for a square RNN
-    version_2 = safetensors.numpy.save({"model/x": np.zeros(1, np.float32)},
-                                       metadata={"gradflow": json.dumps({"format": "gradflow-checkpoint",
-                                                                         "format_version": 2})})
-    (tmp_path / "version_2.safetensors").write_bytes(version_2)
-    with pytest.raises(ck.CheckpointError, match=r"format version 2\), which stored recurrent weights .* transposed"):
-        gf.load(tmp_path / "version_2.safetensors", build())
     with pytest.raises(ck.CheckpointError, match="newer gradflow"):
         ck.read(tmp_path / "newer.safetensors")
+
+
+def recurrent_model(seed=0):
+    # the RNN's weight_ih and weight_hh are square (input_size == hidden_size, one gate): the case
+    # a silent transpose would pass; the LSTM covers projections, reverse directions and two layers
+    return gf.Sequential(L.LSTM(4, 4, num_layers=2, bidirectional=True, proj_size=3, batch_first=True, rng=seed),
+                         L.RNN(6, 6, batch_first=True, rng=seed + 2), L.Linear(6, 2, rng=seed + 1))
+
+
+def recurrent_step(model, optimizer, x):
+    out, backprop = model(x, train=True)
+    optimizer.zero_grad()
+    backprop(out)  # the gradient of 0.5·Σ out²
+    optimizer.step()
+
+
+def forge_format_2(source, target, transposed=lambda key, array: array.T):
+    """Rewrite a format 3 file as format 2 wrote it: recurrent weights and their Adam slots
+    transposed, format_version 2, digests recomputed with the module's own functions."""
+    import safetensors.numpy
+
+    payload = Path(source).read_bytes()
+    size = int.from_bytes(payload[:8], "little")
+    meta = json.loads(json.loads(payload[8:8 + size])["__metadata__"][ck.METADATA_KEY])
+    arrays = safetensors.numpy.load(payload)
+    keys = meta["model"]["keys"]  # Adam(model): parameter i is the model's i-th parameter (no buffers here)
+    recurrent = {i for i, key in enumerate(keys) if ck._RECURRENT_WEIGHT.search(key)}
+    for name in list(arrays):
+        kind, _, key = name.partition("/")
+        if (kind == "model" and key in [keys[i] for i in recurrent]) or \
+                (kind == "optimizer" and int(key.partition(".")[0]) in recurrent):
+            arrays[name] = np.ascontiguousarray(transposed(key, arrays[name]))
+    meta["format_version"] = 2
+    meta["digests"] = {name: ck._digest(name, array) for name, array in arrays.items()}
+    document = json.dumps(meta)
+    Path(target).write_bytes(safetensors.numpy.save(arrays, metadata={ck.METADATA_KEY: document,
+                                                                      ck.DIGEST_KEY: ck._text_digest(document)}))
+    return Path(target)
+
+
+def test_a_format_2_checkpoint_is_migrated_and_resumes_exactly_as_its_format_3_twin(tmp_path):
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+    model = recurrent_model()
+    optimizer = Adam(model, lr=0.01)
+    for _ in range(2):
+        recurrent_step(model, optimizer, x)
+    current = gf.save(tmp_path / "v3.safetensors", model, optimizer, epoch=1)
+    old = forge_format_2(current, tmp_path / "v2.safetensors")
+    stored = ck.read(old)
+    assert stored.migrated_from == 2 and ck.read(current).migrated_from is None
+    assert stored.migrated_keys["0.weight_hr_l0"] == (4, 3) and "1.weight" not in stored.migrated_keys
+    assert stored.optimizer_slots["4.exp_avg"].shape == (4, 3)  # slots: transposed by load, which knows the params
+
+    results = {}
+    for name, path in (("v3", current), ("v2", old)):
+        fresh = recurrent_model(seed=9)
+        fresh_opt = Adam(fresh, lr=0.01)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gf.load(path, fresh, fresh_opt)
+        messages = [str(w.message) for w in caught]
+        loaded = (weights(fresh), slots(fresh_opt), fresh_opt.step_count)
+        recurrent_step(fresh, fresh_opt, x)
+        results[name] = (loaded, weights(fresh), slots(fresh_opt), messages)
+    (w3, s3, n3), after_w3, after_s3, messages_3 = results["v3"]
+    (w2, s2, n2), after_w2, after_s2, messages_2 = results["v2"]
+    assert_identical(w2, w3)
+    assert_identical(w2, weights(model))
+    assert_identical(s2, s3)
+    assert n2 == n3 == 2
+    assert_identical(after_w2, after_w3)
+    assert_identical(after_s2, after_s3)
+    assert messages_3 == [] and len(messages_2) == 1 and ck.MIGRATION_WARNING in messages_2[0]
+    # saving writes the current format
+    again = gf.save(tmp_path / "again.safetensors", model, optimizer)
+    assert ck.read(again).metadata["format_version"] == ck.FORMAT_VERSION and ck.read(again).migrated_from is None
+
+
+def test_a_format_2_recurrent_weight_that_fits_neither_layout_is_refused_and_changes_nothing(tmp_path):
+    model = recurrent_model()
+    optimizer = Adam(model, lr=0.01)
+    recurrent_step(model, optimizer, np.ones((2, 3, 4), np.float32))
+    current = gf.save(tmp_path / "v3.safetensors", model, optimizer)
+
+    def damaged(key, array):  # weight_ih_l1 (16, 6) stored as (6, 16) in format 2; make it (3, 32)
+        return array.T.reshape(3, 32) if key == "0.weight_ih_l1" else array.T
+
+    bad = forge_format_2(current, tmp_path / "bad.safetensors", damaged)
+    fresh = recurrent_model(seed=9)
+    fresh_opt = Adam(fresh, lr=0.01)
+    before = weights(fresh)
+    pattern = r"'0.weight_ih_l1': expected \(6, 16\) .*got \(3, 32\)"
+    with pytest.raises(ck.CheckpointError, match=pattern):
+        gf.load(bad, fresh, fresh_opt)
+    assert_identical(weights(fresh), before)
+    assert slots(fresh_opt) == {} and fresh_opt.step_count == 0
+    # an optimizer without its model cannot tell which slots belong to recurrent weights
+    with pytest.raises(ck.CheckpointError, match="pass the model too"):
+        gf.load(forge_format_2(current, tmp_path / "v2.safetensors"), None, fresh_opt)
+    assert slots(fresh_opt) == {} and fresh_opt.step_count == 0
 
 
 def test_a_checkpoint_saved_on_the_cpu_loads_on_another_device(tmp_path):
