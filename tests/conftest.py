@@ -95,6 +95,7 @@ def _simulated_kernels_line() -> str:
     the simulated ``cupy.ElementwiseKernel`` compiles their bodies with g++ (tests/simcuda/cupy/
     _elementwise.py); without g++, or once a build failed, the portable path ran instead."""
     import cupy
+
     from gradflow.backend import fused
 
     launches = cupy._elementwise.launches
@@ -102,7 +103,7 @@ def _simulated_kernels_line() -> str:
         return "fused kernels NOT run on cuda:N: g++ absent, the simulated ElementwiseKernel cannot compile"
     if fused.cupy_status() is not None:
         return f"fused kernels NOT run on cuda:N after a failed build: {fused.cupy_status()}"
-    names = ", ".join(f"{name[3:] if name.startswith('gf_') else name} {count}"
+    names = ", ".join(f"{name.removeprefix('gf_')} {count}"
                       for name, count in sorted(launches.items()))
     line = f"fused kernels run on cuda:N (g++-compiled bodies): {sum(launches.values())} launches ({names or 'none'})"
     failed = sorted({f"{name[3:]}/{dtype}" for name, dtype in fused._CUPY_FAILED})

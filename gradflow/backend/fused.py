@@ -286,7 +286,7 @@ def _cupy_call(name: str, args: tuple, out: tuple) -> Any:
         # _decide_params_type, _get_out_args_with_params, then _get_kernel): the caller's error,
         # not a CuPy that cannot build kernels
         raise
-    except Exception as error:  # noqa: BLE001 - any failure to build means: use the portable path
+    except Exception as error:  # any failure to build means: use the portable path
         _CUPY_FAILED[key] = f"{type(error).__name__}: {error}"
         if not _CUPY_KERNELS:  # nothing ever compiled here: no kernel will
             _CUPY_BROKEN.append(_CUPY_FAILED[key])

@@ -345,7 +345,7 @@ def test_on_simulated_cuda_the_fused_kernels_run_on_the_current_device(monkeypat
 
 def test_on_simulated_cuda_the_optimizer_kernels_update_in_place(monkeypatch):
     cupy = _simulated_cupy(monkeypatch)
-    p, g, m = (cupy.asarray(a) for a in _data(np.float64, (5, 4)))
+    p, g, _ = (cupy.asarray(a) for a in _data(np.float64, (5, 4)))
     expected = p.get() - 0.1 * g.get()
     before = cupy._elementwise.launches["gf_sgd"]
     assert fused.sgd_(p, g, None, lr=0.1) is True

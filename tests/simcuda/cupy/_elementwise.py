@@ -98,7 +98,7 @@ class _Param:
     def __init__(self, text: str, is_const: bool):
         s = text.split()
         if len(s) < 2:
-            raise Exception(f"Syntax error: {text}")
+            raise Exception(f"Syntax error: {text}")  # noqa: TRY002 - what ParameterInfo raises
         t, self.name = s[-2:]
         self.raw, self.is_const = False, is_const
         self.dtype = None if len(t) == 1 else np.dtype(t)
@@ -109,7 +109,7 @@ class _Param:
             elif word == "_non_const":
                 self.is_const = False
             else:
-                raise Exception(f'Unknown keyword "{word}"')
+                raise Exception(f'Unknown keyword "{word}"')  # noqa: TRY002 - as ParameterInfo
 
 
 def _params(text: str, is_const: bool) -> tuple[_Param, ...]:
@@ -286,7 +286,7 @@ def _library(source: str) -> Any:
             cpp.write_text(source)
             partial = folder / f"k_{digest}.{os.getpid()}.so"
             done = subprocess.run([COMPILER, "-O2", "-ffp-contract=off", "-shared", "-fPIC", str(cpp), "-o",
-                                   str(partial)], capture_output=True, text=True)
+                                   str(partial)], check=False, capture_output=True, text=True)
             cpp.unlink()
             if done.returncode != 0:
                 raise CompileException(done.stderr)
