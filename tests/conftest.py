@@ -99,6 +99,8 @@ def _simulated_kernels_line() -> str:
     from gradflow.backend import fused
 
     launches = cupy._elementwise.launches
+    if os.environ.get("GRADFLOW_FUSED", "1") == "0":
+        return "fused kernels NOT run on cuda:N: GRADFLOW_FUSED=0 forces the portable path"
     if cupy._elementwise.COMPILER is None:
         return "fused kernels NOT run on cuda:N: g++ absent, the simulated ElementwiseKernel cannot compile"
     if fused.cupy_status() is not None:

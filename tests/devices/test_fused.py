@@ -317,6 +317,7 @@ def _simulated_cupy(monkeypatch):
 
     if cupy._elementwise.COMPILER is None:
         pytest.skip("g++ absent: the simulated ElementwiseKernel cannot compile, fused kernels were not run on cuda:N")
+    monkeypatch.delenv("GRADFLOW_FUSED", raising=False)
     for name, fresh in (("_CUPY_BROKEN", []), ("_CUPY_KERNELS", {}), ("_CUPY_FAILED", {})):
         monkeypatch.setattr(fused, name, fresh)
     return cupy
