@@ -86,7 +86,30 @@ def pytest_terminal_summary(terminalreporter):
     if SIMULATED_CUDA:
         terminalreporter.write_line("cuda:N are NumPy-backed simulated GPUs (tests/simcuda): they check device "
                                     "placement, CuPy's dtype tables and API use, not GPU kernels or speed")
+        terminalreporter.write_line(_simulated_kernels_line())
     _skip_summary(terminalreporter)
+
+
+def _simulated_kernels_line() -> str:
+    """Whether gradflow's fused CuPy kernels (gradflow/backend/fused.py) ran on the simulated GPUs:
+    the simulated ``cupy.ElementwiseKernel`` compiles their bodies with g++ (tests/simcuda/cupy/
+    _elementwise.py); without g++, or once a build failed, the portable path ran instead."""
+    import cupy
+
+    from gradflow.backend import fused
+
+    launches = cupy._elementwise.launches
+    if os.environ.get("GRADFLOW_FUSED", "1") == "0":
+        return "fused kernels NOT run on cuda:N: GRADFLOW_FUSED=0 forces the portable path"
+    if cupy._elementwise.COMPILER is None:
+        return "fused kernels NOT run on cuda:N: g++ absent, the simulated ElementwiseKernel cannot compile"
+    if fused.cupy_status() is not None:
+        return f"fused kernels NOT run on cuda:N after a failed build: {fused.cupy_status()}"
+    names = ", ".join(f"{name.removeprefix('gf_')} {count}"
+                      for name, count in sorted(launches.items()))
+    line = f"fused kernels run on cuda:N (g++-compiled bodies): {sum(launches.values())} launches ({names or 'none'})"
+    failed = sorted({f"{name[3:]}/{dtype}" for name, dtype in fused._CUPY_FAILED})
+    return line + (f"; did not compile, portable path instead: {', '.join(failed)}" if failed else "")
 
 
 def _skip_summary(terminalreporter) -> None:

@@ -191,7 +191,8 @@ class _State(threading.local):
 
 
 _state = _State()
-_CUPY_KERNELS: dict[str, Any] = {}
+_CUPY_KERNELS: dict[tuple[str, Any], Any] = {}  # (name, dtype) -> the kernel, once it ran for that dtype
+_CUPY_FAILED: dict[tuple[str, Any], str] = {}  # (name, dtype) -> why it did not build: the portable path runs
 _CUPY_BROKEN: list[str] = []  # why the CuPy kernels cannot run here (first failure), once known
 
 
@@ -263,19 +264,34 @@ def _launch(name: str, *args: Any, out: tuple = ()) -> Any:
 
 
 def _cupy_call(name: str, args: tuple, out: tuple) -> Any:
-    kernel = _CUPY_KERNELS.get(name)
+    # CuPy compiles an ElementwiseKernel at its first call for each argument dtype, not at
+    # construction ("The kernel is compiled at an invocation of the __call__ method, which is
+    # cached for each device", cupy/_core/_kernel.pyx ``ElementwiseKernel``), so whether a
+    # kernel runs is known per (kernel, dtype): float16 can fail to compile where float32 ran.
+    key = (name, (args[0] if hasattr(args[0], "dtype") else out[0]).dtype)
+    kernel = _CUPY_KERNELS.get(key)
     if kernel is not None:
         return kernel(*args, *out)
-    try:  # the first call compiles: no compiler or no device (a simulated CuPy) ends here
+    if key in _CUPY_FAILED:
+        raise _FallBack()
+    try:  # the first call compiles: no compiler or no device (a CuPy without NVRTC) ends here
         import cupy
 
         spec = KERNELS[name]
         kernel = cupy.ElementwiseKernel(spec.params(spec.inputs), spec.params(spec.outputs), spec.body, name)
         result = kernel(*args, *out)
-    except Exception as error:  # noqa: BLE001 - any failure to build means: use the portable path
-        _CUPY_BROKEN.append(f"{type(error).__name__}: {error}")
+    except (ValueError, TypeError):
+        # the argument checks (another device's array, a dtype or shape mismatch) run before
+        # any compile (``ElementwiseKernel.__call__``: _preprocess_args, _broadcast,
+        # _decide_params_type, _get_out_args_with_params, then _get_kernel): the caller's error,
+        # not a CuPy that cannot build kernels
+        raise
+    except Exception as error:  # any failure to build means: use the portable path
+        _CUPY_FAILED[key] = f"{type(error).__name__}: {error}"
+        if not _CUPY_KERNELS:  # nothing ever compiled here: no kernel will
+            _CUPY_BROKEN.append(_CUPY_FAILED[key])
         raise _FallBack() from error
-    _CUPY_KERNELS[name] = kernel
+    _CUPY_KERNELS[key] = kernel
     return result
 
 

@@ -264,6 +264,8 @@ def test_a_cupy_that_cannot_build_kernels_falls_back_to_the_portable_path(monkey
     from gradflow.testing.counting import OperationCounter
 
     monkeypatch.setattr(fused, "_CUPY_BROKEN", [])
+    monkeypatch.setattr(fused, "_CUPY_KERNELS", {})  # as in a fresh process (simulated cuda may have run kernels)
+    monkeypatch.setattr(fused, "_CUPY_FAILED", {})
     monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # "import cupy" fails
     counter = OperationCounter(np)
     counter.array_type.gradflow_library = "cupy"
@@ -301,3 +303,77 @@ def test_fused_path_cuts_the_operations_of_a_training_step():
     assert found["adam_step"]["fused"]["by_name"]["fused:adam"] == 1
     assert any(name.startswith("fused:") for name in found["mlp"]["fused"]["by_name"])
     assert found["mlp"]["fused"]["syncs"] == found["mlp"]["portable"]["syncs"]
+
+
+# -- the CuPy path itself, on the simulated GPUs (tests/simcuda): its ElementwiseKernel runs the
+# same kernel text through g++ with CuPy's argument rules (tests/simcuda/cupy/_elementwise.py)
+
+def _simulated_cupy(monkeypatch):
+    from tests.conftest import SIMULATED_CUDA
+
+    if not SIMULATED_CUDA:
+        pytest.skip("checks the simulated CuPy's ElementwiseKernel; a real CuPy is installed")
+    import cupy
+
+    if cupy._elementwise.COMPILER is None:
+        pytest.skip("g++ absent: the simulated ElementwiseKernel cannot compile, fused kernels were not run on cuda:N")
+    monkeypatch.delenv("GRADFLOW_FUSED", raising=False)
+    for name, fresh in (("_CUPY_BROKEN", []), ("_CUPY_KERNELS", {}), ("_CUPY_FAILED", {})):
+        monkeypatch.setattr(fused, name, fresh)
+    return cupy
+
+
+def test_on_simulated_cuda_the_fused_kernels_run_on_the_current_device(monkeypatch):
+    cupy = _simulated_cupy(monkeypatch)
+    x, dy, _ = _data(np.float32)
+    b = np.linspace(-1, 1, 7).astype(np.float32)
+    launches = dict(cupy._elementwise.launches)
+    with cupy.cuda.Device(1):
+        cx, cdy, cb = cupy.asarray(x), cupy.asarray(dy), cupy.asarray(b)
+        assert fused.available(cx)
+        y = fused.bias_relu(cx, cb)
+        dx = fused.relu_backward(cdy, y)
+    assert y.device.id == dx.device.id == 1  # allocated on the current device, where the inputs are
+    np.testing.assert_array_equal(y.get(), fused.bias_relu.portable(x, b))
+    np.testing.assert_array_equal(dx.get(), fused.relu_backward.portable(dy, fused.bias_relu.portable(x, b)))
+    for name in ("gf_bias_relu", "gf_relu_backward"):
+        assert cupy._elementwise.launches[name] == launches.get(name, 0) + 1, name
+    assert fused.cupy_status() is None and fused.available(cx)
+    with pytest.raises(ValueError, match="Peer access is unavailable"):  # outside its device: CuPy's error
+        fused.bias_relu(cx, cb)
+    assert fused.cupy_status() is None  # the caller's mistake does not switch the kernels off
+
+
+def test_on_simulated_cuda_the_optimizer_kernels_update_in_place(monkeypatch):
+    cupy = _simulated_cupy(monkeypatch)
+    p, g, _ = (cupy.asarray(a) for a in _data(np.float64, (5, 4)))
+    expected = p.get() - 0.1 * g.get()
+    before = cupy._elementwise.launches["gf_sgd"]
+    assert fused.sgd_(p, g, None, lr=0.1) is True
+    assert cupy._elementwise.launches["gf_sgd"] == before + 1
+    np.testing.assert_array_equal(p.get(), expected)
+
+
+def test_on_simulated_cuda_a_dtype_whose_kernel_does_not_compile_falls_back_alone(monkeypatch):
+    # gf_xent_rows mixes T and float in ``c ? a : b``: ambiguous for CuPy's float16 class
+    # (cupy/_core/include/cupy/float16.cuh converts both ways), so it compiles for float32 only
+    cupy = _simulated_cupy(monkeypatch)
+    logits = np.random.default_rng(0).standard_normal((4, 3))
+    labels = np.array([0, 2, 1, 1])
+    for dtype in (np.float32, np.float16, np.float32):
+        value, delta, ok = fused.softmax_cross_entropy(cupy.asarray(logits.astype(dtype)), cupy.asarray(labels), 0.25)
+        reference = fused.softmax_cross_entropy.portable(logits.astype(dtype), labels, 0.25)
+        np.testing.assert_allclose(value.get(), reference[0], rtol=1e-3)
+        assert delta.dtype == dtype and bool(ok)
+    assert ("gf_xent_rows", np.dtype(np.float16)) in fused._CUPY_FAILED
+    assert ("gf_xent_rows", np.dtype(np.float32)) in fused._CUPY_KERNELS and fused.cupy_status() is None
+
+
+def test_on_simulated_cuda_without_a_compiler_the_portable_path_runs(monkeypatch):
+    cupy = _simulated_cupy(monkeypatch)
+    monkeypatch.setattr(cupy._elementwise, "COMPILER", None)
+    monkeypatch.setattr(cupy._elementwise, "_LIBRARIES", {})
+    x, dy, _ = _data(np.float32)
+    result = fused.relu_backward(cupy.asarray(dy), cupy.asarray(x))
+    np.testing.assert_array_equal(result.get(), dy * (x > 0))
+    assert "CompileException" in fused.cupy_status() and not fused.available(cupy.asarray(x))

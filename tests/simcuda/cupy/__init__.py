@@ -36,7 +36,7 @@ _NOT_EXPORTED = {"ndarray", "asarray", "array", "asanyarray", "ascontiguousarray
 _CREATION_FROM_PROTOTYPE = {"zeros_like", "ones_like", "empty_like", "full_like"}
 
 __all__ = ["ndarray", "asarray", "array", "asnumpy", "is_available", "get_default_memory_pool",
-           "get_default_pinned_memory_pool", "cuda", "random", "linalg", "fft", "lib"]
+           "get_default_pinned_memory_pool", "ElementwiseKernel", "cuda", "random", "linalg", "fft", "lib"]
 
 
 def _export() -> None:
@@ -165,6 +165,7 @@ def get_default_pinned_memory_pool() -> _PinnedMemoryPool:
 
 
 from . import cuda, exceptions, lib, linalg, fft, random  # noqa: E402,F401
+from ._elementwise import ElementwiseKernel  # noqa: E402,F401
 
 # array_api_compat.cupy does ``from cupy import abs, max, min, round``
 abs, max, min, round = absolute, amax, amin, around  # noqa: F821,A001

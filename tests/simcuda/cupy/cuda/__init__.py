@@ -44,4 +44,4 @@ def is_available() -> bool:
     return _sim.config.device_count > 0
 
 
-from . import nccl  # noqa: E402,F401
+from . import compiler, nccl  # noqa: E402,F401
