@@ -90,8 +90,12 @@ class FlatBuffer:
             offset += p.size
         self.size = offset
         #: whether packing the gradients for one flat update pays (see HOST_FLAT_MAX_MEAN_SIZE)
-        self.flat_pays = (not backend.computes_on_host(first)
-                          or self.size < HOST_FLAT_MAX_MEAN_SIZE * len(self.params))
+        #: True when the arrays compute on the host (no device context to enter around updates)
+        self.on_host = backend.computes_on_host(first)
+        self.flat_pays = not self.on_host or self.size < HOST_FLAT_MAX_MEAN_SIZE * len(self.params)
+        #: every position, and each position alone: the members of a flat or per-parameter update
+        self.positions = tuple(range(len(self.params)))
+        self.singles = [(position,) for position in self.positions]
         with self.device:
             self.value = self.xp.concat([self.xp.reshape(p.value, (-1,)) for p in self.params])
         self.value_views = self._views(self.value)
@@ -136,16 +140,25 @@ class FlatBuffer:
             self._segments = None
             self.fills[name] = fill
 
-    def is_current(self, steps: Sequence[int]) -> bool:
-        """True while every parameter's value and slots still are this buffer's views."""
-        for p, view in zip(self.params, self.value_views):
+    def is_current(self, steps: Sequence[int], indices: Sequence[int] | None = None) -> bool:
+        """True while every parameter's value and slots still are this buffer's views.
+
+        steps: each parameter's step count (a slot of a parameter with step 0 may be absent from
+        its ``state``); with ``indices``, ``steps`` is indexed by them (the optimizer's list of
+        every parameter's count, so that no per-bucket list is built at every step)."""
+        params = self.params
+        for p, view in zip(params, self.value_views):
             if p.value is not view:
                 return False
         for name, views in self.slot_views.items():
-            for p, view, step in zip(self.params, views, steps):
+            for position, (p, view) in enumerate(zip(params, views)):
                 held = p.state.get(name)
-                if held is not view and not (held is None and step == 0):
-                    return False
+                if held is not view:
+                    if held is not None:
+                        return False
+                    step = steps[position] if indices is None else steps[indices[position]]
+                    if step != 0:
+                        return False
         return True
 
     def publish(self, index: int) -> None:
