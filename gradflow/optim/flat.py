@@ -111,7 +111,9 @@ class FlatBuffer:
 
     def _views(self, flat: Array) -> list[Array]:
         xp = self.xp
-        return [xp.reshape(flat[start:stop], shape) for (start, stop), shape in zip(self.bounds, self.shapes)]
+        # a 1-D parameter's view is the slice itself (a reshape call costs ~1 µs on the host)
+        return [flat[start:stop] if len(shape) == 1 else xp.reshape(flat[start:stop], shape)
+                for (start, stop), shape in zip(self.bounds, self.shapes)]
 
     def ensure_slots(self, slots: dict[str, float], steps: Sequence[int]) -> None:
         """Create the flat array of every slot in ``slots`` not built yet, from the arrays in
@@ -175,7 +177,7 @@ class FlatBuffer:
             return self.grad
         xp = self.xp
         with self.device:
-            self.grad = xp.concat([xp.reshape(p.grad, (-1,)) for p in self.params])
+            self.grad = xp.concat([g if g.ndim == 1 else xp.reshape(g, (-1,)) for g in (p.grad for p in self.params)])
         self.grad_views = self._views(self.grad)
         for p, view in zip(self.params, self.grad_views):
             p.grad = view
