@@ -429,16 +429,17 @@ class SoftmaxCrossEntropy(_ClassLoss):
             )
         scale = 1.0 / max(n, 1) if self.reduction == "mean" else 1.0
         check = self.validate and n > 0
-        value, delta, labels_ok = backend.softmax_cross_entropy(output, target, scale, check_labels=check)
-        if check:
-            if labels_ok is False:  # the NumPy path checked on the host and computed nothing
+        value, delta, labels_ok = backend.softmax_cross_entropy(output, target, scale, check_labels=check,
+                                                                check_finite=check)
+        if check and labels_ok is not True:  # True: the NumPy path checked labels and finiteness on the host
+            if labels_ok is False:  # the NumPy path found bad labels (and computed nothing) or a non-finite value
                 self._explain_bad_labels_or_value(output, target, xp)
             # A -inf logit of a class that is not the label leaves the fused value finite, but
             # Inf reaching the loss is an error all the same: check the logits too. NaN or +Inf
             # in a row already makes the value NaN (through the row maximum); the smallest logit
             # adds -Inf, and 0·(±Inf or NaN) is NaN: one reduction, no elementwise temporary.
             finite = xp.isfinite(value + xp.min(output) * 0.0)
-            if not bool(finite if labels_ok is True else finite & labels_ok):  # one host sync
+            if not bool(finite & labels_ok):  # one host sync
                 self._explain_bad_labels_or_value(output, target, xp)
         return value, delta
 

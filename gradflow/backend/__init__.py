@@ -44,7 +44,7 @@ from .rng import CounterRNG, DeviceRNG, HostRNG
 from .placement import Device, cuda_device_count, device, devices
 from .arrays import (computes_on_host, device_context, device_of, dtype_name, is_array, is_floating, is_integral, known_host_copy,
                      library_kind, namespace, remember_host_copy, same_device, to_float, to_numpy)
-from .primitives import (erf, is_deterministic, multiply_by_mask, scatter_add_rows, set_deterministic,
+from .primitives import (erf, is_deterministic, multiply_by_mask, reshape, scatter_add_rows, set_deterministic,
                          sliding_windows, softmax_cross_entropy, window_count)
 from .host import blas_info, host_integer_array, keep_freed_memory, library_versions, limit_blas_threads
 from . import fused
@@ -57,7 +57,7 @@ __all__ = [
     "CounterRNG", "DeviceRNG", "HostRNG", "Device", "cuda_device_count", "device", "devices",
     "computes_on_host", "device_context", "device_of", "dtype_name", "is_array", "is_floating", "is_integral", "library_kind",
     "namespace", "same_device", "to_float", "to_numpy", "known_host_copy", "remember_host_copy",
-    "erf", "is_deterministic", "multiply_by_mask", "scatter_add_rows", "set_deterministic",
+    "erf", "is_deterministic", "multiply_by_mask", "reshape", "scatter_add_rows", "set_deterministic",
     "sliding_windows", "softmax_cross_entropy", "window_count",
     "blas_info", "host_integer_array", "keep_freed_memory", "library_versions", "limit_blas_threads", "fused", "from_dlpack",
 ]

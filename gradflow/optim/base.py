@@ -209,6 +209,11 @@ class Optimizer(CheckedArguments):
         return float(lr(self.step_count)) if callable(lr) else lr
 
     # -- the step ----------------------------------------------------------------------------
+    #: Whether a fused kernel may run for the arrays being updated: :meth:`step` sets it once per
+    #: bucket (``backend.fused.available`` of the bucket's flat value), so ``_update`` skips the
+    #: per-call check where no kernel can run (NumPy, torch, strict); True for direct calls.
+    _fused_here: bool = True
+
     def step(self) -> None:
         """Clip (when configured) and update every parameter that has a gradient, in place."""
         with_grad = [p for p in self.params if p.grad is not None]
@@ -219,64 +224,87 @@ class Optimizer(CheckedArguments):
             if (type(g) is not type(v) or g.shape != v.shape or (g.dtype is not v.dtype and g.dtype != v.dtype)
                     or getattr(g, "device", None) != getattr(v, "device", None)):
                 self._bad_gradient(p)
+        param_groups = self.param_groups
         lrs = []
-        for group in self.param_groups:
-            lr = self._group_lr(group)
-            if callable(group["lr"]) and not 0.0 <= lr < math.inf:
-                raise ValueError(
-                    f"{type(self).__name__}: the lr schedule gave {lr} at step {self.step_count}; "
-                    "it must be finite and >= 0 (nothing was updated)"
-                )
+        for group in param_groups:
+            lr = group["lr"]
+            if callable(lr):
+                lr = float(lr(self.step_count))
+                if not 0.0 <= lr < math.inf:
+                    raise ValueError(
+                        f"{type(self).__name__}: the lr schedule gave {lr} at step {self.step_count}; "
+                        "it must be finite and >= 0 (nothing was updated)"
+                    )
             lrs.append(lr)
         work = self._plan()
-        grads = [grad for _, _, _, segments in work for _, grad, _, _, _ in segments]
-        if self.clip_value is not None:
-            clip_arrays_by_value(grads, self.clip_value)
-        if self.clip_norm is not None:
-            clip_arrays_by_norm(grads, self.clip_norm, self.norm_type)
+        if self.clip_value is not None or self.clip_norm is not None:
+            grads = [grad for _, _, _, segments in work for _, grad, _, _, _ in segments]
+            if self.clip_value is not None:
+                clip_arrays_by_value(grads, self.clip_value)
+            if self.clip_norm is not None:
+                clip_arrays_by_norm(grads, self.clip_norm, self.norm_type)
         self.step_count += 1
+        param_steps = self.param_steps
+        update = self._update
+        fused_available = backend.fused.available
         for group_index, indices, bucket, segments in work:
-            group, lr = self.param_groups[group_index], lrs[group_index]
-            with bucket.device:
+            group, lr = param_groups[group_index], lrs[group_index]
+            self._fused_here = fused_available(bucket.value)
+            if bucket.on_host:  # no device to make current (entering its null context costs ~1 µs)
                 for value, grad, state, step, _ in segments:
-                    self._update(group, value, grad, state, step, lr)
+                    update(group, value, grad, state, step, lr)
+            else:
+                with bucket.device:
+                    for value, grad, state, step, _ in segments:
+                        update(group, value, grad, state, step, lr)
+            bucket_params = bucket.params
             for _, _, _, _, members in segments:
                 for position in members:
-                    if self.param_steps[indices[position]] == 0:
+                    i = indices[position]
+                    if param_steps[i] == 0:
                         bucket.publish(position)
-                    self.param_steps[indices[position]] += 1
-                    bucket.params[position].mark_modified()
+                    param_steps[i] += 1
+                    bucket_params[position].mark_modified()
+        self._fused_here = True
 
-    def _plan(self) -> list[tuple[int, list[int], FlatBuffer, list[tuple[Array, Array, dict[str, Array], int, list[int]]]]]:
+    def _plan(self) -> list[tuple[int, list[int], FlatBuffer, list[tuple[Array, Array, dict[str, Array], int, Any]]]]:
         """What to update: per bucket, one flat segment (every parameter has a gradient and the
         same step count) or one segment per parameter that has a gradient."""
         buckets = self._current_buckets()
+        param_steps, param_groups, choice = self.param_steps, self.param_groups, self.flat
         work = []
         for group_index, indices, bucket in buckets:
-            steps = [self.param_steps[i] for i in indices]
-            has_grad = [p.grad is not None for p in bucket.params]
-            if not any(has_grad):
+            bucket_params = bucket.params
+            positions = [position for position, p in enumerate(bucket_params) if p.grad is not None]
+            if not positions:
                 continue
-            bucket.ensure_slots(self._slots(self.param_groups[group_index]), steps)
-            flat = bucket.flat_pays if self.flat is None else self.flat
-            if flat and all(has_grad) and len(set(steps)) == 1:
+            steps = [param_steps[i] for i in indices]
+            bucket.ensure_slots(self._slots(param_groups[group_index]), steps)
+            flat = bucket.flat_pays if choice is None else choice
+            count = len(steps)
+            if flat and len(positions) == count and steps.count(steps[0]) == count:
                 grad = bucket.gather_grads()
-                segments = [(bucket.value, grad, bucket.slots, steps[0] + 1, list(range(len(indices))))]
+                segments = [(bucket.value, grad, bucket.slots, steps[0] + 1, bucket.positions)]
             else:
+                segment, singles = bucket.segment, bucket.singles
                 segments = []
-                for position, p in enumerate(bucket.params):
-                    if p.grad is not None:
-                        value, state = bucket.segment(position)
-                        segments.append((value, p.grad, state, steps[position] + 1, [position]))
+                for position in positions:
+                    value, state = segment(position)
+                    segments.append((value, bucket_params[position].grad, state, steps[position] + 1,
+                                     singles[position]))
             work.append((group_index, indices, bucket, segments))
         return work
 
     def _current_buckets(self) -> list[tuple[int, list[int], FlatBuffer]]:
         """The flat buffers, (re)built when missing or when any array they own was replaced."""
         buckets = self._buckets
-        if buckets is not None and all(
-                bucket.is_current([self.param_steps[i] for i in indices]) for _, indices, bucket in buckets):
-            return buckets
+        if buckets is not None:
+            param_steps = self.param_steps
+            for _, indices, bucket in buckets:
+                if not bucket.is_current(param_steps, indices):
+                    break
+            else:
+                return buckets
         buckets = []
         for group_index, group in enumerate(self.param_groups):
             by_key: dict[tuple[str, str], list[int]] = {}

@@ -90,8 +90,12 @@ class FlatBuffer:
             offset += p.size
         self.size = offset
         #: whether packing the gradients for one flat update pays (see HOST_FLAT_MAX_MEAN_SIZE)
-        self.flat_pays = (not backend.computes_on_host(first)
-                          or self.size < HOST_FLAT_MAX_MEAN_SIZE * len(self.params))
+        #: True when the arrays compute on the host (no device context to enter around updates)
+        self.on_host = backend.computes_on_host(first)
+        self.flat_pays = not self.on_host or self.size < HOST_FLAT_MAX_MEAN_SIZE * len(self.params)
+        #: every position, and each position alone: the members of a flat or per-parameter update
+        self.positions = tuple(range(len(self.params)))
+        self.singles = [(position,) for position in self.positions]
         with self.device:
             self.value = self.xp.concat([self.xp.reshape(p.value, (-1,)) for p in self.params])
         self.value_views = self._views(self.value)
@@ -106,8 +110,10 @@ class FlatBuffer:
         self.grad_views: list[Array] | None = None
 
     def _views(self, flat: Array) -> list[Array]:
-        xp = self.xp
-        return [xp.reshape(flat[start:stop], shape) for (start, stop), shape in zip(self.bounds, self.shapes)]
+        # a 1-D parameter's view is the slice itself (a reshape call costs ~0.3-2 µs on the host)
+        reshape = backend.reshape
+        return [flat[start:stop] if len(shape) == 1 else reshape(flat[start:stop], shape)
+                for (start, stop), shape in zip(self.bounds, self.shapes)]
 
     def ensure_slots(self, slots: dict[str, float], steps: Sequence[int]) -> None:
         """Create the flat array of every slot in ``slots`` not built yet, from the arrays in
@@ -136,16 +142,25 @@ class FlatBuffer:
             self._segments = None
             self.fills[name] = fill
 
-    def is_current(self, steps: Sequence[int]) -> bool:
-        """True while every parameter's value and slots still are this buffer's views."""
-        for p, view in zip(self.params, self.value_views):
+    def is_current(self, steps: Sequence[int], indices: Sequence[int] | None = None) -> bool:
+        """True while every parameter's value and slots still are this buffer's views.
+
+        steps: each parameter's step count (a slot of a parameter with step 0 may be absent from
+        its ``state``); with ``indices``, ``steps`` is indexed by them (the optimizer's list of
+        every parameter's count, so that no per-bucket list is built at every step)."""
+        params = self.params
+        for p, view in zip(params, self.value_views):
             if p.value is not view:
                 return False
         for name, views in self.slot_views.items():
-            for p, view, step in zip(self.params, views, steps):
+            for position, (p, view) in enumerate(zip(params, views)):
                 held = p.state.get(name)
-                if held is not view and not (held is None and step == 0):
-                    return False
+                if held is not view:
+                    if held is not None:
+                        return False
+                    step = steps[position] if indices is None else steps[indices[position]]
+                    if step != 0:
+                        return False
         return True
 
     def publish(self, index: int) -> None:
@@ -160,13 +175,20 @@ class FlatBuffer:
         views = self.grad_views
         if views is not None and all(p.grad is view for p, view in zip(self.params, views)):
             return self.grad
-        xp = self.xp
-        with self.device:
-            self.grad = xp.concat([xp.reshape(p.grad, (-1,)) for p in self.params])
+        if self.on_host:  # no device to make current
+            self.grad = self._packed_grads()
+        else:
+            with self.device:  # a reshape may copy, and concat allocates: on the parameters' GPU
+                self.grad = self._packed_grads()
         self.grad_views = self._views(self.grad)
         for p, view in zip(self.params, self.grad_views):
             p.grad = view
         return self.grad
+
+    def _packed_grads(self) -> Array:
+        """Every ``p.grad``, flattened and joined (one ``concat``)."""
+        reshape = backend.reshape
+        return self.xp.concat([g if g.ndim == 1 else reshape(g, (-1,)) for g in (p.grad for p in self.params)])
 
     def pack_grads(self, positions: Sequence[int]) -> Array:
         """Copy the gradients of the parameters at ``positions`` into their views of the flat

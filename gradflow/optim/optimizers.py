@@ -60,18 +60,20 @@ class SGD(Optimizer):
 
     def _update(self, group, value, grad, state, step, lr):
         momentum = group["momentum"]
-        if backend.fused.sgd_(value, grad, state.get("momentum_buffer") if momentum else None, lr=lr,
-                              momentum=momentum, dampening=group["dampening"], nesterov=group["nesterov"],
-                              first=step == 1, weight_decay=group["weight_decay"], maximize=group["maximize"]):
+        if self._fused_here and backend.fused.sgd_(
+                value, grad, state.get("momentum_buffer") if momentum else None, lr=lr, momentum=momentum,
+                dampening=group["dampening"], nesterov=group["nesterov"], first=step == 1,
+                weight_decay=group["weight_decay"], maximize=group["maximize"]):
             return  # one fused kernel did the rule below (CuPy)
-        g = self._direction(group, value, grad, lr)
+        g = self._direction(group, value, grad, lr) if group["maximize"] or group["weight_decay"] else grad
         if momentum:
             buffer = state["momentum_buffer"]
             if step == 1:
                 buffer[...] = g
             else:
                 buffer *= momentum
-                buffer += (1.0 - group["dampening"]) * g if group["dampening"] else g
+                dampening = group["dampening"]
+                buffer += (1.0 - dampening) * g if dampening else g
             g = g + momentum * buffer if group["nesterov"] else buffer
         value -= lr * g
 
@@ -111,10 +113,11 @@ class Adam(Optimizer):
 
     def _update(self, group, value, grad, state, step, lr):
         beta1, beta2 = group["betas"]
-        if backend.fused.adam_(value, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
-                               if group["amsgrad"] else None, lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"],
-                               step=step, weight_decay=group["weight_decay"], decoupled=self.decoupled,
-                               maximize=group["maximize"]):
+        if self._fused_here and backend.fused.adam_(
+                value, grad, state["exp_avg"], state["exp_avg_sq"],
+                state.get("max_exp_avg_sq") if group["amsgrad"] else None, lr=lr, beta1=beta1, beta2=beta2,
+                eps=group["eps"], step=step, weight_decay=group["weight_decay"], decoupled=self.decoupled,
+                maximize=group["maximize"]):
             return  # one fused kernel did the rule below (CuPy)
         xp = backend.namespace(value)
         g = self._direction(group, value, grad, lr, decoupled=self.decoupled)
@@ -182,10 +185,10 @@ class RMSprop(Optimizer):
 
     def _update(self, group, value, grad, state, step, lr):
         alpha = group["alpha"]
-        if backend.fused.rmsprop_(value, grad, state["square_avg"], state.get("grad_avg") if group["centered"] else None,
-                                  state.get("momentum_buffer") if group["momentum"] else None, lr=lr, alpha=alpha,
-                                  eps=group["eps"], momentum=group["momentum"], weight_decay=group["weight_decay"],
-                                  maximize=group["maximize"]):
+        if self._fused_here and backend.fused.rmsprop_(
+                value, grad, state["square_avg"], state.get("grad_avg") if group["centered"] else None,
+                state.get("momentum_buffer") if group["momentum"] else None, lr=lr, alpha=alpha, eps=group["eps"],
+                momentum=group["momentum"], weight_decay=group["weight_decay"], maximize=group["maximize"]):
             return  # one fused kernel did the rule below (CuPy)
         xp = backend.namespace(value)
         g = self._direction(group, value, grad, lr)
@@ -238,8 +241,8 @@ class Adagrad(Optimizer):
 
     def _update(self, group, value, grad, state, step, lr):
         step_lr = lr / (1.0 + (step - 1) * group["lr_decay"])
-        if backend.fused.adagrad_(value, grad, state["sum"], lr=step_lr, eps=group["eps"],
-                                  weight_decay=group["weight_decay"], maximize=group["maximize"]):
+        if self._fused_here and backend.fused.adagrad_(value, grad, state["sum"], lr=step_lr, eps=group["eps"],
+                                                       weight_decay=group["weight_decay"], maximize=group["maximize"]):
             return  # one fused kernel did the rule below (CuPy)
         xp = backend.namespace(value)
         g = self._direction(group, value, grad, lr)

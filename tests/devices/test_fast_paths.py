@@ -55,6 +55,35 @@ def test_softmax_cross_entropy_fast_and_portable_paths_agree_on_every_device(dev
         assert not bool(backend.softmax_cross_entropy(logits, bad, scale, portable=portable)[2])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy warns about the NaN and Inf planted here
+def test_softmax_cross_entropy_check_finite_flags_what_the_loss_refuses_on_every_device(device):
+    """check_finite: a True flag (NumPy) means labels and finiteness were both checked; the
+    other paths return an array flag and leave finiteness to the loss (which refuses it)."""
+    labels = device.send(np.array([0, 1, 2, 0]))
+    for bad_logit in (-np.inf, np.inf, np.nan):
+        logits_host = np.zeros((4, 3))
+        logits_host[0, 1] = bad_logit  # -inf at a class other than the label: the value stays finite
+        logits = device.send(logits_host, "float32")
+        ok = backend.softmax_cross_entropy(logits, labels, 0.25, check_finite=True)[2]
+        assert ok is not True
+        with pytest.raises(FloatingPointError, match="NaN or Inf"):
+            SoftmaxCrossEntropy()(logits, labels)
+    fine = backend.softmax_cross_entropy(device.send(np.zeros((4, 3)), "float32"), labels, 0.25, check_finite=True)
+    assert bool(fine[2])
+
+
+def test_backend_reshape_matches_the_namespace_on_every_device(device):
+    x_host = RNG.normal(size=(3, 4))
+    x = device.send(x_host, "float32")
+    xp = backend.namespace(x)
+    for shape in ((-1,), (4, 3), (2, 6)):
+        result = backend.reshape(x, shape)
+        assert type(result) is type(xp.reshape(x, shape)) and device.owns(result)
+        np.testing.assert_array_equal(backend.to_numpy(result), x_host.astype(np.float32).reshape(shape))
+    if isinstance(x, np.ndarray):  # NumPy's own method: a view, as xp.reshape gives
+        assert np.shares_memory(backend.reshape(x, (-1,)), x)
+
+
 def test_library_kind_names_each_library():
     assert backend.library_kind(np.ones(2)) == "numpy"
     assert backend.library_kind(backend.device("strict").zeros((2,))) == "other"
