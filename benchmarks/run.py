@@ -183,11 +183,32 @@ def run_slot(module_name: str, rounds: int, block_seconds: float, quick: bool, p
                 if "gradflow" in steps and other in steps:
                     entry["ratios"][f"gradflow/{other}"] = timing.ratio("gradflow", other)
             del steps
-            confirm_solo(entry, {name: {"kind": "slot", "module": module_name, "workload": workload,
-                                        "contender": name, "batch": batch} for name in builders},
+            specs = {name: {"kind": "slot", "module": module_name, "workload": workload, "contender": name,
+                            "batch": batch} for name in builders}
+            confirm_solo(entry, specs,
                          None if fair is None else dict(fair, block_seconds=max(fair["block_seconds"], 0.25)))
+            explain_miss(entry, workload, builders, specs, batch, fair)
             results["workloads"][key] = entry
     return results
+
+
+def explain_miss(entry: dict[str, Any], workload: str, builders: dict[str, Callable], specs: dict[str, Any],
+                 batch: int, fair: dict[str, Any] | None) -> None:
+    """For a workload that misses its PyTorch target (interleaved or solo): gradflow and PyTorch
+    each timed alone at 1 thread as well (``solo_1_thread_ms``; how much of the gap is PyTorch
+    using the second thread for work NumPy does on one), and a cProfile of gradflow's step
+    (``profile``: the functions with the most own time)."""
+    limit = SLOT_TARGETS.get(workload)
+    if fair is None or limit is None or "gradflow/torch" not in entry["ratios"]:
+        return
+    ratios = [entry["ratios"]["gradflow/torch"], entry.get("solo_ratios", {}).get("gradflow/torch", 0.0)]
+    if max(ratios) <= limit:
+        return
+    one = dict(fair, threads=1, block_seconds=max(fair["block_seconds"], 0.25))
+    outcomes = {name: solo.run_solo(specs[name], **one) for name in ("gradflow", "torch")}
+    entry["solo_1_thread_ms"] = {name: o["ms"] for name, o in outcomes.items() if o.get("status", "ok") == "ok"}
+    step = builders["gradflow"](batch)
+    entry["profile"] = measure.profile_step(step, steps=10, top=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +307,23 @@ def _fixed_costs(results: dict[str, Any], entry: dict[str, Any]) -> str:
 SLOT_TARGETS = {"cnn": 1.2, "lstm": 1.5, "gru": 1.5, "transformer_block": 1.1, "transformer": 1.1}
 
 
+def _slot_miss(entry: dict[str, Any], threads: Any) -> str | None:
+    """The measured reasons a sequence/CNN workload misses its target (see :func:`explain_miss`)."""
+    parts = []
+    one = entry.get("solo_1_thread_ms", {})
+    if "gradflow" in one and "torch" in one:
+        at_one = one["gradflow"] / one["torch"]
+        solo_ratio = entry.get("solo_ratios", {}).get("gradflow/torch", float("nan"))
+        reading = ("so part of the gap is PyTorch putting its second thread on work that NumPy's ufuncs "
+                   "do on one" if at_one < solo_ratio else "so the gap is not a matter of threads")
+        parts.append(f"each alone at 1 thread: gradflow {one['gradflow']:.2f} ms, PyTorch {one['torch']:.2f} ms "
+                     f"({at_one:.2f}x, against {solo_ratio:.2f}x alone at {threads} threads), {reading}")
+    if entry.get("profile"):
+        rows = ", ".join(f"{row['function']} {row['own_share']:.0%}" for row in entry["profile"][:4])
+        parts.append(f"gradflow's own time by function (cProfile, 10 steps): {rows}")
+    return "; ".join(parts) or None
+
+
 def _fair_ratio(entry: dict[str, Any], key: str, limit: float, strict: bool = False) -> tuple[str, bool]:
     """"0.95x interleaved, 0.97x solo" and whether both meet ``limit`` (the solo figure counts
     only where it was measured). ``strict``: below the limit, not at it."""
@@ -316,7 +354,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if limit is None or entry.get("status") != "ok" or "gradflow/torch" not in entry["ratios"]:
                 continue
             value, met = _fair_ratio(entry, "gradflow/torch", limit)
-            rows.append({"target": f"{workload}: gradflow ≤ {limit:.2f}x PyTorch eager", "value": value, "met": met})
+            rows.append({"target": f"{workload}: gradflow ≤ {limit:.2f}x PyTorch eager", "value": value, "met": met,
+                         "why": None if met else _slot_miss(entry, results["environment"].get("threads"))})
     layer_rows = [row for row in results["overheads"] if row["per"] == "layer"]
     if layer_rows:
         worst = max(layer_rows, key=lambda row: row["overhead_per_layer_us"])
