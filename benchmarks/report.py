@@ -99,7 +99,7 @@ def mlp_table(results: dict[str, Any], device: str = "cpu", section: dict[str, A
 def targets_table(results: dict[str, Any]) -> str:
     table = _table(["target", "measured", "met"],
                    [[row["target"], row["value"], "yes" if row["met"] else "**no**"] for row in results["targets"]])
-    notes = [f"- {row['target'].split(':')[0]}: {row['why']}" for row in results["targets"] if row.get("why")]
+    notes = [f"- {row['target']}: {row['why']}" for row in results["targets"] if row.get("why")]
     return table + ("\n\nWhy a target is missed:\n\n" + "\n".join(notes) if notes else "")
 
 
