@@ -17,6 +17,7 @@ import array_api_compat
 import numpy as np
 
 from . import fused
+from .fused import _INV_SQRT_2, _INV_SQRT_2PI  # one definition: the kernels' GELU constants
 from .arrays import _NO_CONTEXT, device_context, library_kind, namespace
 from .common import Array
 
@@ -220,8 +221,6 @@ def _erf_float32_numpy(x: np.ndarray) -> np.ndarray:
     return p
 
 
-_INV_SQRT_2 = math.sqrt(0.5)  # 1/√2 correctly rounded (1/sqrt(2.0) is an ulp low), as in backend.fused
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @_on_device_of_first_argument
